@@ -1,0 +1,1069 @@
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <future>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "agent/identity.h"
+#include "common/fs.h"
+#include "common/http.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "common/pki.h"
+#include "common/unix_socket.h"
+#include "primary/primary.h"
+#include "roles/roles.h"
+#include "store/store.h"
+#include "supervisor/supervisor.h"
+
+namespace kato {
+
+using json = nlohmann::json;
+using Progress = std::function<void(const std::string&)>;
+
+namespace {
+
+constexpr Millis kCallTimeout{3000};
+constexpr Millis kPeerStatusTimeout{1500};
+
+// Who asked: recorded in the cluster's history.
+struct Caller {
+  std::string user = "root";
+  std::string command;
+};
+
+std::string UserName(uid_t uid) {
+  struct passwd* pw = getpwuid(uid);
+  return pw ? pw->pw_name : std::to_string(uid);
+}
+
+std::vector<std::string> Strings(const json& args, const char* key) {
+  std::vector<std::string> out;
+  if (args.contains(key) && args[key].is_array())
+    for (const auto& v : args[key])
+      if (v.is_string()) out.push_back(v.get<std::string>());
+  return out;
+}
+
+std::string Str(const json& args, const char* key) {
+  if (!args.is_object() || !args.contains(key) || !args[key].is_string()) return "";
+  return args[key].get<std::string>();
+}
+
+json ProcessJson(const ProcessStatus& p) {
+  return json{{"name", p.name},         {"state", ToString(p.state)}, {"pid", p.pid},
+              {"message", p.message},   {"log", p.log_path},          {"since_ms", p.since_ms}};
+}
+
+bool Contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+}  // namespace
+
+struct Agent::Impl {
+  AgentOptions opt;
+  DataLayout layout;
+
+  std::mutex mu;  // guards id, member, pki
+  NodeIdentity id;
+  Membership member;
+  struct Pki {
+    std::string ca, cert, key;
+  } pki;
+
+  PosixLauncher launcher;
+  TcpProber prober;
+  SystemRoleEnvironment roles_env;
+  std::mutex sup_mu;  // guards sup
+  std::unique_ptr<Supervisor> sup;
+
+  std::atomic<bool> stopping{false};
+  std::mutex wake_mu;
+  std::condition_variable wake_cv;
+  bool wake = false;  // guarded by wake_mu: heartbeat now
+
+  std::mutex server_mu;
+  std::unique_ptr<HttpsServer> node_server;  // agent port, guarded by server_mu
+  std::string node_server_ip, node_server_cert;
+  int cli_fd = -1;
+  int lock_fd = -1;
+  std::atomic<int64_t> seen_revision{0};
+  std::atomic<bool> core_reachable{true};
+
+  explicit Impl(AgentOptions o) : opt(std::move(o)), layout{opt.data_dir} {}
+
+  // ---- state helpers ------------------------------------------------------
+
+  NodeIdentity Identity() {
+    std::lock_guard l(mu);
+    return id;
+  }
+  Membership Member() {
+    std::lock_guard l(mu);
+    return member;
+  }
+  Pki PkiCopy() {
+    std::lock_guard l(mu);
+    return pki;
+  }
+  void LoadPki() {
+    Pki p;
+    if (auto c = ReadFile(layout.ca_cert())) p.ca = *c;
+    if (auto c = ReadFile(layout.node_cert())) p.cert = *c;
+    if (auto c = ReadFile(layout.node_key())) p.key = *c;
+    std::lock_guard l(mu);
+    pki = p;
+  }
+  bool IsCore() {
+    std::lock_guard l(mu);
+    return member.attached && Contains(member.roles, "primary");
+  }
+
+  void Wake() {
+    {
+      std::lock_guard l(wake_mu);
+      wake = true;
+    }
+    wake_cv.notify_all();
+  }
+
+  // Applies the assigned roles to the supervisor.
+  void Reconcile() {
+    auto m = Member();
+    auto ident = Identity();
+    std::set<std::string> roles;
+    if (m.attached) roles.insert(m.roles.begin(), m.roles.end());
+    NodeContext ctx{opt.data_dir, ident.ip, ident.id, opt.katod_path};
+    auto specs = ProcessesForRoles(roles, ctx, roles_env);
+    std::lock_guard l(sup_mu);
+    sup->set_desired(std::move(specs));
+    sup->tick();
+  }
+
+  Status SetMembership(const Membership& m) {
+    KATO_TRY(SaveMembership(layout, m));
+    {
+      std::lock_guard l(mu);
+      member = m;
+    }
+    Reconcile();
+    return Ok();
+  }
+
+  std::vector<ProcessStatus> Processes() {
+    std::lock_guard l(sup_mu);
+    return sup->status();
+  }
+
+  json LocalStatus() {
+    auto ident = Identity();
+    auto m = Member();
+    json procs = json::array();
+    for (const auto& p : Processes()) procs.push_back(ProcessJson(p));
+    return json{{"id", ident.id},
+                {"ip", ident.ip},
+                {"hostname", ident.hostname},
+                {"version", opt.version},
+                {"state", "up"},
+                {"attached", m.attached},
+                {"core_ip", m.core_ip},
+                {"roles", m.attached ? m.roles : std::vector<std::string>{}},
+                {"processes", procs}};
+  }
+
+  // ---- talking to the cluster -------------------------------------------
+
+  Result<json> DecodeReply(const Result<HttpResponse>& r, const std::string& who) {
+    if (!r) return Err(r.error());
+    json j = json::parse(r->body, nullptr, false);
+    if (r->status >= 300) {
+      if (!j.is_discarded() && j.is_object() && j.contains("error") && j["error"].is_string())
+        return Err(j["error"].get<std::string>());
+      return Err(who + " answered HTTP " + std::to_string(r->status));
+    }
+    if (j.is_discarded()) return Err(who + " sent a reply that is not JSON");
+    return j;
+  }
+
+  Result<json> CallPrimary(const std::string& method, const std::string& path, json body,
+                           Millis timeout = kCallTimeout, const Caller* caller = nullptr) {
+    auto m = Member();
+    if (!m.attached)
+      return Err("this node is not in a cluster: attach it with `kato node attach CORE_IP` or "
+                 "make it the core with `kato node setup core API_HOST`");
+    auto p = PkiCopy();
+    if (caller) body["audit"] = {{"node", Identity().ip}, {"user", caller->user},
+                                 {"command", caller->command}};
+    auto r = HttpsCall(ClientTls{p.ca, p.cert, p.key, ""}, m.core_ip, kPrimaryPort, method, path,
+                       method == "GET" ? "" : body.dump(), timeout);
+    if (!r) return Err("cannot reach the core: " + r.error());
+    return DecodeReply(r, "the core");
+  }
+
+  Result<json> CallAgent(const std::string& ip, const std::string& method,
+                         const std::string& path, const json& body, Millis timeout) {
+    auto p = PkiCopy();
+    auto r = HttpsCall(ClientTls{p.ca, p.cert, p.key, ""}, ip, kAgentPort, method, path,
+                       method == "GET" ? "" : body.dump(), timeout);
+    if (!r) return Err("cannot reach the node agent: " + r.error());
+    return DecodeReply(r, "the agent at " + ip);
+  }
+
+  // Adopts what the primary says about this node (roles, endpoint).
+  void ApplyNodeReply(const json& reply) {
+    if (!reply.contains("node") || !reply["node"].is_object()) return;
+    Membership m = Member();
+    if (!m.attached) return;
+    Membership n = m;
+    n.roles = Strings(reply["node"], "roles");
+    if (reply.contains("endpoint") && reply["endpoint"].is_string())
+      n.endpoint = reply["endpoint"].get<std::string>();
+    if (reply.contains("version") && reply["version"].is_string())
+      n.cluster_version = reply["version"].get<std::string>();
+    if (reply.contains("revision") && reply["revision"].is_number())
+      n.revision = reply["revision"].get<int64_t>();
+    if (n.roles != m.roles || n.endpoint != m.endpoint || n.cluster_version != m.cluster_version) {
+      if (n.roles != m.roles) LogInfo("roles assigned by the cluster: {}", json(n.roles).dump());
+      if (auto s = SetMembership(n); !s) LogError("{}", s.error());
+    }
+  }
+
+  // Leaves the cluster locally: stops every cluster role, forgets the cluster.
+  void DetachLocally(const std::string& why) {
+    LogWarn("leaving the cluster: {}", why);
+    Membership none;
+    if (auto s = SetMembership(none); !s) LogError("{}", s.error());
+    for (auto f : {layout.node_cert(), layout.ca_cert()}) ::unlink(f.c_str());
+    LoadPki();
+    if (auto s = StartNodeServer(); !s) LogError("{}", s.error());
+  }
+
+  void Heartbeat() {
+    auto m = Member();
+    if (!m.attached) return;
+    auto ident = Identity();
+    json procs = json::array();
+    for (const auto& p : Processes())
+      procs.push_back({{"name", p.name}, {"state", ToString(p.state)}, {"pid", p.pid}});
+    auto p = PkiCopy();
+    json body{{"ip", ident.ip}, {"hostname", ident.hostname}, {"version", opt.version},
+              {"processes", procs}};
+    auto r = HttpsCall(ClientTls{p.ca, p.cert, p.key, ""}, m.core_ip, kPrimaryPort, "POST",
+                       "/v1/heartbeat", body.dump(), Millis(2000));
+    if (!r) {
+      if (core_reachable.exchange(false))
+        LogWarn("core unreachable ({}); keeping this node's processes running", r.error());
+      return;
+    }
+    if (!core_reachable.exchange(true)) LogInfo("core reachable again at {}", m.core_ip);
+    if (r->status == 410) {
+      DetachLocally("the core removed this node");
+      return;
+    }
+    auto j = DecodeReply(r, "the core");
+    if (!j) {
+      LogWarn("heartbeat refused: {}", j.error());
+      return;
+    }
+    ApplyNodeReply(*j);
+  }
+
+  void HeartbeatLoop() {
+    while (!stopping) {
+      Heartbeat();
+      std::unique_lock l(wake_mu);
+      wake_cv.wait_for(l, kHeartbeatInterval, [&] { return wake || stopping; });
+      wake = false;
+    }
+  }
+
+  // Long-polls the cluster revision; any change triggers an immediate heartbeat,
+  // which brings this node's new role assignment.
+  void WatchLoop() {
+    while (!stopping) {
+      auto m = Member();
+      if (!m.attached) {
+        std::unique_lock l(wake_mu);
+        wake_cv.wait_for(l, Millis(500), [&] { return stopping.load(); });
+        continue;
+      }
+      auto r = CallPrimary("GET",
+                           "/v1/watch?after=" + std::to_string(seen_revision.load()) +
+                               "&timeout_ms=15000",
+                           json::object(), Millis(20000));
+      if (stopping) break;
+      if (r && r->contains("revision") && (*r)["revision"].is_number()) {
+        int64_t rev = (*r)["revision"].get<int64_t>();
+        if (rev != seen_revision.exchange(rev)) Wake();
+        continue;
+      }
+      std::unique_lock l(wake_mu);
+      wake_cv.wait_for(l, Millis(1000), [&] { return stopping.load(); });
+    }
+  }
+
+  // Waits until every named process has left STARTING/BACKOFF (bounded), with
+  // progress; fails naming a process that did not start and its log.
+  Status WaitRunning(const std::vector<std::string>& names, Millis limit, const Progress& progress) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    std::set<std::string> reported;
+    for (;;) {
+      bool all = true;
+      for (const auto& p : Processes()) {
+        if (!names.empty() && !Contains(names, p.name)) continue;
+        if (p.state == ProcState::kRunning) {
+          if (reported.insert(p.name).second) progress(p.name + " RUNNING");
+          continue;
+        }
+        if (p.state == ProcState::kFatal)
+          return Err("process " + p.name + " did not start (" + p.message + "); see its log at " +
+                     p.log_path);
+        if (p.state == ProcState::kStopped && !Contains(names, p.name)) continue;
+        all = false;
+      }
+      if (all) return Ok();
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::string waiting;
+        for (const auto& p : Processes())
+          if (p.state != ProcState::kRunning &&
+              (names.empty() || Contains(names, p.name)) && p.state != ProcState::kStopped)
+            waiting += " " + p.name + " (" + ToString(p.state) + ", log " + p.log_path + ")";
+        return Err("processes still not RUNNING after " + std::to_string(limit.count() / 1000) +
+                   " s:" + waiting);
+      }
+      std::this_thread::sleep_for(Millis(100));  // polling a condition, bounded by the deadline
+    }
+  }
+
+  std::vector<std::string> ProcessNamesOf(const std::vector<std::string>& roles) {
+    auto ident = Identity();
+    std::set<std::string> rs(roles.begin(), roles.end());
+    std::vector<std::string> names;
+    for (const auto& s :
+         ProcessesForRoles(rs, NodeContext{opt.data_dir, ident.ip, ident.id, opt.katod_path},
+                           roles_env))
+      names.push_back(s.name);
+    return names;
+  }
+
+  // ---- commands -----------------------------------------------------------
+
+  Result<json> Info() {
+    auto ident = Identity();
+    auto m = Member();
+    json available = json::array(), unavailable = json::object();
+    for (const auto& r : AllRoles()) {
+      auto a = RoleAvailability(r, roles_env);
+      if (a.available)
+        available.push_back(r);
+      else
+        unavailable[r] = a.reason;
+    }
+    return json{{"id", ident.id},
+                {"hostname", ident.hostname},
+                {"ip", ident.ip},
+                {"version", opt.version},
+                {"attached", m.attached},
+                {"core_ip", m.attached ? m.core_ip : ""},
+                {"endpoint", m.attached ? m.endpoint : ""},
+                {"cluster_version", m.cluster_version},
+                {"data_dir", opt.data_dir},
+                {"roles",
+                 {{"assigned", m.attached ? m.roles : std::vector<std::string>{}},
+                  {"available", available},
+                  {"unavailable", unavailable}}}};
+  }
+
+  Result<json> StatusAll() {
+    auto cluster = CallPrimary("GET", "/v1/cluster", json::object());
+    if (!cluster) return Err(cluster.error());
+    json nodes = (*cluster)["nodes"];
+    std::vector<std::future<json>> futures;
+    for (const auto& n : nodes) {
+      futures.push_back(std::async(std::launch::async, [this, n]() {
+        json out{{"id", n["id"]},   {"ip", n["ip"]},       {"hostname", n["hostname"]},
+                 {"roles", n["roles"]}, {"version", n["version"]}, {"state", "down"},
+                 {"processes", json::array()}};
+        auto r = CallAgent(n["ip"].get<std::string>(), "GET", "/v1/status", json::object(),
+                           kPeerStatusTimeout);
+        if (r && r->is_object() && (*r)["id"] == n["id"]) {
+          out["state"] = "up";
+          out["processes"] = (*r)["processes"];
+        } else {
+          out["error"] = r ? "another node answers at this address" : r.error();
+        }
+        return out;
+      }));
+    }
+    json out{{"core_ip", (*cluster)["core_ip"]},
+             {"endpoint", (*cluster)["endpoint"]},
+             {"nodes", json::array()}};
+    for (auto& f : futures) out["nodes"].push_back(f.get());
+    return out;
+  }
+
+  Result<json> SetupCore(const json& args, const Caller& caller, const Progress& progress) {
+    std::string api_host = Str(args, "api_host");
+    if (!IsHostname(api_host))
+      return Err("'" + api_host + "' is not a valid API host name (e.g. api.example.com)");
+    auto m = Member();
+    auto ident = Identity();
+    if (m.attached && !Contains(m.roles, "primary"))
+      return Err("this node is attached to the cluster at " + m.core_ip +
+                 "; run `kato node detach` before making it a core");
+    if (!m.attached) {
+      progress("creating the cluster CA and this node's certificate");
+      KATO_TRY(MakeDirs(layout.pki_dir(), 0700));
+      auto ca = CreateCa(ident.hostname);
+      if (!ca) return Err(ca.error());
+      auto kc = CreateKeyAndCsr(ident.id);
+      if (!kc) return Err(kc.error());
+      auto cert = SignCsr(*ca, kc->csr_pem, ident.id, 3650);
+      if (!cert) return Err(cert.error());
+      KATO_TRY(WriteFileAtomic(layout.ca_key(), ca->key_pem, 0600));
+      KATO_TRY(WriteFileAtomic(layout.ca_cert(), ca->cert_pem, 0644));
+      KATO_TRY(WriteFileAtomic(layout.node_key(), kc->key_pem, 0600));
+      KATO_TRY(WriteFileAtomic(layout.node_cert(), *cert, 0644));
+      progress("creating the cluster state store " + layout.state_db());
+      ::unlink(layout.state_db().c_str());
+      auto store = OpenSqliteStore(layout.state_db());
+      if (!store) return Err(store.error());
+      Store& st = **store;
+      auto fp = CertFingerprint(ca->cert_pem);
+      if (!fp) return Err(fp.error());
+      JoinToken token{*fp, RandomHex(32)};
+      NodeRecord rec{ident.id, ident.ip, ident.hostname, opt.version,
+                     {"primary", "base"}, RealClock::instance().wall_ms()};
+      HistoryEntry h{0, RealClock::instance().wall_ms(), ident.ip, caller.user, caller.command};
+      for (auto s : {st.SetSetting("core_ip", ident.ip), st.SetSetting("version", opt.version),
+                     st.SetSetting("endpoint", api_host),
+                     st.SetSetting("ca_fingerprint", *fp), st.PutNode(rec),
+                     st.AddToken({Sha256Hex(token.secret), RealClock::instance().wall_ms(), 0,
+                                  false}),
+                     st.AppendHistory(h)})
+        if (!s) return Err(s.error());
+      KATO_TRY(WriteFileAtomic(layout.token_file(), token.str() + "\n", 0600));
+      LoadPki();
+      KATO_TRY(StartNodeServer());
+      Membership core;
+      core.attached = true;
+      core.core_ip = ident.ip;
+      core.endpoint = api_host;
+      core.cluster_version = opt.version;
+      core.roles = {"primary", "base"};
+      KATO_TRY(SetMembership(core));
+      progress("starting the primary");
+      KATO_TRY(WaitRunning(ProcessNamesOf(core.roles), Millis(30000), progress));
+    }
+    if (m.attached) KATO_TRY(SetEndpoint(api_host, caller));  // a new core records it at creation
+    Heartbeat();
+    auto token = CallPrimary("POST", "/v1/token", json::object());
+    if (!token) return Err(token.error());
+    std::string t = (*token)["token"].get<std::string>();
+    return json{{"core_ip", ident.ip},
+                {"endpoint", api_host},
+                {"token", t},
+                {"attach_command", "kato node attach --token " + t + " " + ident.ip}};
+  }
+
+  Status SetEndpoint(const std::string& endpoint, const Caller& caller) {
+    auto r = CallPrimary("POST", "/v1/settings", json{{"endpoint", endpoint}}, kCallTimeout,
+                         &caller);
+    if (!r) return Err(r.error());
+    Membership m = Member();
+    m.endpoint = endpoint;
+    return SetMembership(m);
+  }
+
+  Result<json> Token(const json& args, const Caller& caller) {
+    if (!IsCore())
+      return Err("`kato node token` runs on the core node (this node is not the core)");
+    json body{{"rotate", args.value("rotate", false)}};
+    if (args.contains("ttl_s")) body["ttl_s"] = args["ttl_s"];
+    return CallPrimary("POST", "/v1/token", body, kCallTimeout, &caller);
+  }
+
+  Result<json> Attach(const json& args, const Caller& caller, const Progress& progress) {
+    std::string core_ip = Str(args, "core_ip");
+    KATO_TRY(CheckIPv4(core_ip, "CORE_IP"));
+    auto token = ParseJoinToken(Str(args, "token"));
+    if (!token) return Err(token.error());
+    auto m = Member();
+    auto ident = Identity();
+    if (m.attached)
+      return Err("this node is already attached to the cluster at " + m.core_ip +
+                 "; run `kato node detach` first");
+    if (core_ip == ident.ip)
+      return Err("CORE_IP " + core_ip + " is this node's own address; give the core's address");
+    auto exp = ExpandRoles(SplitRoleList(Strings(args, "roles")), roles_env);
+    if (!exp) return Err(exp.error());
+    for (const auto& s : exp->skipped) progress("skipping " + s);
+    std::set<std::string> want(exp->roles.begin(), exp->roles.end());
+    want.insert("base");
+    KATO_TRY(CheckNodeRoles(want, false));
+    auto kc = CreateKeyAndCsr(ident.id);
+    if (!kc) return Err(kc.error());
+    progress("contacting the core at " + core_ip + " (pinning its CA " +
+             token->ca_hash.substr(0, 16) + "...)");
+    json body{{"secret", token->secret},   {"node_id", ident.id},
+              {"ip", ident.ip},            {"hostname", ident.hostname},
+              {"version", opt.version},    {"roles", exp->roles},
+              {"force", args.value("force", false)}, {"csr", kc->csr_pem},
+              {"audit", {{"node", ident.ip}, {"user", caller.user}, {"command", caller.command}}}};
+    ClientTls tls;
+    tls.pin_ca_sha256 = token->ca_hash;
+    auto r = HttpsCall(tls, core_ip, kPrimaryPort, "POST", "/v1/join", body.dump(), Millis(10000));
+    if (!r) return Err("cannot attach to " + core_ip + ": " + r.error());
+    auto j = DecodeReply(r, "the core");
+    if (!j) return Err("the core refused to attach this node: " + j.error());
+    KATO_TRY(MakeDirs(layout.pki_dir(), 0700));
+    KATO_TRY(WriteFileAtomic(layout.ca_cert(), r->peer_ca_pem, 0644));
+    KATO_TRY(WriteFileAtomic(layout.node_key(), kc->key_pem, 0600));
+    KATO_TRY(WriteFileAtomic(layout.node_cert(), Str(*j, "cert"), 0644));
+    LoadPki();
+    KATO_TRY(StartNodeServer());
+    Membership nm;
+    nm.attached = true;
+    nm.core_ip = core_ip;
+    nm.endpoint = Str(*j, "endpoint");
+    nm.cluster_version = Str(*j, "version");
+    nm.roles = Strings((*j)["node"], "roles");
+    nm.revision = j->value("revision", static_cast<int64_t>(0));
+    KATO_TRY(SetMembership(nm));
+    progress("attached as node " + ident.id + " with roles: " + json(nm.roles).dump());
+    Wake();
+    KATO_TRY(WaitRunning(ProcessNamesOf(nm.roles), Millis(180000), progress));
+    return Info();
+  }
+
+  Result<json> Detach(const Caller& caller) {
+    auto m = Member();
+    if (!m.attached) return Err("this node is not in a cluster; nothing to detach");
+    if (Contains(m.roles, "primary"))
+      return Err("this node is the core: the cluster lives here and it cannot detach");
+    auto ident = Identity();
+    auto r = CallPrimary("POST", "/v1/nodes/remove", json{{"node", ident.id}}, kCallTimeout,
+                         &caller);
+    std::string note = r ? "" : "the core could not be told (" + r.error() +
+                                    "); run `kato node remove " + ident.ip + "` on the core";
+    DetachLocally("kato node detach");
+    KATO_TRY(WaitStopped(Millis(30000)));
+    return json{{"detached", true}, {"warning", note}};
+  }
+
+  Status WaitStopped(Millis limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (Processes().empty()) return Ok();
+      std::this_thread::sleep_for(Millis(100));  // polling a condition, bounded
+    }
+    return Err("processes still stopping after " + std::to_string(limit.count() / 1000) + " s");
+  }
+
+  Result<json> Remove(const json& args, const Caller& caller) {
+    std::string ip = Str(args, "ip");
+    KATO_TRY(CheckIPv4(ip, "NODE_IP"));
+    if (ip == Identity().ip) return Err("this is the node you are on; use `kato node detach`");
+    auto r = CallPrimary("POST", "/v1/nodes/remove", json{{"node", ip}}, kCallTimeout, &caller);
+    if (!r) return Err(r.error());
+    // Best effort: tell the node now. If it is down, its next heartbeat learns it was removed.
+    auto told = CallAgent(ip, "POST", "/v1/detach", json::object(), Millis(2000));
+    json out = *r;
+    out["node_told"] = told.ok();
+    if (!told) out["warning"] = "the node was not reachable; it will leave when it comes back";
+    return out;
+  }
+
+  Result<json> NodeList() {
+    auto c = CallPrimary("GET", "/v1/cluster", json::object());
+    if (!c) return Err(c.error());
+    json out = json::array();
+    for (const auto& n : (*c)["nodes"])
+      out.push_back({{"id", n["id"]},
+                     {"ip", n["ip"]},
+                     {"hostname", n["hostname"]},
+                     {"state", n["state"]},
+                     {"version", n["version"]},
+                     {"roles", n["roles"]}});
+    return out;
+  }
+
+  Result<json> Rename(const json& args, const Caller& caller) {
+    std::string hostname = Str(args, "hostname");
+    if (!IsHostname(hostname))
+      return Err("'" + hostname + "' is not a valid host name (letters, digits, '-' and dots)");
+    NodeIdentity ident = Identity();
+    if (args.value("system", false)) {
+      KATO_TRY(WriteFileAtomic("/etc/hostname", hostname + "\n", 0644));
+      if (sethostname(hostname.c_str(), hostname.size()) != 0)
+        return Err("wrote /etc/hostname but could not set the running host name: " +
+                   std::string(strerror(errno)));
+    }
+    ident.hostname = hostname;
+    auto m = Member();
+    if (m.attached) {
+      auto r = CallPrimary("POST", "/v1/nodes/update", json{{"node", ident.id}, {"hostname", hostname}},
+                           kCallTimeout, &caller);
+      if (!r) return Err(r.error());
+    }
+    KATO_TRY(SaveIdentity(layout, ident));
+    {
+      std::lock_guard l(mu);
+      id.hostname = hostname;
+    }
+    Heartbeat();  // brings the endpoint the core derives from a new core hostname
+    return Info();
+  }
+
+  Result<json> Migrate(const json& args, const Caller& caller, const Progress& progress) {
+    std::string old_ip = Str(args, "old_ip"), new_ip = Str(args, "new_ip");
+    KATO_TRY(CheckIPv4(old_ip, "OLD_IP"));
+    KATO_TRY(CheckIPv4(new_ip, "NEW_IP"));
+    if (old_ip == new_ip) return Err("OLD_IP and NEW_IP are the same");
+    auto m = Member();
+    auto ident = Identity();
+    if (!m.attached) return Err("this node is not in a cluster; nothing to migrate");
+    bool core = Contains(m.roles, "primary");
+    if (old_ip == ident.ip) {
+      // This node moved.
+      progress("this node moves from " + old_ip + " to " + new_ip);
+      auto r = CallPrimary("POST", "/v1/nodes/update", json{{"node", ident.id}, {"ip", new_ip}},
+                           kCallTimeout, &caller);
+      if (!r) return Err(r.error());
+      {
+        std::lock_guard l(mu);
+        id.ip = new_ip;
+        if (core) member.core_ip = new_ip;
+      }
+      KATO_TRY(SaveIdentity(layout, Identity()));
+      KATO_TRY(SaveMembership(layout, Member()));
+      KATO_TRY(StartNodeServer());
+      Reconcile();  // role processes bind the new address: their specs changed, they restart
+      KATO_TRY(WaitRunning(ProcessNamesOf(m.roles), Millis(120000), progress));
+      Wake();
+      return Info();
+    }
+    if (old_ip == m.core_ip) {
+      progress("the core moved from " + old_ip + " to " + new_ip);
+      Membership n = m;
+      n.core_ip = new_ip;
+      KATO_TRY(SetMembership(n));
+      auto c = CallPrimary("GET", "/v1/cluster", json::object());
+      if (!c)
+        return Err("core_ip is now " + new_ip + ", but the core does not answer there yet: " +
+                   c.error());
+      Wake();
+      return Info();
+    }
+    return Err("OLD_IP " + old_ip + " is neither this node's address (" + ident.ip +
+               ") nor the core's (" + m.core_ip + ")");
+  }
+
+  Result<json> RoleChange(bool add, const json& args, const Caller& caller,
+                          const Progress& progress) {
+    auto m = Member();
+    if (!m.attached)
+      return Err("this node is not in a cluster: set it up with `kato node setup core API_HOST` "
+                 "or `kato node attach CORE_IP` first");
+    std::vector<std::string> roles;
+    if (add) {
+      Result<Expansion> exp = args.value("all", false) || args.contains("all_but")
+                                  ? AllRolesBut(SplitRoleList(Strings(args, "all_but")), roles_env)
+                                  : ExpandRoles(SplitRoleList(Strings(args, "roles")), roles_env);
+      if (!exp) return Err(exp.error());
+      for (const auto& s : exp->skipped) progress("skipping " + s);
+      roles = exp->roles;
+    } else {
+      for (const auto& r : SplitRoleList(Strings(args, "roles"))) {
+        if (IsRoleGroup(r)) {
+          for (const auto& g : GroupMembers(r)) roles.push_back(g);
+        } else if (!IsRole(r)) {
+          auto e = ExpandRoles({r}, roles_env);  // for its message
+          return Err(e ? "unknown role '" + r + "'" : e.error());
+        } else {
+          roles.push_back(r);
+        }
+      }
+    }
+    if (roles.empty()) return Err("no roles given; name at least one (see `kato info`)");
+    auto ident = Identity();
+    json body{{"node", ident.id}, {add ? "add" : "remove", roles}};
+    auto r = CallPrimary("POST", "/v1/nodes/roles", body, kCallTimeout, &caller);
+    if (!r) return Err(r.error());
+    Membership n = Member();
+    n.roles = Strings(*r, "roles");
+    KATO_TRY(SetMembership(n));
+    if (add) KATO_TRY(WaitRunning(ProcessNamesOf(roles), Millis(180000), progress));
+    if (!add) {
+      auto names = ProcessNamesOf(roles);
+      auto deadline = std::chrono::steady_clock::now() + Millis(30000);
+      for (;;) {
+        bool gone = true;
+        for (const auto& p : Processes())
+          if (Contains(names, p.name) && !Contains(ProcessNamesOf(n.roles), p.name)) gone = false;
+        if (gone || std::chrono::steady_clock::now() > deadline) break;
+        std::this_thread::sleep_for(Millis(100));  // polling a condition, bounded
+      }
+    }
+    return json{{"roles", n.roles}};
+  }
+
+  Result<json> RoleInfo(const json& args) {
+    auto m = Member();
+    auto names = SplitRoleList(Strings(args, "roles"));
+    if (names.empty()) names = AllRoles();
+    json out = json::array();
+    for (const auto& r : names) {
+      if (!IsRole(r)) return Err("unknown role '" + r + "'; see `kato info` for the roles");
+      auto a = RoleAvailability(r, roles_env);
+      out.push_back({{"role", r},
+                     {"assigned", m.attached && Contains(m.roles, r)},
+                     {"available", a.available},
+                     {"reason", a.reason},
+                     {"processes", RoleProcessNames(r)}});
+    }
+    return out;
+  }
+
+  // start/stop/restart of the processes of some roles (all assigned when none).
+  Result<json> Control(const std::string& verb, const std::vector<std::string>& names,
+                       bool by_role, const Caller& caller, const Progress& progress) {
+    auto m = Member();
+    std::vector<std::string> procs;
+    if (by_role) {
+      auto roles = SplitRoleList(names);
+      for (const auto& r : roles) {
+        if (!IsRole(r)) return Err("unknown role '" + r + "'; see `kato info` for the roles");
+        if (!m.attached || !Contains(m.roles, r))
+          return Err("role " + r + " is not assigned to this node (see `kato info`)");
+      }
+      procs = ProcessNamesOf(roles.empty() ? m.roles : roles);
+    } else {
+      std::set<std::string> known;
+      for (const auto& p : Processes()) known.insert(p.name);
+      for (const auto& n : names)
+        if (!known.count(n))
+          return Err("no process '" + n + "' on this node (see `kato process list`)");
+      procs = names;
+      if (procs.empty()) procs.assign(known.begin(), known.end());
+    }
+    {
+      std::lock_guard l(sup_mu);
+      for (const auto& p : procs) {
+        if (verb == "start") sup->start(p);
+        if (verb == "stop") sup->stop(p);
+        if (verb == "restart") sup->restart(p);
+      }
+      sup->tick();
+    }
+    if (auto r = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !r)
+      LogWarn("history not recorded: {}", r.error());
+    if (verb == "stop") {
+      auto deadline = std::chrono::steady_clock::now() + Millis(30000);
+      for (;;) {
+        bool done = true;
+        for (const auto& p : Processes())
+          if (Contains(procs, p.name) && p.state != ProcState::kStopped) done = false;
+        if (done || std::chrono::steady_clock::now() > deadline) break;
+        std::this_thread::sleep_for(Millis(100));  // polling a condition, bounded
+      }
+    } else {
+      KATO_TRY(WaitRunning(procs, Millis(120000), progress));
+    }
+    json out = json::array();
+    for (const auto& p : Processes())
+      if (Contains(procs, p.name)) out.push_back(ProcessJson(p));
+    return out;
+  }
+
+  Result<json> ConfigCmd(const std::string& op, const json& args, const Caller& caller) {
+    std::string component = Str(args, "component"), key = Str(args, "key");
+    if (component.empty() || key.empty()) return Err("config needs COMPONENT and KEY");
+    json body{{"component", component}, {"key", key}};
+    if (op == "set") {
+      std::string raw = Str(args, "value");
+      json value = json::parse(raw, nullptr, false);
+      if (value.is_discarded()) value = raw;  // a bare word is a string
+      auto existing = CallPrimary("POST", "/v1/config/get", body);
+      if (existing && existing->contains("value")) {
+        const json& old = (*existing)["value"];
+        auto type_name = [](const json& v) -> std::string {
+          if (v.is_boolean()) return "a boolean (true or false)";
+          if (v.is_number()) return "a number";
+          if (v.is_string()) return "a string";
+          if (v.is_array()) return "a list";
+          if (v.is_object()) return "an object";
+          return "null";
+        };
+        bool same = (old.is_number() && value.is_number()) || old.type() == value.type() ||
+                    old.is_null();
+        if (!same)
+          return Err("config " + component + " " + key + " is " + type_name(old) + "; '" + raw +
+                     "' is " + type_name(value) + " (nothing changed)");
+      }
+      body["value"] = value;
+    }
+    return CallPrimary("POST", "/v1/config/" + op, body, kCallTimeout,
+                       op == "get" ? nullptr : &caller);
+  }
+
+  Result<json> Dispatch(const std::string& cmd, const json& args, const Caller& caller,
+                        const Progress& progress) {
+    if (cmd == "info") return Info();
+    if (cmd == "status") return args.value("all", false) ? StatusAll() : LocalStatus();
+    if (cmd == "version") return json{{"version", opt.version}};
+    if (cmd == "node.setup_core") return SetupCore(args, caller, progress);
+    if (cmd == "node.token") return Token(args, caller);
+    if (cmd == "node.attach") return Attach(args, caller, progress);
+    if (cmd == "node.detach") return Detach(caller);
+    if (cmd == "node.remove") return Remove(args, caller);
+    if (cmd == "node.list") return NodeList();
+    if (cmd == "node.rename") return Rename(args, caller);
+    if (cmd == "node.migrate") return Migrate(args, caller, progress);
+    if (cmd == "history") {
+      int limit = args.value("limit", 100);
+      return CallPrimary("GET", "/v1/history?limit=" + std::to_string(limit), json::object());
+    }
+    if (cmd.rfind("config.", 0) == 0) return ConfigCmd(cmd.substr(7), args, caller);
+    // Commands that may act on another node (-n NODE_IP): forwarded to its agent.
+    std::string node = Str(args, "node");
+    if (!node.empty() && node != Identity().ip) {
+      KATO_TRY(CheckIPv4(node, "NODE_IP"));
+      if (!Member().attached) return Err("this node is not in a cluster; -n needs one");
+      json fwd{{"cmd", cmd}, {"args", args}, {"user", caller.user}, {"command", caller.command}};
+      fwd["args"].erase("node");
+      return CallAgent(node, "POST", "/v1/command", fwd, Millis(200000));
+    }
+    if (cmd == "role.add") return RoleChange(true, args, caller, progress);
+    if (cmd == "role.remove") return RoleChange(false, args, caller, progress);
+    if (cmd == "role.info") return RoleInfo(args);
+    if (cmd == "start" || cmd == "stop" || cmd == "restart")
+      return Control(cmd, Strings(args, "roles"), true, caller, progress);
+    if (cmd == "process.list") {
+      json out = json::array();
+      for (const auto& p : Processes()) out.push_back(ProcessJson(p));
+      return out;
+    }
+    if (cmd == "process.start" || cmd == "process.stop" || cmd == "process.restart")
+      return Control(cmd.substr(8), Strings(args, "names"), false, caller, progress);
+    return Err("unknown command '" + cmd + "'");
+  }
+
+  // ---- the CLI socket ----------------------------------------------------
+
+  void ServeCliConnection(int fd) {
+    std::string buffer;
+    auto line = ReadLine(fd, buffer, 1 << 20, Millis(10000));
+    auto reply = [&](const json& j) { (void)WriteAll(fd, j.dump() + "\n"); };
+    if (!line) {
+      reply({{"ok", false}, {"error", "bad request: " + line.error()}});
+      ::close(fd);
+      return;
+    }
+    json req = json::parse(*line, nullptr, false);
+    if (req.is_discarded() || !req.is_object() || !req.contains("cmd") || !req["cmd"].is_string()) {
+      reply({{"ok", false},
+             {"error", "bad request: expected one JSON object with a \"cmd\" string per line"}});
+      ::close(fd);
+      return;
+    }
+    Caller caller;
+    struct ucred cred{};
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) caller.user = UserName(cred.uid);
+    caller.command = Str(req, "command");
+    json args = req.contains("args") && req["args"].is_object() ? req["args"] : json::object();
+    auto result = Dispatch(req["cmd"].get<std::string>(), args, caller,
+                           [&](const std::string& p) { reply({{"progress", p}}); });
+    if (result)
+      reply({{"ok", true}, {"result", *result}});
+    else
+      reply({{"ok", false}, {"error", result.error()}});
+    ::close(fd);
+  }
+
+  void CliLoop() {
+    while (!stopping) {
+      pollfd p{cli_fd, POLLIN, 0};
+      if (::poll(&p, 1, 200) <= 0) continue;
+      int fd = ::accept4(cli_fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      std::thread([this, fd] { ServeCliConnection(fd); }).detach();
+    }
+  }
+
+  // ---- the agent port (other nodes) --------------------------------------
+
+  void HandleNodeRequest(const HttpRequest& req, Responder respond) {
+    auto reply = [](int status, const json& j) {
+      HttpResponse r;
+      r.status = status;
+      r.body = j.dump();
+      return r;
+    };
+    if (req.peer_cn.empty()) {
+      respond(reply(401, {{"error", "a node certificate of this cluster is required"}}));
+      return;
+    }
+    std::string path = req.target.substr(0, req.target.find('?'));
+    if (path == "/v1/status" && req.method == "GET") {
+      respond(reply(200, LocalStatus()));
+    } else if (path == "/v1/detach" && req.method == "POST") {
+      // A nudge from the core: the next heartbeat learns whether this node was removed.
+      Wake();
+      respond(reply(200, {{"ok", true}}));
+    } else if (path == "/v1/command" && req.method == "POST") {
+      json body = json::parse(req.body, nullptr, false);
+      static const std::set<std::string> allowed{
+          "role.add", "role.remove", "role.info", "start", "stop", "restart",
+          "process.list", "process.start", "process.stop", "process.restart", "status", "info"};
+      if (body.is_discarded() || !body.is_object() || !allowed.count(Str(body, "cmd"))) {
+        respond(reply(400, {{"error", "not a command another node may run here"}}));
+        return;
+      }
+      // Commands can wait for processes: run them off the I/O threads.
+      std::thread([this, body, respond, reply]() {
+        Caller caller{Str(body, "user"), Str(body, "command")};
+        json args = body.contains("args") && body["args"].is_object() ? body["args"]
+                                                                      : json::object();
+        auto r = Dispatch(Str(body, "cmd"), args, caller, [](const std::string&) {});
+        respond(r ? reply(200, *r) : reply(409, {{"error", r.error()}}));
+      }).detach();
+    } else {
+      respond(reply(404, {{"error", "no such API: " + req.method + " " + path}}));
+    }
+  }
+
+  // (Re)starts the agent port on the node's current address, once it has certificates.
+  Status StartNodeServer() {
+    auto p = PkiCopy();
+    auto ip = Identity().ip;
+    std::lock_guard l(server_mu);
+    if (node_server && node_server_ip == ip && node_server_cert == p.cert) return Ok();
+    if (node_server) node_server->Stop();
+    node_server.reset();
+    if (p.cert.empty() || p.key.empty() || p.ca.empty()) return Ok();
+    auto s = std::make_unique<HttpsServer>(
+        ServerTls{p.ca, p.cert, p.key, p.ca},
+        [this](const HttpRequest& req, Responder r) { HandleNodeRequest(req, std::move(r)); });
+    KATO_TRY(s->Start(ip, kAgentPort));
+    node_server = std::move(s);
+    node_server_ip = ip;
+    node_server_cert = p.cert;
+    return Ok();
+  }
+
+  // ---- lifecycle -----------------------------------------------------------
+
+  Status Init() {
+    KATO_TRY(MakeDirs(opt.data_dir, 0755));
+    KATO_TRY(MakeDirs(layout.log_dir(), 0755));
+    KATO_TRY(MakeDirs(layout.run_dir(), 0755));
+    lock_fd = ::open(layout.lock_file().c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
+      return Err("another katod is already running with data dir " + opt.data_dir);
+    std::string ip = opt.ip;
+    if (!ip.empty()) KATO_TRY(CheckIPv4(ip, "--ip"));
+    auto ident = LoadOrCreateIdentity(layout, ip, "");
+    if (!ident) return Err(ident.error());
+    if (ident->ip.empty()) {
+      auto def = DefaultRouteIp();
+      if (!def) return Err(def.error());
+      ident->ip = *def;
+      KATO_TRY(SaveIdentity(layout, *ident));
+    }
+    auto m = LoadMembership(layout);
+    if (!m) return Err(m.error());
+    {
+      std::lock_guard l(mu);
+      id = *ident;
+      member = *m;
+    }
+    LoadPki();
+    BecomeChildSubreaper();
+    sup = std::make_unique<Supervisor>(RealClock::instance(), launcher, prober, layout.log_dir(),
+                                       layout.run_dir());
+    sup->recover(Millis(15000));
+    auto fd = UnixListen(layout.socket(), 0660);
+    if (!fd) return Err(fd.error());
+    cli_fd = *fd;
+    if (struct group* g = getgrnam("kato")) (void)chown(layout.socket().c_str(), 0, g->gr_gid);
+    KATO_TRY(StartNodeServer());
+    return Ok();
+  }
+
+  int Run() {
+    if (auto s = Init(); !s) {
+      LogError("katod: {}", s.error());
+      return 1;
+    }
+    auto ident = Identity();
+    LogInfo("katod {} node {} at {} (data dir {})", opt.version, ident.id, ident.ip, opt.data_dir);
+    Reconcile();
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGCHLD);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    std::thread cli([this] { CliLoop(); });
+    std::thread hb([this] { HeartbeatLoop(); });
+    std::thread watch([this] { WatchLoop(); });
+    bool shutting_down = false;
+    auto shutdown_deadline = std::chrono::steady_clock::now();
+    for (;;) {
+      pollfd p{sfd, POLLIN, 0};
+      ::poll(&p, 1, 100);
+      signalfd_siginfo si;
+      while (::read(sfd, &si, sizeof si) == sizeof si) {
+        if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && !shutting_down) {
+          LogInfo("katod: signal {}, stopping this node's processes", si.ssi_signo);
+          shutting_down = true;
+          shutdown_deadline = std::chrono::steady_clock::now() + Millis(60000);
+          stopping = true;
+          wake_cv.notify_all();
+          std::lock_guard l(sup_mu);
+          sup->stop_all();
+        }
+      }
+      std::lock_guard l(sup_mu);
+      sup->tick();
+      if (shutting_down &&
+          (sup->all_stopped() || std::chrono::steady_clock::now() > shutdown_deadline))
+        break;
+    }
+    cli.join();
+    hb.join();
+    watch.join();
+    {
+      std::lock_guard l(server_mu);
+      if (node_server) node_server->Stop();
+    }
+    ::close(cli_fd);
+    ::unlink(layout.socket().c_str());
+    LogInfo("katod: stopped");
+    return 0;
+  }
+};
+
+Agent::Agent(AgentOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Agent::~Agent() = default;
+int Agent::Run() { return impl_->Run(); }
+
+}  // namespace kato

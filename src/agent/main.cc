@@ -1,0 +1,48 @@
+// katod: the node agent (and, as `katod primary`, the primary role's process).
+#include <signal.h>
+#include <sys/prctl.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include "agent/agent.h"
+#include "common/fs.h"
+#include "common/layout.h"
+#include "primary/primary.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"katod: the kato node agent. Runs in the foreground; stop it with SIGTERM."};
+  app.set_version_flag("--version", KATO_VERSION);
+  std::string data_dir = kato::kDefaultDataDir;
+  std::string ip;
+  app.add_option("--data-dir", data_dir, "the node's data dir")->capture_default_str();
+  app.add_option("--ip", ip,
+                 "the node's address; its servers bind only this (default: the stored one, else "
+                 "the address of the default route's interface)");
+  auto* primary = app.add_subcommand("primary", "serve the primary role (started by katod itself)");
+  primary->fallthrough();
+  CLI11_PARSE(app, argc, argv);
+
+  std::string version = KATO_VERSION;
+#ifdef KATO_TEST_HOOKS
+  // Test builds only (katod-test, never installed): pretend to be another release.
+  if (const char* v = std::getenv("KATO_TEST_VERSION")) version = v;
+#endif
+  data_dir = kato::AbsolutePath(data_dir);
+  if (*primary) return kato::RunPrimary({data_dir, ip, version});
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  std::error_code ec;
+  std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) self = argv[0];
+  kato::Agent agent({data_dir, ip, version, self});
+  return agent.Run();
+}

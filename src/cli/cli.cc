@@ -1,0 +1,577 @@
+#include "cli/cli.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <ctime>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/static_ip.h"
+#include "common/fs.h"
+#include "common/layout.h"
+#include "common/net.h"
+#include "common/unix_socket.h"
+
+namespace kato {
+
+using json = nlohmann::json;
+
+namespace {
+
+struct Globals {
+  std::string data_dir;
+  bool json_out = false;
+  std::string command_line;
+};
+
+// Asks the agent; progress goes to stderr so that --json keeps stdout to one document.
+Result<json> Ask(const Globals& g, const std::string& cmd, const json& args, Millis wait) {
+  DataLayout layout{g.data_dir};
+  auto fd = UnixConnect(layout.socket());
+  if (!fd)
+    return Err("cannot reach the node agent at " + layout.socket() + " (" + fd.error() +
+               "): is katod running? Start it with `katod --data-dir " + g.data_dir +
+               "`, or point kato at its data dir with --data-dir or KATO_DATA_DIR");
+  json req{{"cmd", cmd}, {"args", args}, {"command", g.command_line}};
+  if (auto s = WriteAll(*fd, req.dump() + "\n"); !s) {
+    ::close(*fd);
+    return Err("cannot talk to the node agent: " + s.error());
+  }
+  std::string buffer;
+  for (;;) {
+    auto line = ReadLine(*fd, buffer, 64 << 20, wait);
+    if (!line) {
+      ::close(*fd);
+      return Err("no answer from the node agent (" + line.error() + "); see its log");
+    }
+    json j = json::parse(*line, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    if (j.contains("progress")) {
+      if (!g.json_out) std::cerr << "  " << j["progress"].get<std::string>() << "\n";
+      continue;
+    }
+    ::close(*fd);
+    if (j.value("ok", false)) return j.contains("result") ? j["result"] : json(nullptr);
+    return Err(j.value("error", std::string("the node agent failed without a message")));
+  }
+}
+
+std::string Join(const json& arr, const std::string& sep = " ") {
+  std::string out;
+  if (!arr.is_array()) return out;
+  for (const auto& v : arr) {
+    if (!out.empty()) out += sep;
+    out += v.is_string() ? v.get<std::string>() : v.dump();
+  }
+  return out;
+}
+
+std::string Pad(std::string s, size_t n) {
+  if (s.size() < n) s.resize(n, ' ');
+  return s;
+}
+
+std::string TimeText(int64_t ms) {
+  std::time_t t = static_cast<std::time_t>(ms / 1000);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
+  return buf;
+}
+
+void PrintProcesses(const json& procs) {
+  for (const auto& p : procs) {
+    std::string line = "  " + Pad(p.value("name", ""), 16) + Pad(p.value("state", ""), 10);
+    if (p.value("pid", 0) > 0) line += "pid " + std::to_string(p.value("pid", 0));
+    std::string msg = p.value("message", "");
+    if (!msg.empty() && p.value("state", "") != "RUNNING") line += "  " + msg;
+    std::cout << line << "\n";
+  }
+}
+
+void PrintNodeStatus(const json& n) {
+  std::cout << Pad(n.value("ip", ""), 16) << Pad(n.value("state", ""), 6) << n.value("hostname", "")
+            << "  roles: " << Join(n["roles"]) << "\n";
+  if (n.contains("error") && n.value("state", "") == "down")
+    std::cout << "  (" << n["error"].get<std::string>() << ")\n";
+  PrintProcesses(n["processes"]);
+}
+
+std::string Prompt(const std::string& question) {
+  std::cerr << question << ": " << std::flush;
+  std::string answer;
+  std::getline(std::cin, answer);
+  return answer;
+}
+
+}  // namespace
+
+int RunCli(int argc, char** argv) {
+  Globals g;
+  for (int i = 0; i < argc; ++i) g.command_line += (i ? " " : "") + std::string(i ? argv[i] : "kato");
+  const char* env_dir = std::getenv("KATO_DATA_DIR");
+  g.data_dir = env_dir && *env_dir ? env_dir : kDefaultDataDir;
+
+  CLI::App app{"kato: manage a kato cluster node (through the katod agent of its data dir)"};
+  app.require_subcommand(1);
+  app.add_option("--data-dir", g.data_dir, "the node's data dir (or KATO_DATA_DIR)")
+      ->capture_default_str();
+  app.set_version_flag("--version", KATO_VERSION);
+
+  // The work a command does once parsed; it returns the exit code.
+  std::function<int()> run;
+  // Runs a read command: --json prints the one document, else `text` prints it.
+  auto read_cmd = [&](std::string cmd, std::function<json()> args,
+                      std::function<void(const json&)> text, Millis wait = Millis(30000)) {
+    return [&g, cmd, args, text, wait]() {
+      auto r = Ask(g, cmd, args(), wait);
+      if (!r) {
+        std::cerr << "kato: " << r.error() << "\n";
+        return 1;
+      }
+      if (g.json_out)
+        std::cout << r->dump(2) << "\n";
+      else
+        text(*r);
+      return 0;
+    };
+  };
+  auto add_json = [&](CLI::App* c) { c->add_flag("-j,--json", g.json_out, "print one JSON document"); };
+
+  // ---- info, status, version, history ----
+  auto* info = app.add_subcommand("info", "this node: id, address, cluster, roles");
+  add_json(info);
+  info->callback([&] {
+    run = read_cmd("info", [] { return json::object(); }, [](const json& r) {
+      std::cout << "node id:          " << r["id"].get<std::string>() << "\n"
+                << "hostname:         " << r["hostname"].get<std::string>() << "\n"
+                << "ip:               " << r["ip"].get<std::string>() << "\n"
+                << "version:          " << r["version"].get<std::string>() << "\n";
+      if (!r.value("attached", false)) {
+        std::cout << "cluster:          not in a cluster yet (make it the core with `kato node "
+                     "setup core API_HOST`, or `kato node attach CORE_IP`)\n";
+      } else {
+        std::cout << "core ip:          " << r["core_ip"].get<std::string>() << "\n"
+                  << "api endpoint:     " << r["endpoint"].get<std::string>() << "\n";
+      }
+      std::cout << "assigned roles:   " << Join(r["roles"]["assigned"]) << "\n"
+                << "available roles:  " << Join(r["roles"]["available"]) << "\n";
+      for (auto& [role, why] : r["roles"]["unavailable"].items())
+        std::cout << "  not available:  " << why.get<std::string>() << "\n";
+    });
+  });
+
+  bool all = false;
+  auto* status = app.add_subcommand("status", "this node's roles and processes (--all: every node)");
+  status->add_flag("--all", all, "every node of the cluster, contacted concurrently");
+  add_json(status);
+  status->callback([&] {
+    run = read_cmd("status", [&] { return json{{"all", all}}; }, [&](const json& r) {
+      if (all) {
+        for (const auto& n : r["nodes"]) PrintNodeStatus(n);
+      } else {
+        PrintNodeStatus(r);
+      }
+    });
+  });
+
+  auto* version = app.add_subcommand("version", "the versions of kato and of this node's agent");
+  add_json(version);
+  version->callback([&] {
+    run = [&] {
+      auto r = Ask(g, "version", json::object(), Millis(5000));
+      json out{{"kato", KATO_VERSION}, {"katod", r ? (*r)["version"] : json(nullptr)}};
+      if (g.json_out) {
+        std::cout << out.dump(2) << "\n";
+      } else {
+        std::cout << "kato " << KATO_VERSION << "\n";
+        if (r) std::cout << "katod " << (*r)["version"].get<std::string>() << "\n";
+        else std::cerr << "kato: " << r.error() << "\n";
+      }
+      return 0;
+    };
+  });
+
+  int limit = 100;
+  auto* history = app.add_subcommand("history", "the commands that changed the cluster");
+  history->add_option("-n,--limit", limit, "how many of the newest entries")->check(CLI::Range(1, 10000));
+  add_json(history);
+  history->callback([&] {
+    run = read_cmd("history", [&] { return json{{"limit", limit}}; }, [](const json& r) {
+      for (const auto& e : r)
+        std::cout << TimeText(e["time_ms"].get<int64_t>()) << "  " << Pad(e["node"], 16)
+                  << Pad(e["user"], 10) << e["command"].get<std::string>() << "\n";
+    });
+  });
+
+  // ---- node ----
+  auto* node = app.add_subcommand("node", "cluster membership: setup, attach, remove, ...");
+  node->require_subcommand(1);
+  auto* setup = node->add_subcommand("setup", "make this node the core (or a load balancer)");
+  setup->require_subcommand(1);
+  std::string api_host;
+  auto* core = setup->add_subcommand("core", "make this node the core of a new cluster");
+  core->add_option("API_HOST", api_host, "the API endpoint, e.g. api.example.com")->required();
+  add_json(core);
+  core->callback([&] {
+    run = read_cmd("node.setup_core", [&] { return json{{"api_host", api_host}}; },
+                   [](const json& r) {
+                     std::cout << "This node is the core of a new cluster at "
+                               << r["core_ip"].get<std::string>() << " (API endpoint "
+                               << r["endpoint"].get<std::string>() << ").\n"
+                               << "Join token:\n  " << r["token"].get<std::string>() << "\n"
+                               << "Attach other nodes with:\n  "
+                               << r["attach_command"].get<std::string>() << "\n";
+                   },
+                   Millis(120000));
+  });
+  auto* lb = setup->add_subcommand("load_balancer", "make this node the load balancer");
+  lb->allow_extras();
+  lb->callback([&] {
+    run = [] {
+      std::cerr << "kato: the load_balancer role is not yet available in kato " << KATO_VERSION
+                << " (it arrives with the router); nothing changed\n";
+      return 1;
+    };
+  });
+
+  bool rotate = false;
+  std::string ttl;
+  auto* token = node->add_subcommand("token", "print the cluster's join token (on the core)");
+  token->add_flag("--rotate", rotate, "make a new token; the old one stops working");
+  token->add_option("--ttl", ttl, "with --rotate: how long the token stays valid (e.g. 30m, 24h, 7d)");
+  add_json(token);
+  token->callback([&] {
+    run = [&] {
+      json args{{"rotate", rotate}};
+      if (!ttl.empty()) {
+        if (!rotate) {
+          std::cerr << "kato: --ttl applies to a new token; add --rotate\n";
+          return 2;
+        }
+        char unit = ttl.back();
+        int64_t mult = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : unit == 'd' ? 86400 : 0;
+        int64_t n = 0;
+        try {
+          size_t used = 0;
+          n = std::stoll(ttl.substr(0, ttl.size() - 1), &used);
+          if (used != ttl.size() - 1) mult = 0;
+        } catch (...) {
+          mult = 0;
+        }
+        if (mult == 0 || n <= 0) {
+          std::cerr << "kato: --ttl '" << ttl << "' is not a duration (e.g. 90s, 30m, 24h, 7d)\n";
+          return 2;
+        }
+        args["ttl_s"] = n * mult;
+      }
+      auto r = Ask(g, "node.token", args, Millis(15000));
+      if (!r) {
+        std::cerr << "kato: " << r.error() << "\n";
+        return 1;
+      }
+      if (g.json_out)
+        std::cout << r->dump(2) << "\n";
+      else
+        std::cout << (*r)["token"].get<std::string>() << "\n";
+      return 0;
+    };
+  });
+
+  std::vector<std::string> enable;
+  std::string token_arg, core_ip;
+  bool force = false;
+  auto* attach = node->add_subcommand("attach", "attach this node to the cluster at CORE_IP");
+  attach->add_option("-e,--enable", enable, "roles and role groups to enable (ROLE[,ROLE...])");
+  attach->add_option("--token", token_arg, "the join token (else KATO_TOKEN, else a prompt)");
+  attach->add_flag("--force", force, "attach even when the versions are not compatible");
+  attach->add_option("CORE_IP", core_ip, "the core node's address")->required();
+  add_json(attach);
+  attach->callback([&] {
+    run = [&] {
+      if (token_arg.empty()) {
+        const char* t = std::getenv("KATO_TOKEN");
+        if (t && *t) token_arg = t;
+      }
+      if (token_arg.empty()) {
+        if (!isatty(STDIN_FILENO)) {
+          std::cerr << "kato: no join token: pass --token TOKEN or set KATO_TOKEN (print it with "
+                       "`kato node token` on the core)\n";
+          return 2;
+        }
+        token_arg = Prompt("Join token (from `kato node token` on the core)");
+      }
+      if (auto s = CheckIPv4(core_ip, "CORE_IP"); !s) {
+        std::cerr << "kato: " << s.error() << "\n";
+        return 2;
+      }
+      auto r = Ask(g, "node.attach",
+                   json{{"core_ip", core_ip}, {"token", token_arg}, {"roles", enable}, {"force", force}},
+                   Millis(300000));
+      if (!r) {
+        std::cerr << "kato: " << r.error() << "\n";
+        return 1;
+      }
+      if (g.json_out)
+        std::cout << r->dump(2) << "\n";
+      else
+        std::cout << "attached to " << (*r)["core_ip"].get<std::string>() << " with roles: "
+                  << Join((*r)["roles"]["assigned"]) << "\n";
+      return 0;
+    };
+  });
+
+  auto* detach = node->add_subcommand("detach", "leave the cluster and stop the cluster roles");
+  add_json(detach);
+  detach->callback([&] {
+    run = read_cmd("node.detach", [] { return json::object(); }, [](const json& r) {
+      std::cout << "detached from the cluster\n";
+      if (!r.value("warning", "").empty()) std::cerr << "warning: " << r["warning"].get<std::string>() << "\n";
+    }, Millis(60000));
+  });
+
+  std::string node_ip;
+  auto* remove = node->add_subcommand("remove", "remove a node from the cluster (on the core)");
+  remove->add_option("NODE_IP", node_ip, "the node's address")->required();
+  add_json(remove);
+  remove->callback([&] {
+    run = read_cmd("node.remove", [&] { return json{{"ip", node_ip}}; }, [&](const json& r) {
+      std::cout << "removed " << node_ip << " from the cluster\n";
+      if (r.contains("warning")) std::cerr << "warning: " << r["warning"].get<std::string>() << "\n";
+    }, Millis(15000));
+  });
+
+  auto* list = node->add_subcommand("list", "the cluster's nodes: IP role role ...");
+  add_json(list);
+  list->callback([&] {
+    run = read_cmd("node.list", [] { return json::object(); }, [](const json& r) {
+      for (const auto& n : r) std::cout << n["ip"].get<std::string>() << " " << Join(n["roles"]) << "\n";
+    });
+  });
+
+  std::string hostname;
+  bool no_restart = false, system = false;
+  auto* rename = node->add_subcommand("rename", "set this node's host name in the cluster");
+  rename->add_option("HOSTNAME", hostname, "the fully qualified host name")->required();
+  rename->add_flag("--no-restart", no_restart, "do not restart role processes (none need it)");
+  rename->add_flag("--system", system, "also write /etc/hostname and set the running host name");
+  add_json(rename);
+  rename->callback([&] {
+    run = read_cmd("node.rename",
+                   [&] { return json{{"hostname", hostname}, {"system", system}, {"no_restart", no_restart}}; },
+                   [](const json& r) {
+                     std::cout << "hostname is now " << r["hostname"].get<std::string>() << "\n";
+                     if (!r["endpoint"].get<std::string>().empty())
+                       std::cout << "API endpoint: " << r["endpoint"].get<std::string>() << "\n";
+                   });
+  });
+
+  std::string old_ip, new_ip;
+  auto* migrate = node->add_subcommand("migrate", "the node (or the core) now lives at NEW_IP");
+  migrate->add_option("OLD_IP", old_ip, "the old address")->required();
+  migrate->add_option("NEW_IP", new_ip, "the new address")->required();
+  add_json(migrate);
+  migrate->callback([&] {
+    run = read_cmd("node.migrate", [&] { return json{{"old_ip", old_ip}, {"new_ip", new_ip}}; },
+                   [](const json& r) {
+                     std::cout << "node " << r["ip"].get<std::string>() << ", core "
+                               << r["core_ip"].get<std::string>() << "\n";
+                   },
+                   Millis(180000));
+  });
+
+  // ---- role ----
+  auto* role = app.add_subcommand("role", "add, remove and describe roles");
+  role->require_subcommand(1);
+  std::vector<std::string> roles, all_but;
+  bool role_all = false;
+  std::string on_node;
+  auto* radd = role->add_subcommand("add", "add roles to this node (or -n NODE_IP)");
+  radd->add_option("ROLE", roles, "roles or role groups");
+  radd->add_flag("--all", role_all, "every available role (not primary or load_balancer)");
+  radd->add_option("--all-but", all_but, "every available role but these");
+  radd->add_option("-n,--node", on_node, "act on the node at this address");
+  add_json(radd);
+  radd->callback([&] {
+    run = [&] {
+      int forms = !roles.empty() + role_all + !all_but.empty();
+      if (forms != 1) {
+        std::cerr << "kato: give roles, or --all, or --all-but ROLE...\n";
+        return 2;
+      }
+      json args{{"roles", roles}, {"all", role_all}};
+      if (!all_but.empty()) args["all_but"] = all_but;
+      if (!on_node.empty()) args["node"] = on_node;
+      auto r = Ask(g, "role.add", args, Millis(300000));
+      if (!r) {
+        std::cerr << "kato: " << r.error() << "\n";
+        return 1;
+      }
+      if (g.json_out) std::cout << r->dump(2) << "\n";
+      else std::cout << "roles: " << Join((*r)["roles"]) << "\n";
+      return 0;
+    };
+  });
+  auto* rrem = role->add_subcommand("remove", "remove roles from this node (or -n NODE_IP)");
+  rrem->add_option("ROLE", roles, "roles or role groups")->required();
+  rrem->add_option("-n,--node", on_node, "act on the node at this address");
+  add_json(rrem);
+  rrem->callback([&] {
+    run = read_cmd("role.remove", [&] {
+      json a{{"roles", roles}};
+      if (!on_node.empty()) a["node"] = on_node;
+      return a;
+    }, [](const json& r) { std::cout << "roles: " << Join(r["roles"]) << "\n"; }, Millis(120000));
+  });
+  auto* rinfo = role->add_subcommand("info", "the processes of each role");
+  rinfo->add_option("ROLE", roles, "roles (default: all)");
+  rinfo->add_option("-n,--node", on_node, "the node at this address");
+  add_json(rinfo);
+  rinfo->callback([&] {
+    run = read_cmd("role.info", [&] {
+      json a{{"roles", roles}};
+      if (!on_node.empty()) a["node"] = on_node;
+      return a;
+    }, [](const json& r) {
+      for (const auto& e : r) {
+        std::string state = e["assigned"].get<bool>() ? "assigned" : e["available"].get<bool>() ? "available" : "unavailable";
+        std::string procs = e["processes"].empty() ? "(served by katod itself)" : Join(e["processes"]);
+        std::cout << Pad(e["role"], 15) << Pad(state, 13) << procs << "\n";
+        if (!e["available"].get<bool>()) std::cout << "  " << e["reason"].get<std::string>() << "\n";
+      }
+    });
+  });
+
+  // ---- start / stop / restart, process ----
+  for (std::string verb : {"start", "stop", "restart"}) {
+    auto* c = app.add_subcommand(verb, verb + " the processes of roles (default: all of this node's)");
+    c->add_option("ROLE", roles, "roles");
+    c->add_option("-n,--node", on_node, "act on the node at this address");
+    add_json(c);
+    c->callback([&, verb] {
+      run = read_cmd(verb, [&] {
+        json a{{"roles", roles}};
+        if (!on_node.empty()) a["node"] = on_node;
+        return a;
+      }, [](const json& r) { PrintProcesses(r); }, Millis(180000));
+    });
+  }
+  auto* process = app.add_subcommand("process", "list, start, stop and restart processes");
+  process->require_subcommand(1);
+  std::vector<std::string> procs;
+  auto* plist = process->add_subcommand("list", "this node's processes and their states");
+  plist->add_option("-n,--node", on_node, "the node at this address");
+  add_json(plist);
+  plist->callback([&] {
+    run = read_cmd("process.list", [&] {
+      json a = json::object();
+      if (!on_node.empty()) a["node"] = on_node;
+      return a;
+    }, [](const json& r) { PrintProcesses(r); });
+  });
+  for (std::string verb : {"start", "stop", "restart"}) {
+    auto* c = process->add_subcommand(verb, verb + " processes (default: all of this node's)");
+    c->add_option("PROCESS", procs, "process names (see `kato process list`)");
+    c->add_option("-n,--node", on_node, "act on the node at this address");
+    add_json(c);
+    c->callback([&, verb] {
+      run = read_cmd("process." + verb, [&] {
+        json a{{"names", procs}};
+        if (!on_node.empty()) a["node"] = on_node;
+        return a;
+      }, [](const json& r) { PrintProcesses(r); }, Millis(180000));
+    });
+  }
+
+  // ---- config ----
+  auto* config = app.add_subcommand("config", "settings kept in the cluster state");
+  config->require_subcommand(1);
+  std::string component, key, value;
+  for (std::string verb : {"get", "set", "del"}) {
+    auto* c = config->add_subcommand(verb, verb + " a setting");
+    c->add_option("COMPONENT", component, "e.g. controller")->required();
+    c->add_option("KEY", key, "the setting's name")->required();
+    if (verb == "set")
+      c->add_option("VALUE", value, "a JSON value (number, true/false, [..], {..}) or a string")->required();
+    add_json(c);
+    c->callback([&, verb] {
+      run = read_cmd("config." + verb,
+                     [&] { return json{{"component", component}, {"key", key}, {"value", value}}; },
+                     [verb](const json& r) {
+                       if (verb == "get")
+                         std::cout << (r["value"].is_string() ? r["value"].get<std::string>()
+                                                             : r["value"].dump())
+                                   << "\n";
+                     });
+    });
+  }
+
+  // ---- op ----
+  auto* op = app.add_subcommand("op", "operating-system chores");
+  op->require_subcommand(1);
+  StaticIp sip;
+  bool dry_run = false;
+  auto* static_ip = op->add_subcommand("static_ip", "configure a static IPv4 address (Debian ifupdown)");
+  static_ip->add_option("--interface", sip.interface, "network interface (default eth0)");
+  static_ip->add_option("--ip", sip.ip, "the address");
+  static_ip->add_option("--netmask", sip.netmask, "e.g. 255.255.255.0");
+  static_ip->add_option("--gateway", sip.gateway, "the default gateway");
+  static_ip->add_option("--dns", sip.dns, "name server addresses");
+  static_ip->add_flag("--dry-run", dry_run, "print what would be written; change nothing");
+  static_ip->callback([&] {
+    run = [&] {
+      bool interactive = isatty(STDIN_FILENO);
+      if (sip.interface.empty()) sip.interface = "eth0";
+      auto ask = [&](std::string& field, const std::string& name) {
+        if (!field.empty()) return true;
+        if (!interactive) {
+          std::cerr << "kato: missing --" << name << " (not interactive, so kato cannot ask)\n";
+          return false;
+        }
+        field = Prompt(name);
+        return true;
+      };
+      if (!ask(sip.ip, "ip") || !ask(sip.netmask, "netmask") || !ask(sip.gateway, "gateway"))
+        return 2;
+      if (sip.dns.empty()) {
+        std::string d;
+        if (!ask(d, "dns")) return 2;
+        sip.dns.push_back(d);
+      }
+      if (auto s = ValidateStaticIp(sip); !s) {
+        std::cerr << "kato: " << s.error() << "; nothing changed\n";
+        return 2;
+      }
+      const char* root = std::getenv("KATO_SYSROOT");  // for tests: a fake system root
+      std::string path = InterfacesPath(root ? root : "", sip.interface);
+      std::string text = InterfacesStanza(sip);
+      if (dry_run) {
+        std::cout << "would write " << path << ":\n" << text;
+        return 0;
+      }
+      std::string dir = path.substr(0, path.rfind('/'));
+      if (auto s = MakeDirs(dir); !s) {
+        std::cerr << "kato: " << s.error() << "\n";
+        return 1;
+      }
+      if (auto s = WriteFileAtomic(path, text, 0644); !s) {
+        std::cerr << "kato: " << s.error() << "\n";
+        return 1;
+      }
+      std::cout << "wrote " << path << "; apply it with `ifdown " << sip.interface
+                << " && ifup " << sip.interface << "` or a reboot\n";
+      return 0;
+    };
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  g.data_dir = AbsolutePath(g.data_dir);
+  return run ? run() : 2;
+}
+
+}  // namespace kato

@@ -1,0 +1,690 @@
+// The only translation unit that includes Beast: keep it that way, it is the
+// slowest header set in the build.
+#include "common/http.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <cctype>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "common/http_parse.h"
+#include "common/log.h"
+#include "common/pki.h"
+
+namespace kato {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+namespace ssl = net::ssl;
+using tcp = net::ip::tcp;
+using RequestParser = http::request_parser<http::string_body>;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+// A peer gets this long for the TLS handshake, for each request, and for
+// reading each response: enough for any real client, short enough that idle or
+// stuck connections do not pile up.
+constexpr auto kIoDeadline = std::chrono::seconds(10);
+constexpr auto kCloseDeadline = std::chrono::seconds(2);
+constexpr uint64_t kMaxResponseBodyBytes = 64ull * 1024 * 1024;
+constexpr uint32_t kMaxResponseHeaderBytes = 64 * 1024;
+
+// --- Request parsing, shared by the server and ParseHttpRequest. ---
+
+void ConfigureParser(RequestParser& parser) {
+  parser.header_limit(kMaxRequestHeaderBytes);
+  parser.body_limit(kMaxRequestBodyBytes);
+}
+
+int RejectStatus(const beast::error_code& ec) {
+  if (ec == http::error::body_limit) return 413;
+  if (ec == http::error::header_limit) return 431;
+  return 400;
+}
+
+std::string RejectReason(const beast::error_code& ec) {
+  if (ec == http::error::body_limit) return "request body over 1 MiB";
+  if (ec == http::error::header_limit) return "request header over 8 KiB";
+  if (ec == http::error::partial_message || ec == http::error::need_more ||
+      ec == http::error::end_of_stream) {
+    return "incomplete request";
+  }
+  return "malformed request: " + ec.message();
+}
+
+bool IsHttpParseError(const beast::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::end_of_stream).category();
+}
+
+HttpRequest ToHttpRequest(http::request<http::string_body>&& req) {
+  HttpRequest out;
+  out.method = std::string(req.method_string());
+  out.target = std::string(req.target());
+  for (const auto& field : req) {
+    std::string name(field.name_string());
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    auto [it, inserted] = out.headers.emplace(name, std::string(field.value()));
+    if (!inserted) it->second += ", " + std::string(field.value());  // RFC 9110 5.3
+  }
+  out.body = std::move(req.body());
+  return out;
+}
+
+// --- TLS helpers. ---
+
+// Never prompts on a terminal for a passphrase: kato keys are unencrypted.
+int NoPassphrase(char*, int, int, void*) { return 0; }
+
+std::string CommonNameOf(X509* cert) {
+  const X509_NAME* name = X509_get_subject_name(cert);
+  int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+  if (idx < 0) return "";
+  unsigned char* utf8 = nullptr;
+  int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
+  if (len < 0) {
+    ERR_clear_error();
+    return "";
+  }
+  std::string cn(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
+  OPENSSL_free(utf8);
+  return cn;
+}
+
+std::string PemOf(X509* cert) {
+  BIO* bio = BIO_new(BIO_s_mem());
+  std::string out;
+  if (bio && PEM_write_bio_X509(bio, cert) == 1) {
+    char* data = nullptr;
+    long len = BIO_get_mem_data(bio, &data);
+    out.assign(data, static_cast<size_t>(len));
+  }
+  BIO_free(bio);
+  return out;
+}
+
+std::string Sha256Of(X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(cert, EVP_sha256(), md, &len) != 1) return "";
+  static const char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) {
+    hex += kDigits[md[i] >> 4];
+    hex += kDigits[md[i] & 0xf];
+  }
+  return hex;
+}
+
+Status CommonTlsSetup(ssl::context& ctx, const std::string& role) {
+  beast::error_code ec;
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
+                  ec);
+  if (ec || SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION) != 1) {
+    return Err("cannot configure TLS for the " + role);
+  }
+  SSL_CTX_set_default_passwd_cb(ctx.native_handle(), NoPassphrase);
+  return Ok();
+}
+
+Status UseCertAndKey(ssl::context& ctx, const std::string& cert_pem, const std::string& chain_pem,
+                     const std::string& key_pem, const std::string& what) {
+  beast::error_code ec;
+  std::string chain = cert_pem;
+  if (!chain.empty() && chain.back() != '\n') chain += '\n';
+  chain += chain_pem;
+  ctx.use_certificate_chain(net::buffer(chain), ec);
+  if (ec) return Err(what + " certificate is not valid PEM: " + ec.message());
+  ctx.use_private_key(net::buffer(key_pem), ssl::context::pem, ec);
+  if (ec && ec.category() == net::error::get_ssl_category() &&
+      ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH) {
+    return Err(what + " key does not belong to its certificate");
+  }
+  if (ec) return Err(what + " key is not a valid PEM private key: " + ec.message());
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
+    ERR_clear_error();
+    return Err(what + " key does not belong to its certificate");
+  }
+  return Ok();
+}
+
+// --- Server. ---
+
+class Session;
+
+// What sessions and responders share with the server. It outlives the server
+// when a handler keeps a Responder past Stop(): `stopped` then turns the
+// responder into a no-op.
+struct ServerShared {
+  explicit ServerShared(HttpHandler h) : handler(std::move(h)) {}
+  const HttpHandler handler;
+  std::mutex mu;
+  bool stopped = false;                          // GUARDED_BY(mu)
+  std::vector<std::weak_ptr<Session>> sessions;  // GUARDED_BY(mu)
+
+  bool Stopped() {
+    std::lock_guard<std::mutex> lock(mu);
+    return stopped;
+  }
+};
+
+HttpResponse ErrorResponse(int status, const std::string& reason) {
+  HttpResponse r;
+  r.status = status;
+  r.body = "{\"error\":\"" + reason + "\"}";  // reasons are fixed text: no escaping needed
+  return r;
+}
+
+// One TLS connection. All its I/O runs on its strand; responses from other
+// threads are posted there. Kept alive by its pending operation, or by the
+// Responder of the request being handled.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, ssl::context& ctx, std::shared_ptr<ServerShared> shared)
+      : stream_(std::in_place, std::move(socket), ctx), shared_(std::move(shared)) {}
+
+  void Start() {
+    net::dispatch(stream_->get_executor(), [self = shared_from_this()] { self->Handshake(); });
+  }
+
+  // Called from any thread, at most once per request (see ResponseGuard).
+  void PostResponse(HttpResponse response) {
+    std::lock_guard<std::mutex> lock(shared_->mu);
+    if (shared_->stopped) return;  // stream_ may be gone; nobody is listening anyway
+    net::post(stream_->get_executor(), [self = shared_from_this(), r = std::move(response)] {
+      self->Write(r);
+    });
+  }
+
+  // Only from HttpsServer::Stop(), once no I/O thread runs.
+  void CloseNow() { beast::get_lowest_layer(*stream_).close(); }
+  void ReleaseStream() { stream_.reset(); }
+
+ private:
+  void Handshake() {
+    beast::error_code ec;
+    auto endpoint = beast::get_lowest_layer(*stream_).socket().remote_endpoint(ec);
+    if (!ec) peer_ip_ = endpoint.address().to_string();
+    beast::get_lowest_layer(*stream_).expires_after(kIoDeadline);
+    stream_->async_handshake(ssl::stream_base::server,
+                             [self = shared_from_this()](beast::error_code ec) {
+                               if (ec) return;  // bad client cert, garbage, timeout: drop it
+                               self->OnHandshake();
+                             });
+  }
+
+  void OnHandshake() {
+    SSL* ssl = stream_->native_handle();
+    X509* peer = SSL_get0_peer_certificate(ssl);
+    // The handshake already failed for a presented certificate that does not verify.
+    if (peer && SSL_get_verify_result(ssl) == X509_V_OK) peer_cn_ = CommonNameOf(peer);
+    Read();
+  }
+
+  void Read() {
+    if (shared_->Stopped()) return;
+    parser_.emplace();
+    ConfigureParser(*parser_);
+    beast::get_lowest_layer(*stream_).expires_after(kIoDeadline);
+    http::async_read(*stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+  }
+
+  void OnRead(beast::error_code ec) {
+    if (ec == http::error::end_of_stream) return Close();
+    if (ec) {
+      if (!IsHttpParseError(ec)) return;  // timeout, reset, TLS error: nothing to answer
+      keep_alive_ = false;
+      return Write(ErrorResponse(RejectStatus(ec), RejectReason(ec)));
+    }
+    keep_alive_ = parser_->get().keep_alive();
+    version_ = parser_->get().version();
+    HttpRequest request = ToHttpRequest(parser_->release());
+    request.peer_cn = peer_cn_;
+    request.peer_ip = peer_ip_;
+    if (shared_->Stopped()) return;
+
+    // The guard answers 500 if the handler drops the Responder without calling it.
+    struct ResponseGuard {
+      std::shared_ptr<Session> session;
+      std::atomic<bool> done{false};
+      ~ResponseGuard() {
+        if (!done.exchange(true)) {
+          session->PostResponse(ErrorResponse(500, "the request handler gave no response"));
+        }
+      }
+    };
+    auto guard = std::make_shared<ResponseGuard>();
+    guard->session = shared_from_this();
+    Responder respond = [guard](HttpResponse r) {
+      if (!guard->done.exchange(true)) guard->session->PostResponse(std::move(r));
+    };
+    guard.reset();
+    try {
+      shared_->handler(request, std::move(respond));
+    } catch (const std::exception& e) {
+      LogError("HTTP handler for {} {} threw: {}", request.method, request.target, e.what());
+    } catch (...) {
+      LogError("HTTP handler for {} {} threw", request.method, request.target);
+    }
+  }
+
+  void Write(const HttpResponse& r) {
+    if (shared_->Stopped()) return;
+    res_ = {};
+    res_.version(version_);
+    res_.result(r.status >= 100 && r.status <= 599 ? static_cast<unsigned>(r.status) : 500u);
+    res_.set(http::field::server, "kato");
+    if (!r.content_type.empty()) res_.set(http::field::content_type, r.content_type);
+    res_.body() = r.body;
+    res_.keep_alive(keep_alive_);
+    res_.prepare_payload();
+    beast::get_lowest_layer(*stream_).expires_after(kIoDeadline);
+    http::async_write(*stream_, res_, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return;
+      if (self->keep_alive_) return self->Read();
+      self->Close();
+    });
+  }
+
+  void Close() {
+    beast::get_lowest_layer(*stream_).expires_after(kCloseDeadline);
+    stream_->async_shutdown([self = shared_from_this()](beast::error_code) {});
+  }
+
+  std::optional<TlsStream> stream_;
+  const std::shared_ptr<ServerShared> shared_;
+  beast::flat_buffer buffer_;
+  std::optional<RequestParser> parser_;
+  http::response<http::string_body> res_;
+  std::string peer_cn_;
+  std::string peer_ip_;
+  bool keep_alive_ = true;
+  unsigned version_ = 11;
+};
+
+}  // namespace
+
+Result<HttpRequest> ParseHttpRequest(std::string_view raw, int* reject_status) {
+  RequestParser parser;
+  ConfigureParser(parser);
+  parser.eager(true);
+  beast::error_code ec;
+  size_t used = 0;
+  while (!parser.is_done()) {
+    if (used == raw.size()) {  // all of `raw` was not enough
+      if (parser.got_some()) {
+        parser.put_eof(ec);
+      } else {
+        ec = http::error::end_of_stream;
+      }
+      if (!ec && !parser.is_done()) ec = http::error::partial_message;
+      break;
+    }
+    size_t n = parser.put(net::buffer(raw.data() + used, raw.size() - used), ec);
+    used += n;
+    if (ec == http::error::need_more) ec = {};
+    if (ec) break;
+    // The parser needs a whole header in one buffer: no progress means the rest is not enough.
+    if (n == 0) used = raw.size();
+  }
+  if (ec) {
+    if (reject_status) *reject_status = RejectStatus(ec);
+    return Err(RejectReason(ec));
+  }
+  return ToHttpRequest(parser.release());
+}
+
+struct HttpsServer::Impl {
+  Impl(ServerTls t, HttpHandler h, int n)
+      : tls(std::move(t)),
+        threads(std::max(n, 1)),
+        shared(std::make_shared<ServerShared>(std::move(h))) {}
+
+  void Accept() {
+    acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+      if (ec == net::error::operation_aborted || shared->Stopped()) return;
+      if (ec) {  // e.g. out of file descriptors: back off instead of spinning
+        LogWarn("HTTPS server on port {}: accept failed: {}", bound_port, ec.message());
+        retry.expires_after(std::chrono::milliseconds(100));
+        retry.async_wait([this](beast::error_code ec) {
+          if (!ec) Accept();
+        });
+        return;
+      }
+      auto session = std::make_shared<Session>(std::move(socket), ctx, shared);
+      {
+        std::lock_guard<std::mutex> lock(shared->mu);
+        auto& all = shared->sessions;
+        all.erase(std::remove_if(all.begin(), all.end(), [](auto& w) { return w.expired(); }),
+                  all.end());
+        all.push_back(session);
+      }
+      session->Start();
+      Accept();
+    });
+  }
+
+  const ServerTls tls;
+  const int threads;
+  const std::shared_ptr<ServerShared> shared;
+  // Declared first among the I/O objects so that it is destroyed last.
+  net::io_context ioc;
+  ssl::context ctx{ssl::context::tls_server};
+  tcp::acceptor acceptor{ioc};
+  net::steady_timer retry{ioc};
+  std::vector<std::thread> workers;
+  int bound_port = 0;
+  bool started = false;
+};
+
+HttpsServer::HttpsServer(ServerTls tls, HttpHandler handler, int threads)
+    : impl_(std::make_unique<Impl>(std::move(tls), std::move(handler), threads)) {}
+
+HttpsServer::~HttpsServer() { Stop(); }
+
+Status HttpsServer::Start(const std::string& ip, int port) {
+  Impl& s = *impl_;
+  if (s.started || s.shared->Stopped()) return Err("the HTTPS server was already started");
+  const std::string where = ip + ":" + std::to_string(port);
+  if (port < 0 || port > 65535) return Err("invalid port " + std::to_string(port));
+  KATO_TRY(CommonTlsSetup(s.ctx, "HTTPS server"));
+  KATO_TRY(UseCertAndKey(s.ctx, s.tls.cert_pem, s.tls.chain_pem, s.tls.key_pem, "the server"));
+  beast::error_code ec;
+  s.ctx.add_certificate_authority(net::buffer(s.tls.ca_pem), ec);
+  if (ec) return Err("the server's CA certificate is not valid PEM: " + ec.message());
+  // Request a client certificate and verify it when given; requests without
+  // one reach the handler with an empty peer_cn.
+  s.ctx.set_verify_mode(ssl::verify_peer);
+  static const unsigned char kSessionContext[] = "kato";
+  SSL_CTX_set_session_id_context(s.ctx.native_handle(), kSessionContext, 4);
+
+  auto address = net::ip::make_address(ip, ec);
+  if (ec) return Err("cannot listen on " + where + ": '" + ip + "' is not an IP address");
+  tcp::endpoint endpoint(address, static_cast<unsigned short>(port));
+  s.acceptor.open(endpoint.protocol(), ec);
+  if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor.bind(endpoint, ec);
+  if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    beast::error_code ignored;
+    s.acceptor.close(ignored);
+    return Err("cannot listen on " + where + ": " + ec.message());
+  }
+  s.bound_port = s.acceptor.local_endpoint(ec).port();
+  s.started = true;
+  s.Accept();
+  for (int i = 0; i < s.threads; ++i) {
+    s.workers.emplace_back([&s] {
+      for (;;) {
+        try {
+          s.ioc.run();
+          return;
+        } catch (const std::exception& e) {
+          LogError("HTTPS server I/O thread: {}", e.what());
+        }
+      }
+    });
+  }
+  return Ok();
+}
+
+int HttpsServer::port() const { return impl_->bound_port; }
+
+void HttpsServer::Stop() {
+  Impl& s = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(s.shared->mu);
+    if (s.shared->stopped) return;
+    s.shared->stopped = true;  // from here on, no Responder touches a session
+  }
+  // Stop the I/O threads first, so that closing the sockets below races with nothing.
+  s.ioc.stop();
+  for (auto& t : s.workers) t.join();
+  s.workers.clear();
+  beast::error_code ec;
+  s.acceptor.close(ec);
+  s.retry.cancel();
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard<std::mutex> lock(s.shared->mu);
+    for (auto& w : s.shared->sessions) {
+      if (auto session = w.lock()) live.push_back(std::move(session));
+    }
+    s.shared->sessions.clear();
+  }
+  for (auto& session : live) session->CloseNow();
+  // Let the aborted operations complete, so that they release their sessions;
+  // none starts new work once `stopped` is set.
+  s.ioc.restart();
+  s.ioc.run_for(std::chrono::seconds(2));
+  // A Responder kept past this point holds its session: make sure that session
+  // holds nothing that points into this server's io_context.
+  for (auto& session : live) session->ReleaseStream();
+}
+
+// --- Client. ---
+
+namespace {
+
+// Pinned mode: replaces OpenSSL's chain verification during the handshake, so
+// that the request (which carries the join secret) is never written to a
+// server that failed it.
+struct PinCheck {
+  std::string pin;         // lowercase hex SHA-256
+  bool mismatch = false;   // no certificate in the chain has that fingerprint
+  std::string error;       // the chain does not verify against the pinned certificate
+  std::string ca_pem;      // the pinned certificate, once verified
+};
+
+int VerifyPinned(X509_STORE_CTX* store_ctx, void* arg) {
+  auto* check = static_cast<PinCheck*>(arg);
+  X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_untrusted(store_ctx);
+  X509* pinned = nullptr;
+  if (leaf && Sha256Of(leaf) == check->pin) pinned = leaf;
+  for (int i = 0; !pinned && chain && i < sk_X509_num(chain); ++i) {
+    X509* c = sk_X509_value(chain, i);
+    if (Sha256Of(c) == check->pin) pinned = c;
+  }
+  if (!leaf || !pinned) {
+    check->mismatch = true;
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_CERT_UNTRUSTED);
+    return 0;
+  }
+  X509_STORE* store = X509_STORE_new();
+  X509_STORE_CTX* verify = X509_STORE_CTX_new();
+  int ok = store && verify && X509_STORE_add_cert(store, pinned) == 1 &&
+           X509_STORE_CTX_init(verify, store, leaf, chain) == 1 &&
+           X509_STORE_CTX_set_purpose(verify, X509_PURPOSE_SSL_SERVER) == 1 &&
+           X509_verify_cert(verify) == 1;
+  if (ok) {
+    check->ca_pem = PemOf(pinned);
+  } else {
+    int err = verify ? X509_STORE_CTX_get_error(verify) : X509_V_ERR_UNSPECIFIED;
+    check->error = X509_verify_cert_error_string(err);
+    X509_STORE_CTX_set_error(store_ctx, err);
+  }
+  X509_STORE_CTX_free(verify);
+  X509_STORE_free(store);
+  ERR_clear_error();
+  return ok ? 1 : 0;
+}
+
+bool IsTlsError(const beast::error_code& ec) {
+  return ec.category() == net::error::get_ssl_category() ||
+         ec.category() == net::ssl::error::get_stream_category();
+}
+
+std::string Describe(const beast::error_code& ec) {
+  // The reason is enough; asio's "(SSL routines)" suffix is noise to a user.
+  std::string m = ec.message();
+  size_t paren = m.rfind(" (SSL routines)");
+  if (paren != std::string::npos) m.erase(paren);
+  return m;
+}
+
+Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int port,
+                          const std::string& method, const std::string& target,
+                          const std::string& body, std::chrono::milliseconds timeout) {
+  const std::string where = host + ":" + std::to_string(port);
+  const http::verb verb = http::string_to_verb(method);
+  if (verb == http::verb::unknown) return Err("unsupported HTTP method '" + method + "'");
+  if (target.empty() || target[0] != '/') return Err("request target must start with '/'");
+  if (port < 1 || port > 65535) return Err("invalid port in " + where);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto remaining = [&] {
+    return std::max(std::chrono::steady_clock::duration::zero(),
+                    deadline - std::chrono::steady_clock::now());
+  };
+  auto timed_out = [&] {
+    return Err("timed out after " + std::to_string(timeout.count()) + " ms talking to " + where);
+  };
+
+  net::io_context ioc;  // first: destroyed last, after everything that refers to it
+  ssl::context ctx(ssl::context::tls_client);
+  KATO_TRY(CommonTlsSetup(ctx, "HTTPS client"));
+  if (!tls.cert_pem.empty() || !tls.key_pem.empty()) {
+    KATO_TRY(UseCertAndKey(ctx, tls.cert_pem, "", tls.key_pem, "the client"));
+  }
+  PinCheck pin;
+  beast::error_code ec;
+  if (!tls.pin_ca_sha256.empty()) {
+    pin.pin = tls.pin_ca_sha256;
+    std::transform(pin.pin.begin(), pin.pin.end(), pin.pin.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    SSL_CTX_set_cert_verify_callback(ctx.native_handle(), VerifyPinned, &pin);
+  } else {
+    if (tls.ca_pem.empty()) return Err("no CA certificate to verify " + where + " against");
+    ctx.add_certificate_authority(net::buffer(tls.ca_pem), ec);
+    if (ec) return Err("the cluster CA certificate is not valid PEM: " + ec.message());
+  }
+  // No hostname check: peers are identified by chaining to the cluster CA.
+  ctx.set_verify_mode(ssl::verify_peer);
+
+  TlsStream stream(ioc, ctx);
+  beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
+
+  std::vector<tcp::endpoint> endpoints;
+  auto address = net::ip::make_address(host, ec);
+  if (!ec) {
+    endpoints.emplace_back(address, static_cast<unsigned short>(port));
+  } else {
+    tcp::resolver resolver(ioc);
+    bool resolved = false;
+    resolver.async_resolve(host, std::to_string(port),
+                           [&](beast::error_code e, tcp::resolver::results_type results) {
+                             ec = e;
+                             for (const auto& r : results) endpoints.push_back(r.endpoint());
+                             resolved = true;
+                           });
+    ioc.run_for(remaining());
+    if (!resolved) return timed_out();
+    if (ec) return Err("cannot resolve " + host + ": " + ec.message());
+    ioc.restart();
+  }
+
+  lowest.expires_after(remaining());
+  lowest.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+  ioc.run();
+  ioc.restart();
+  if (ec == beast::error::timeout) return timed_out();
+  if (ec) return Err("cannot connect to " + where + ": " + ec.message());
+
+  lowest.expires_after(remaining());
+  stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+  ioc.run();
+  ioc.restart();
+  if (ec == beast::error::timeout) return timed_out();
+  if (pin.mismatch) {
+    return Err("server at " + where +
+               " is not the cluster the token was made for (CA fingerprint mismatch)");
+  }
+  if (!pin.error.empty()) {
+    return Err("TLS handshake with " + where +
+               " failed: its certificate does not chain to the pinned cluster CA (" + pin.error +
+               ")");
+  }
+  if (ec) {
+    std::string why = Describe(ec);
+    long verify = SSL_get_verify_result(stream.native_handle());
+    if (verify != X509_V_OK) {
+      why = "its certificate does not verify against the cluster CA (" +
+            std::string(X509_verify_cert_error_string(verify)) + ")";
+    }
+    return Err("TLS handshake with " + where + " failed: " + why);
+  }
+
+  http::request<http::string_body> req{verb, target, 11};
+  req.set(http::field::host, host);
+  req.set(http::field::user_agent, "kato/" KATO_VERSION);
+  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  req.body() = body;
+  req.keep_alive(false);
+  req.prepare_payload();
+
+  // Write and read at once: a server may answer early (413) and close while
+  // the body is still being sent; the answer is what the caller needs.
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(kMaxResponseBodyBytes);
+  parser.header_limit(kMaxResponseHeaderBytes);
+  beast::flat_buffer buffer;
+  beast::error_code write_ec, read_ec;
+  bool write_done = false;
+  lowest.expires_after(remaining());
+  http::async_write(stream, req, [&](beast::error_code e, size_t) {
+    write_ec = e;
+    write_done = true;
+  });
+  http::async_read(stream, buffer, parser, [&](beast::error_code e, size_t) {
+    read_ec = e;
+    if (!write_done) lowest.cancel();
+  });
+  ioc.run();
+  if (read_ec) {
+    if (read_ec == beast::error::timeout || write_ec == beast::error::timeout) return timed_out();
+    const beast::error_code& first = write_ec ? write_ec : read_ec;
+    if (IsTlsError(first)) return Err("TLS connection with " + where + " failed: " + Describe(first));
+    if (write_ec) return Err("sending the request to " + where + " failed: " + Describe(write_ec));
+    return Err("reading the response from " + where + " failed: " + Describe(read_ec));
+  }
+  auto& res = parser.get();
+  HttpResponse out;
+  out.status = static_cast<int>(res.result_int());
+  out.content_type = std::string(res[http::field::content_type]);
+  out.body = std::move(res.body());
+  out.peer_ca_pem = pin.ca_pem;
+  return out;
+}
+
+}  // namespace
+
+Result<HttpResponse> HttpsCall(const ClientTls& tls, const std::string& host, int port,
+                               const std::string& method, const std::string& target,
+                               const std::string& body, std::chrono::milliseconds timeout) {
+  try {
+    return Call(tls, host, port, method, target, body, timeout);
+  } catch (const std::exception& e) {  // allocation failure, or a Beast precondition
+    return Err("HTTPS call to " + host + ":" + std::to_string(port) + " failed: " + e.what());
+  }
+}
+
+}  // namespace kato

@@ -1,0 +1,61 @@
+// PKI for the cluster: the cluster CA, node certificates, and join tokens.
+//
+// Node certificates carry the node id as their CommonName and no address: a
+// node keeps its certificate across `node migrate`. Peers are trusted when
+// their certificate chains to the cluster CA. All functions are thread-safe
+// and return PEM text.
+#pragma once
+
+#include <string>
+
+#include "common/result.h"
+
+namespace kato {
+
+struct CaBundle {
+  std::string cert_pem;
+  std::string key_pem;
+};
+
+// A new self-signed CA (EC P-256, 10 years), CN "kato cluster CA <name>".
+Result<CaBundle> CreateCa(const std::string& name);
+
+// Lowercase hex SHA-256 of the certificate's DER encoding.
+Result<std::string> CertFingerprint(const std::string& cert_pem);
+
+// A new private key (EC P-256) and a CSR for it with CommonName `cn`.
+struct KeyAndCsr {
+  std::string key_pem;
+  std::string csr_pem;
+};
+Result<KeyAndCsr> CreateKeyAndCsr(const std::string& cn);
+
+// Signs a CSR (whose signature must verify) as a leaf certificate valid for
+// `days`, usable for TLS server and client authentication, with CommonName
+// `cn` (the CSR's own subject is ignored) and optional DNS/IP subjectAltNames.
+Result<std::string> SignCsr(const CaBundle& ca, const std::string& csr_pem, const std::string& cn,
+                            int days);
+
+// The CommonName of a certificate's subject.
+Result<std::string> CertCommonName(const std::string& cert_pem);
+
+// Checks that `key_pem` is the private key of `cert_pem`.
+Status KeyMatchesCert(const std::string& key_pem, const std::string& cert_pem);
+
+// Cryptographically random bytes as lowercase hex (2*n characters).
+std::string RandomHex(size_t n);
+
+// Lowercase hex SHA-256 of arbitrary bytes.
+std::string Sha256Hex(const std::string& data);
+
+// Join token: KATO1.<ca-sha256-hex>.<secret-hex>.
+struct JoinToken {
+  std::string ca_hash;  // 64 hex chars
+  std::string secret;   // 64 hex chars
+  std::string str() const { return "KATO1." + ca_hash + "." + secret; }
+};
+// Parses a token; the error says what is wrong with it ("not a kato join
+// token", "bad CA hash", ...). Surrounding whitespace is ignored.
+Result<JoinToken> ParseJoinToken(const std::string& text);
+
+}  // namespace kato

@@ -1,0 +1,563 @@
+#include "primary/primary.h"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "common/fs.h"
+#include "common/layout.h"
+#include "common/log.h"
+#include "common/net.h"
+#include "common/pki.h"
+#include "roles/roles.h"
+
+namespace kato {
+
+using json = nlohmann::json;
+
+namespace {
+
+HttpResponse JsonReply(int status, const json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = body.dump();
+  return r;
+}
+HttpResponse ErrorReply(int status, const std::string& message) {
+  return JsonReply(status, json{{"error", message}});
+}
+
+// The path of a target without its query, and one query parameter.
+std::string PathOf(const std::string& target) { return target.substr(0, target.find('?')); }
+std::string QueryParam(const std::string& target, const std::string& name) {
+  auto q = target.find('?');
+  if (q == std::string::npos) return "";
+  std::string rest = target.substr(q + 1);
+  size_t i = 0;
+  while (i <= rest.size()) {
+    size_t j = rest.find('&', i);
+    if (j == std::string::npos) j = rest.size();
+    std::string kv = rest.substr(i, j - i);
+    auto eq = kv.find('=');
+    if (eq != std::string::npos && kv.substr(0, eq) == name) return kv.substr(eq + 1);
+    i = j + 1;
+  }
+  return "";
+}
+
+std::vector<int> VersionParts(const std::string& v) {
+  std::vector<int> parts;
+  size_t i = 0;
+  while (i < v.size() && parts.size() < 3) {
+    size_t j = v.find('.', i);
+    if (j == std::string::npos) j = v.size();
+    try {
+      parts.push_back(std::stoi(v.substr(i, j - i)));
+    } catch (...) {
+      return {};
+    }
+    i = j + 1;
+  }
+  return parts;
+}
+
+std::vector<std::string> StringList(const json& j, const char* key) {
+  std::vector<std::string> out;
+  if (!j.contains(key)) return out;
+  if (!j[key].is_array()) return out;
+  for (const auto& v : j[key])
+    if (v.is_string()) out.push_back(v.get<std::string>());
+  return out;
+}
+
+std::string Str(const json& j, const char* key) {
+  if (!j.is_object() || !j.contains(key) || !j[key].is_string()) return "";
+  return j[key].get<std::string>();
+}
+
+std::vector<std::string> SortedRoles(const std::set<std::string>& roles) {
+  std::vector<std::string> out;
+  for (const auto& r : AllRoles())
+    if (roles.count(r)) out.push_back(r);
+  return out;
+}
+
+}  // namespace
+
+bool VersionsCompatible(const std::string& a, const std::string& b) {
+  auto pa = VersionParts(a), pb = VersionParts(b);
+  return pa.size() >= 2 && pb.size() >= 2 && pa[0] == pb[0] && pa[1] == pb[1];
+}
+
+struct PrimaryService::Impl {
+  PrimaryConfig cfg;
+  Store& store;
+  const Clock& clock;
+  CaBundle ca;
+  std::string ca_load_error;
+
+  // Serializes mutations, so that rules checked against the state hold when applied.
+  std::mutex mu;
+  struct Live {
+    SteadyTime last_seen;
+    int64_t last_seen_ms = 0;
+    json processes = json::array();
+  };
+  std::map<std::string, Live> live;  // by node id; guarded by mu
+
+  struct Watch {
+    int64_t after;
+    SteadyTime deadline;
+    Responder respond;
+  };
+  std::mutex wmu;
+  std::vector<Watch> watches;  // guarded by wmu
+
+  Impl(PrimaryConfig c, Store& s, const Clock& k) : cfg(std::move(c)), store(s), clock(k) {
+    DataLayout layout{cfg.data_dir};
+    auto cert = ReadFile(layout.ca_cert());
+    auto key = ReadFile(layout.ca_key());
+    if (cert && key) {
+      ca = CaBundle{*cert, *key};
+    } else {
+      ca_load_error = !cert ? cert.error() : key.error();
+    }
+  }
+
+  int64_t Revision() {
+    auto r = store.Revision();
+    return r ? *r : 0;
+  }
+
+  void Audit(const json& body, const std::string& fallback) {
+    HistoryEntry h;
+    h.time_ms = clock.wall_ms();
+    const json audit = body.is_object() && body.contains("audit") ? body["audit"] : json::object();
+    h.node = Str(audit, "node");
+    h.user = Str(audit, "user");
+    h.command = Str(audit, "command");
+    if (h.command.empty()) h.command = fallback;
+    if (h.user.empty()) h.user = "root";
+    auto s = store.AppendHistory(h);
+    if (!s) LogWarn("cannot record history: {}", s.error());
+  }
+
+  bool IsUp(const std::string& id) {
+    auto it = live.find(id);
+    return it != live.end() && clock.now() - it->second.last_seen < kDownAfter;
+  }
+
+  json NodeJson(const NodeRecord& n) {
+    json j{{"id", n.id},
+           {"ip", n.ip},
+           {"hostname", n.hostname},
+           {"version", n.version},
+           {"roles", n.roles},
+           {"joined_ms", n.joined_ms}};
+    auto it = live.find(n.id);
+    bool up = IsUp(n.id);
+    j["state"] = up ? "up" : "down";
+    j["last_seen_ms"] = it == live.end() ? 0 : it->second.last_seen_ms;
+    j["processes"] = it == live.end() ? json::array() : it->second.processes;
+    return j;
+  }
+
+  json ClusterJson() {
+    json j;
+    auto core_ip = store.GetSetting("core_ip");
+    auto endpoint = store.GetSetting("endpoint");
+    j["core_ip"] = core_ip && *core_ip ? **core_ip : "";
+    j["endpoint"] = endpoint && *endpoint ? **endpoint : "";
+    j["version"] = cfg.version;
+    j["revision"] = Revision();
+    j["nodes"] = json::array();
+    auto nodes = store.ListNodes();
+    if (nodes)
+      for (const auto& n : *nodes) j["nodes"].push_back(NodeJson(n));
+    return j;
+  }
+
+  // Finds a node by id or IP.
+  Result<NodeRecord> FindNode(const std::string& ref) {
+    auto byid = store.GetNode(ref);
+    if (!byid) return Err(byid.error());
+    if (*byid) return **byid;
+    auto byip = store.FindNodeByIp(ref);
+    if (!byip) return Err(byip.error());
+    if (*byip) return **byip;
+    return Err("no node " + ref + " in the cluster (see `kato node list`)");
+  }
+
+  HttpResponse Join(const json& body) {
+    std::string secret = Str(body, "secret");
+    std::string node_id = Str(body, "node_id");
+    std::string ip = Str(body, "ip");
+    std::string hostname = Str(body, "hostname");
+    std::string version = Str(body, "version");
+    std::string csr = Str(body, "csr");
+    bool force = body.value("force", false);
+    if (secret.empty() || node_id.empty() || ip.empty() || version.empty() || csr.empty())
+      return ErrorReply(400, "join request needs secret, node_id, ip, version and csr");
+    if (!ca_load_error.empty())
+      return ErrorReply(500, "the core cannot sign certificates: " + ca_load_error);
+    std::lock_guard lock(mu);
+    auto tok = store.FindToken(Sha256Hex(secret));
+    if (!tok) return ErrorReply(500, tok.error());
+    if (!*tok)
+      return ErrorReply(403,
+                        "join token is not valid for this cluster; get the current one with "
+                        "`kato node token` on the core");
+    if ((*tok)->revoked)
+      return ErrorReply(403,
+                        "join token was rotated and is no longer valid; get the current one with "
+                        "`kato node token` on the core");
+    if ((*tok)->expires_ms != 0 && (*tok)->expires_ms < clock.wall_ms())
+      return ErrorReply(403,
+                        "join token has expired; make a new one with `kato node token --rotate` "
+                        "on the core");
+    if (!VersionsCompatible(version, cfg.version) && !force)
+      return ErrorReply(409, "version mismatch: this node runs kato " + version +
+                                 " and the core runs kato " + cfg.version +
+                                 "; install the same MAJOR.MINOR, or pass --force");
+    std::set<std::string> roles{"base"};
+    for (const auto& r : StringList(body, "roles")) {
+      if (!IsRole(r)) return ErrorReply(400, "unknown role '" + r + "'");
+      roles.insert(r);
+    }
+    auto nodes = store.ListNodes();
+    if (!nodes) return ErrorReply(500, nodes.error());
+    bool primary_elsewhere = false;
+    for (const auto& n : *nodes)
+      if (n.id != node_id && std::count(n.roles.begin(), n.roles.end(), "primary"))
+        primary_elsewhere = true;
+    if (auto s = CheckNodeRoles(roles, primary_elsewhere); !s) return ErrorReply(400, s.error());
+    auto cert = SignCsr(ca, csr, node_id, 3650);
+    if (!cert) return ErrorReply(400, "cannot sign the node's certificate request: " + cert.error());
+    auto existing = store.GetNode(node_id);
+    NodeRecord rec;
+    rec.id = node_id;
+    rec.ip = ip;
+    rec.hostname = hostname;
+    rec.version = version;
+    rec.roles = SortedRoles(roles);
+    rec.joined_ms = existing && *existing ? (*existing)->joined_ms : clock.wall_ms();
+    if (auto s = store.ClearRemoved(node_id); !s) return ErrorReply(500, s.error());
+    if (auto s = store.PutNode(rec); !s) return ErrorReply(409, s.error());
+    Audit(body, "node attach " + ip);
+    live[node_id] = Live{clock.now(), clock.wall_ms(), json::array()};
+    json reply = ClusterJson();
+    reply["cert"] = *cert;
+    reply["ca"] = ca.cert_pem;
+    reply["node"] = NodeJson(rec);
+    return JsonReply(200, reply);
+  }
+
+  HttpResponse Heartbeat(const std::string& id, const json& body) {
+    std::lock_guard lock(mu);
+    auto removed = store.IsRemoved(id);
+    if (removed && *removed)
+      return ErrorReply(410, "this node was removed from the cluster");
+    auto node = store.GetNode(id);
+    if (!node) return ErrorReply(500, node.error());
+    if (!*node) return ErrorReply(404, "this node is not a member of the cluster");
+    NodeRecord rec = **node;
+    // The node reports its own address and name: an IP change is routine (DESIGN.md).
+    std::string ip = Str(body, "ip"), hostname = Str(body, "hostname"),
+                version = Str(body, "version");
+    if ((!ip.empty() && ip != rec.ip) || (!version.empty() && version != rec.version)) {
+      NodeRecord updated = rec;
+      if (!ip.empty()) updated.ip = ip;
+      if (!version.empty()) updated.version = version;
+      if (auto s = store.PutNode(updated); s) {
+        rec = updated;
+      } else {
+        LogWarn("heartbeat of {}: {}", id, s.error());
+      }
+    }
+    Live& l = live[id];
+    l.last_seen = clock.now();
+    l.last_seen_ms = clock.wall_ms();
+    if (body.contains("processes") && body["processes"].is_array()) l.processes = body["processes"];
+    json reply = ClusterJson();
+    reply["node"] = NodeJson(rec);
+    return JsonReply(200, reply);
+  }
+
+  HttpResponse SetRoles(const json& body) {
+    std::lock_guard lock(mu);
+    auto found = FindNode(Str(body, "node"));
+    if (!found) return ErrorReply(404, found.error());
+    NodeRecord rec = *found;
+    std::set<std::string> roles(rec.roles.begin(), rec.roles.end());
+    for (const auto& r : StringList(body, "remove")) {
+      if (!IsRole(r)) return ErrorReply(400, "unknown role '" + r + "'");
+      if (r == "base")
+        return ErrorReply(400, "the base role is on every node and cannot be removed");
+      if (r == "primary" && roles.count("primary"))
+        return ErrorReply(400,
+                          "the primary role cannot be removed: a cluster has exactly one primary "
+                          "(it lives on the core node)");
+      roles.erase(r);
+    }
+    for (const auto& r : StringList(body, "add")) {
+      if (!IsRole(r)) return ErrorReply(400, "unknown role '" + r + "'");
+      roles.insert(r);
+    }
+    auto nodes = store.ListNodes();
+    if (!nodes) return ErrorReply(500, nodes.error());
+    bool primary_elsewhere = false;
+    for (const auto& n : *nodes)
+      if (n.id != rec.id && std::count(n.roles.begin(), n.roles.end(), "primary"))
+        primary_elsewhere = true;
+    if (auto s = CheckNodeRoles(roles, primary_elsewhere); !s) return ErrorReply(400, s.error());
+    auto sorted = SortedRoles(roles);
+    if (sorted != rec.roles) {
+      rec.roles = sorted;
+      if (auto s = store.PutNode(rec); !s) return ErrorReply(500, s.error());
+      Audit(body, "role change on " + rec.ip);
+    }
+    return JsonReply(200, NodeJson(rec));
+  }
+
+  HttpResponse RemoveNode(const json& body) {
+    std::lock_guard lock(mu);
+    auto found = FindNode(Str(body, "node"));
+    if (!found) return ErrorReply(404, found.error());
+    if (std::count(found->roles.begin(), found->roles.end(), "primary"))
+      return ErrorReply(400, "node " + found->ip +
+                                 " is the core (it holds the primary role) and cannot be removed");
+    json j = NodeJson(*found);
+    if (auto s = store.RemoveNode(found->id); !s) return ErrorReply(500, s.error());
+    live.erase(found->id);
+    Audit(body, "node remove " + found->ip);
+    return JsonReply(200, j);
+  }
+
+  HttpResponse UpdateNode(const json& body) {
+    std::lock_guard lock(mu);
+    auto found = FindNode(Str(body, "node"));
+    if (!found) return ErrorReply(404, found.error());
+    NodeRecord rec = *found;
+    bool is_core = std::count(rec.roles.begin(), rec.roles.end(), "primary") > 0;
+    std::string hostname = Str(body, "hostname"), ip = Str(body, "ip");
+    if (!hostname.empty()) rec.hostname = hostname;
+    if (!ip.empty()) rec.ip = ip;
+    if (auto s = store.PutNode(rec); !s) return ErrorReply(409, s.error());
+    if (is_core && !ip.empty()) {
+      if (auto s = store.SetSetting("core_ip", ip); !s) return ErrorReply(500, s.error());
+    }
+    if (is_core && !hostname.empty()) {
+      if (auto s = store.SetSetting("endpoint", "api." + hostname); !s)
+        return ErrorReply(500, s.error());
+    }
+    Audit(body, "node update " + rec.ip);
+    return JsonReply(200, NodeJson(rec));
+  }
+
+  HttpResponse Config(const std::string& op, const json& body) {
+    std::string component = Str(body, "component"), key = Str(body, "key");
+    if (op == "list") {
+      auto l = store.ListConfig(component);
+      if (!l) return ErrorReply(500, l.error());
+      json out = json::array();
+      for (const auto& e : *l)
+        out.push_back({{"component", e.component},
+                       {"key", e.key},
+                       {"value", json::parse(e.value_json, nullptr, false)}});
+      return JsonReply(200, out);
+    }
+    if (component.empty() || key.empty())
+      return ErrorReply(400, "config needs a component and a key");
+    if (op == "get") {
+      auto e = store.GetConfig(component, key);
+      if (!e) return ErrorReply(500, e.error());
+      if (!*e) return ErrorReply(404, "no config value " + component + " " + key);
+      return JsonReply(200, {{"component", component},
+                             {"key", key},
+                             {"value", json::parse((*e)->value_json, nullptr, false)}});
+    }
+    std::lock_guard lock(mu);
+    if (op == "set") {
+      if (!body.contains("value")) return ErrorReply(400, "config set needs a value");
+      auto s = store.SetConfig({component, key, body["value"].dump()});
+      if (!s) return ErrorReply(400, s.error());
+      Audit(body, "config set " + component + " " + key);
+      return JsonReply(200, {{"component", component}, {"key", key}, {"value", body["value"]}});
+    }
+    if (op == "del") {
+      auto d = store.DeleteConfig(component, key);
+      if (!d) return ErrorReply(500, d.error());
+      if (!*d) return ErrorReply(404, "no config value " + component + " " + key);
+      Audit(body, "config del " + component + " " + key);
+      return JsonReply(200, {{"deleted", true}});
+    }
+    return ErrorReply(404, "no such config operation: " + op);
+  }
+
+  HttpResponse Token(const json& body) {
+    std::lock_guard lock(mu);
+    DataLayout layout{cfg.data_dir};
+    bool rotate = body.value("rotate", false);
+    int64_t ttl_s = body.value("ttl_s", static_cast<int64_t>(0));
+    auto current = ReadFile(layout.token_file());
+    if (!rotate && current) return JsonReply(200, {{"token", current->substr(0, current->find('\n'))}});
+    auto fp = CertFingerprint(ca.cert_pem);
+    if (!fp) return ErrorReply(500, fp.error());
+    JoinToken t{*fp, RandomHex(32)};
+    if (auto s = store.RevokeAllTokens(); !s) return ErrorReply(500, s.error());
+    TokenRecord rec{Sha256Hex(t.secret), clock.wall_ms(),
+                    ttl_s > 0 ? clock.wall_ms() + ttl_s * 1000 : 0, false};
+    if (auto s = store.AddToken(rec); !s) return ErrorReply(500, s.error());
+    if (auto s = WriteFileAtomic(layout.token_file(), t.str() + "\n", 0600); !s)
+      return ErrorReply(500, s.error());
+    Audit(body, "node token --rotate");
+    return JsonReply(200, {{"token", t.str()}, {"expires_ms", rec.expires_ms}});
+  }
+
+  HttpResponse History(const std::string& target) {
+    int limit = 100;
+    try {
+      auto l = QueryParam(target, "limit");
+      if (!l.empty()) limit = std::clamp(std::stoi(l), 1, 10000);
+    } catch (...) {
+      return ErrorReply(400, "limit must be a number");
+    }
+    auto h = store.ListHistory(limit);
+    if (!h) return ErrorReply(500, h.error());
+    json out = json::array();
+    for (const auto& e : *h)
+      out.push_back({{"id", e.id},
+                     {"time_ms", e.time_ms},
+                     {"node", e.node},
+                     {"user", e.user},
+                     {"command", e.command}});
+    return JsonReply(200, out);
+  }
+
+  void Watch(const std::string& target, Responder respond) {
+    int64_t after = 0;
+    int64_t timeout_ms = 25000;
+    try {
+      auto a = QueryParam(target, "after");
+      if (!a.empty()) after = std::stoll(a);
+      auto t = QueryParam(target, "timeout_ms");
+      if (!t.empty()) timeout_ms = std::clamp<int64_t>(std::stoll(t), 0, 60000);
+    } catch (...) {
+      respond(ErrorReply(400, "after and timeout_ms must be numbers"));
+      return;
+    }
+    std::lock_guard lock(wmu);
+    int64_t rev = Revision();
+    if (rev > after || timeout_ms == 0) {
+      respond(JsonReply(200, {{"revision", rev}}));
+      return;
+    }
+    watches.push_back({after, clock.now() + Millis(timeout_ms), std::move(respond)});
+  }
+
+  void Complete(bool only_expired) {
+    std::vector<Responder> ready;
+    int64_t rev;
+    {
+      std::lock_guard lock(wmu);
+      rev = Revision();
+      auto now = clock.now();
+      auto it = std::partition(watches.begin(), watches.end(), [&](const auto& w) {
+        return !(w.after < rev && !only_expired) && w.deadline > now;
+      });
+      for (auto i = it; i != watches.end(); ++i) ready.push_back(std::move(i->respond));
+      watches.erase(it, watches.end());
+    }
+    for (auto& r : ready) r(JsonReply(200, {{"revision", rev}}));
+  }
+};
+
+PrimaryService::PrimaryService(PrimaryConfig config, Store& store, const Clock& clock)
+    : impl_(std::make_unique<Impl>(std::move(config), store, clock)) {}
+PrimaryService::~PrimaryService() = default;
+
+void PrimaryService::NotifyChanged() { impl_->Complete(false); }
+void PrimaryService::ExpireWatches() { impl_->Complete(true); }
+
+void PrimaryService::Handle(const HttpRequest& req, Responder respond) {
+  Impl& d = *impl_;
+  std::string path = PathOf(req.target);
+  json body = json::object();
+  if (!req.body.empty()) {
+    body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+      respond(ErrorReply(400, "request body is not a JSON object"));
+      return;
+    }
+  }
+  if (path == "/v1/join" && req.method == "POST") {
+    auto r = d.Join(body);
+    if (r.status == 200) NotifyChanged();
+    respond(r);
+    return;
+  }
+  // Everything else is for members only: a client certificate of a node that is in the cluster.
+  if (req.peer_cn.empty()) {
+    respond(ErrorReply(401, "a node certificate of this cluster is required"));
+    return;
+  }
+  if (path == "/v1/heartbeat" && req.method == "POST") {
+    respond(d.Heartbeat(req.peer_cn, body));
+    return;
+  }
+  {
+    auto member = d.store.GetNode(req.peer_cn);
+    if (!member || !*member) {
+      respond(ErrorReply(403, "node " + req.peer_cn + " is not a member of this cluster"));
+      return;
+    }
+  }
+  int64_t before = d.Revision();
+  HttpResponse r;
+  if (path == "/v1/watch" && req.method == "GET") {
+    d.Watch(req.target, std::move(respond));
+    return;
+  } else if (path == "/v1/cluster" && req.method == "GET") {
+    std::lock_guard lock(d.mu);
+    r = JsonReply(200, d.ClusterJson());
+  } else if (path == "/v1/nodes/roles" && req.method == "POST") {
+    r = d.SetRoles(body);
+  } else if (path == "/v1/nodes/remove" && req.method == "POST") {
+    r = d.RemoveNode(body);
+  } else if (path == "/v1/nodes/update" && req.method == "POST") {
+    r = d.UpdateNode(body);
+  } else if (path.rfind("/v1/config/", 0) == 0 && req.method == "POST") {
+    r = d.Config(path.substr(11), body);
+  } else if (path == "/v1/settings" && req.method == "POST") {
+    std::string endpoint = Str(body, "endpoint");
+    if (!IsHostname(endpoint)) {
+      r = ErrorReply(400, "endpoint '" + endpoint + "' is not a valid host name");
+    } else {
+      std::lock_guard lock(d.mu);
+      auto s = d.store.SetSetting("endpoint", endpoint);
+      r = s ? JsonReply(200, {{"endpoint", endpoint}}) : ErrorReply(500, s.error());
+      if (s) d.Audit(body, "set endpoint " + endpoint);
+    }
+  } else if (path == "/v1/token" && req.method == "POST") {
+    r = d.Token(body);
+  } else if (path == "/v1/history" && req.method == "GET") {
+    r = d.History(req.target);
+  } else if (path == "/v1/history" && req.method == "POST") {
+    std::lock_guard lock(d.mu);
+    d.Audit(body, "");
+    r = JsonReply(200, json::object());
+  } else {
+    r = ErrorReply(404, "no such API: " + req.method + " " + path);
+  }
+  if (d.Revision() != before) NotifyChanged();
+  respond(std::move(r));
+}
+
+}  // namespace kato

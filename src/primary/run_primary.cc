@@ -1,0 +1,60 @@
+// `katod primary`: the process that serves the primary role.
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+
+#include "common/fs.h"
+#include "common/layout.h"
+#include "common/log.h"
+#include "primary/primary.h"
+#include "roles/roles.h"
+
+namespace kato {
+
+int RunPrimary(const PrimaryConfig& config) {
+  DataLayout layout{config.data_dir};
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+  auto store = OpenSqliteStore(layout.state_db());
+  if (!store) {
+    LogError("{}", store.error());
+    return 1;
+  }
+  auto cert = ReadFile(layout.node_cert());
+  auto key = ReadFile(layout.node_key());
+  auto ca = ReadFile(layout.ca_cert());
+  if (!cert || !key || !ca) {
+    LogError("primary: missing certificates in {}: run `kato node setup core` first",
+             layout.pki_dir());
+    return 1;
+  }
+  PrimaryService service(config, **store, RealClock::instance());
+  HttpsServer server(ServerTls{*ca, *cert, *key, *ca},
+                     [&](const HttpRequest& req, Responder r) { service.Handle(req, std::move(r)); });
+  if (auto s = server.Start(config.ip, kPrimaryPort); !s) {
+    LogError("primary: {}", s.error());
+    return 1;
+  }
+  LogInfo("primary: serving the cluster state on {}:{}", config.ip, kPrimaryPort);
+  std::atomic<bool> done{false};
+  std::thread expirer([&] {
+    while (!done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));  // watch deadline granularity
+      service.ExpireWatches();
+    }
+  });
+  int sig = 0;
+  sigwait(&set, &sig);
+  LogInfo("primary: signal {}, stopping", sig);
+  done = true;
+  expirer.join();
+  server.Stop();
+  return 0;
+}
+
+}  // namespace kato

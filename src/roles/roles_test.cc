@@ -1,0 +1,357 @@
+#include "roles/roles.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <map>
+
+namespace kato {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Not;
+
+// Finds only what the test installed.
+class FakeEnv final : public RoleEnvironment {
+ public:
+  std::string FindExecutable(const std::string& name) const override {
+    auto it = bins.find(name);
+    return it == bins.end() ? "" : it->second;
+  }
+  std::map<std::string, std::string> bins;
+};
+
+FakeEnv AllServers() {
+  FakeEnv env;
+  env.bins = {{"postgres", "/usr/lib/postgresql/15/bin/postgres"},
+              {"initdb", "/usr/lib/postgresql/15/bin/initdb"},
+              {"mariadbd", "/usr/sbin/mariadbd"},
+              {"mariadb-install-db", "/usr/bin/mariadb-install-db"},
+              {"redis-server", "/usr/bin/redis-server"},
+              {"memcached", "/usr/bin/memcached"},
+              {"rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server"},
+              {"mongod", "/usr/bin/mongod"}};
+  return env;
+}
+
+NodeContext Node(const std::string& ip = "127.0.0.77") {
+  return {"/var/lib/kato-a", ip, "0123456789abcdef", "/usr/bin/katod"};
+}
+
+std::vector<std::string> Names(const std::vector<ProcessSpec>& specs) {
+  std::vector<std::string> out;
+  for (const auto& s : specs) out.push_back(s.name);
+  return out;
+}
+
+TEST(Catalog, OrderAndGroups) {
+  EXPECT_THAT(AllRoles(), ElementsAre("primary", "controller", "router", "dea", "mdns",
+                                      "filesystem", "mongodb", "mysql", "postgresql", "rabbit",
+                                      "redis", "memcached", "harbor", "base", "load_balancer"));
+  EXPECT_TRUE(IsRole("base"));
+  EXPECT_FALSE(IsRole("data-services"));
+  EXPECT_FALSE(IsRole(""));
+  EXPECT_TRUE(IsRoleGroup("data-services"));
+  EXPECT_THAT(GroupMembers("data-services"), ElementsAre("mysql", "postgresql", "redis", "mongodb",
+                                                         "rabbit", "memcached", "filesystem"));
+  EXPECT_THAT(GroupMembers("nope"), IsEmpty());
+}
+
+TEST(Availability, LaterReleaseRolesSayWhy) {
+  FakeEnv env = AllServers();
+  for (const char* r :
+       {"controller", "router", "dea", "filesystem", "harbor", "mdns", "load_balancer"}) {
+    Availability a = RoleAvailability(r, env);
+    EXPECT_FALSE(a.available) << r;
+    EXPECT_THAT(a.reason, HasSubstr(std::string(r) + ": not yet available in kato " KATO_VERSION));
+  }
+  EXPECT_THAT(RoleAvailability("controller", env).reason, HasSubstr("arrive together"));
+  for (const char* r :
+       {"base", "primary", "postgresql", "mysql", "redis", "memcached", "rabbit", "mongodb"}) {
+    EXPECT_TRUE(RoleAvailability(r, env).available) << r;
+  }
+}
+
+TEST(Availability, ServersNeedTheirBinaries) {
+  FakeEnv none;
+  EXPECT_EQ(RoleAvailability("postgresql", none).reason,
+            "postgresql: PostgreSQL server not installed (apt-get install postgresql-15)");
+  EXPECT_THAT(RoleAvailability("mongodb", none).reason, HasSubstr("no mongod binary found"));
+  EXPECT_THAT(RoleAvailability("rabbit", none).reason,
+              HasSubstr("apt-get install rabbitmq-server"));
+  EXPECT_TRUE(RoleAvailability("base", none).available);
+  EXPECT_TRUE(RoleAvailability("primary", none).available);
+
+  FakeEnv half = AllServers();
+  half.bins.erase("initdb");  // a server without its initdb cannot make a cluster
+  EXPECT_FALSE(RoleAvailability("postgresql", half).available);
+
+  FakeEnv old_mysql;
+  old_mysql.bins = {{"mysqld", "/usr/sbin/mysqld"}, {"mysql_install_db", "/usr/bin/x"}};
+  EXPECT_TRUE(RoleAvailability("mysql", old_mysql).available);
+}
+
+TEST(SplitRoleList, CommasAndSpaces) {
+  EXPECT_THAT(SplitRoleList({"a,b c", " d ,, e", ""}), ElementsAre("a", "b", "c", "d", "e"));
+  EXPECT_THAT(SplitRoleList({}), IsEmpty());
+}
+
+TEST(ExpandRoles, GroupWithEverythingInstalled) {
+  auto e = ExpandRoles({"data-services"}, AllServers());
+  ASSERT_TRUE(e.ok()) << e.error();
+  EXPECT_THAT(e->roles,
+              ElementsAre("mongodb", "mysql", "postgresql", "rabbit", "redis", "memcached"));
+  ASSERT_EQ(e->skipped.size(), 1u);
+  EXPECT_THAT(e->skipped[0], HasSubstr("filesystem: not yet available"));
+}
+
+TEST(ExpandRoles, GroupSkipsMissingServersAndSaysWhy) {
+  FakeEnv env = AllServers();
+  env.bins.erase("mongod");
+  env.bins.erase("redis-server");
+  auto e = ExpandRoles({"data-services"}, env);
+  ASSERT_TRUE(e.ok()) << e.error();
+  EXPECT_THAT(e->roles, ElementsAre("mysql", "postgresql", "rabbit", "memcached"));
+  ASSERT_EQ(e->skipped.size(), 3u);  // catalog order
+  EXPECT_THAT(e->skipped[0], HasSubstr("filesystem:"));
+  EXPECT_THAT(e->skipped[1], HasSubstr("mongodb: MongoDB server not installed"));
+  EXPECT_THAT(e->skipped[2], HasSubstr("redis: Redis server not installed"));
+
+  auto nothing = ExpandRoles({"data-services"}, FakeEnv{});
+  ASSERT_TRUE(nothing.ok());
+  EXPECT_THAT(nothing->roles, IsEmpty());
+  EXPECT_EQ(nothing->skipped.size(), 7u);
+}
+
+TEST(ExpandRoles, UnknownRolesAreNamedWithTheValidOnes) {
+  auto e = ExpandRoles({"redis,foo"}, AllServers());
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error(),
+            "unknown role 'foo'; roles are: primary, controller, router, dea, mdns, filesystem, "
+            "mongodb, mysql, postgresql, rabbit, redis, memcached, harbor, base, load_balancer "
+            "(groups: data-services)");
+  auto two = ExpandRoles({"foo", "bar", "foo"}, AllServers());
+  ASSERT_FALSE(two.ok());
+  EXPECT_THAT(two.error(), HasSubstr("unknown roles 'foo', 'bar';"));
+  EXPECT_FALSE(ExpandRoles({" , "}, AllServers()).ok());
+}
+
+TEST(ExpandRoles, ExplicitUnavailableRoleIsAnError) {
+  auto later = ExpandRoles({"dea"}, AllServers());
+  ASSERT_FALSE(later.ok());
+  EXPECT_THAT(later.error(), HasSubstr("dea: not yet available in kato"));
+
+  auto missing = ExpandRoles({"redis", "postgresql"}, FakeEnv{});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.error(), HasSubstr("redis: Redis server not installed"));
+  EXPECT_THAT(missing.error(), HasSubstr("postgresql: PostgreSQL server not installed"));
+
+  // Naming a member explicitly beside its group still requires it.
+  FakeEnv env = AllServers();
+  env.bins.erase("mongod");
+  EXPECT_FALSE(ExpandRoles({"data-services", "mongodb"}, env).ok());
+}
+
+TEST(ExpandRoles, DeduplicatesInCatalogOrder) {
+  auto e = ExpandRoles({"redis base", "primary,redis", "data-services"}, AllServers());
+  ASSERT_TRUE(e.ok()) << e.error();
+  EXPECT_THAT(e->roles, ElementsAre("primary", "mongodb", "mysql", "postgresql", "rabbit", "redis",
+                                    "memcached", "base"));
+}
+
+TEST(AllRolesBut, EverythingAvailableButPrimaryAndLoadBalancer) {
+  auto all = AllRolesBut({}, AllServers());
+  ASSERT_TRUE(all.ok()) << all.error();
+  EXPECT_THAT(all->roles, ElementsAre("mongodb", "mysql", "postgresql", "rabbit", "redis",
+                                      "memcached", "base"));
+  EXPECT_THAT(all->skipped, Not(IsEmpty()));
+  for (const auto& s : all->skipped) {
+    EXPECT_THAT(s, Not(HasSubstr("load_balancer"))) << "left out by definition, not skipped";
+  }
+
+  auto but = AllRolesBut({"mdns,redis", "mongodb"}, AllServers());
+  ASSERT_TRUE(but.ok());
+  EXPECT_THAT(but->roles, ElementsAre("mysql", "postgresql", "rabbit", "memcached", "base"));
+  for (const auto& s : but->skipped) EXPECT_THAT(s, Not(HasSubstr("mdns")));
+
+  auto no_data = AllRolesBut({"data-services"}, AllServers());
+  ASSERT_TRUE(no_data.ok());
+  EXPECT_THAT(no_data->roles, ElementsAre("base"));
+
+  FakeEnv env = AllServers();
+  env.bins.erase("memcached");
+  auto partial = AllRolesBut({}, env);
+  ASSERT_TRUE(partial.ok());
+  EXPECT_THAT(partial->roles, Not(::testing::Contains("memcached")));
+  EXPECT_THAT(partial->skipped, ::testing::Contains(HasSubstr("memcached: memcached not")));
+
+  auto bad = AllRolesBut({"mdsn"}, AllServers());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error(), HasSubstr("unknown role 'mdsn'"));
+}
+
+TEST(CheckNodeRoles, Rules) {
+  EXPECT_TRUE(CheckNodeRoles({"base"}, false).ok());
+  EXPECT_TRUE(CheckNodeRoles({"base", "primary", "redis"}, false).ok());
+  EXPECT_TRUE(CheckNodeRoles({"base", "load_balancer"}, true).ok());
+
+  auto no_base = CheckNodeRoles({"redis"}, false);
+  ASSERT_FALSE(no_base.ok());
+  EXPECT_THAT(no_base.error(), HasSubstr("base"));
+
+  auto lb = CheckNodeRoles({"base", "load_balancer", "router"}, false);
+  ASSERT_FALSE(lb.ok());
+  EXPECT_EQ(lb.error(),
+            "load_balancer cannot be combined with other roles (found: router); a load-balancer "
+            "node serves nothing else");
+  auto lb2 = CheckNodeRoles({"base", "load_balancer", "redis", "dea"}, false);
+  ASSERT_FALSE(lb2.ok());
+  EXPECT_THAT(lb2.error(), HasSubstr("(found: dea, redis)"));
+
+  auto two_primaries = CheckNodeRoles({"base", "primary"}, true);
+  ASSERT_FALSE(two_primaries.ok());
+  EXPECT_EQ(two_primaries.error(),
+            "the cluster already has a primary on another node; a cluster has exactly one");
+
+  EXPECT_FALSE(CheckNodeRoles({"base", "bogus"}, false).ok());
+  EXPECT_FALSE(CheckNodeRoles({"base", "data-services"}, false).ok());
+}
+
+TEST(ProcessesForRoles, StartOrderFollowsDesign) {
+  auto specs = ProcessesForRoles(
+      {"redis", "memcached", "base", "postgresql", "primary", "rabbit", "mysql", "mongodb"}, Node(),
+      AllServers());
+  EXPECT_THAT(Names(specs), ElementsAre("primary", "mongodb", "mysql", "postgresql", "rabbitmq",
+                                        "redis", "memcached"));
+  for (size_t i = 1; i < specs.size(); ++i) EXPECT_LT(specs[i - 1].order, specs[i].order);
+}
+
+TEST(ProcessesForRoles, EachProcessOnceAndOnlyForAvailableRoles) {
+  std::set<std::string> every(AllRoles().begin(), AllRoles().end());
+  auto specs = ProcessesForRoles(every, Node(), AllServers());
+  std::set<std::string> unique;
+  for (const auto& s : specs) EXPECT_TRUE(unique.insert(s.name).second) << s.name;
+  EXPECT_EQ(unique.size(), 7u);
+
+  EXPECT_THAT(ProcessesForRoles({"base"}, Node(), AllServers()), IsEmpty());
+  EXPECT_THAT(ProcessesForRoles({"base", "controller", "dea"}, Node(), AllServers()), IsEmpty());
+  EXPECT_THAT(Names(ProcessesForRoles({"base", "redis", "mysql"}, Node(), FakeEnv{})), IsEmpty());
+  // Pure: the same input gives the same specs (the agent diffs them).
+  EXPECT_EQ(specs, ProcessesForRoles(every, Node(), AllServers()));
+}
+
+TEST(ProcessesForRoles, ServersBindTheNodeAddressOnly) {
+  std::set<std::string> every(AllRoles().begin(), AllRoles().end());
+  for (const auto& s : ProcessesForRoles(every, Node("10.1.2.3"), AllServers())) {
+    ASSERT_TRUE(s.ready.has_value()) << s.name;
+    EXPECT_EQ(s.ready->host, "10.1.2.3") << s.name;
+    bool told = std::find(s.argv.begin(), s.argv.end(), "10.1.2.3") != s.argv.end();
+    for (const auto& [k, v] : s.env) told = told || v == "10.1.2.3";
+    EXPECT_TRUE(told) << s.name << " is not given the node's address";
+    for (const auto& a : s.argv) EXPECT_THAT(a, Not(HasSubstr("0.0.0.0"))) << s.name;
+    for (const auto& [k, v] : s.env) EXPECT_THAT(v, Not(HasSubstr("0.0.0.0"))) << s.name;
+    ASSERT_FALSE(s.argv.empty());
+    EXPECT_EQ(s.argv[0][0], '/') << s.name;
+    EXPECT_EQ(s.env.at("PATH"), "/usr/sbin:/usr/bin:/sbin:/bin") << s.name;
+    EXPECT_EQ(s.env.at("LANG"), "C.UTF-8") << s.name;
+    if (s.name != "primary") {
+      EXPECT_EQ(s.stop_timeout, std::chrono::seconds(20)) << s.name;
+      EXPECT_EQ(s.start_retries, 3) << s.name;
+    }
+  }
+}
+
+TEST(ProcessesForRoles, PrimarySpec) {
+  auto specs = ProcessesForRoles({"base", "primary"}, Node(), FakeEnv{});
+  ASSERT_EQ(specs.size(), 1u);
+  EXPECT_THAT(specs[0].argv, ElementsAre("/usr/bin/katod", "primary", "--data-dir",
+                                         "/var/lib/kato-a", "--ip", "127.0.0.77"));
+  EXPECT_EQ(specs[0].ready->port, kPrimaryPort);
+  EXPECT_TRUE(specs[0].user.empty());
+}
+
+TEST(ProcessesForRoles, ServerDetails) {
+  std::map<std::string, ProcessSpec> by;
+  for (auto& s : ProcessesForRoles({"postgresql", "mysql", "redis", "memcached", "rabbit"}, Node(),
+                                   AllServers())) {
+    by[s.name] = s;
+  }
+  const ProcessSpec& pg = by.at("postgresql");
+  EXPECT_EQ(pg.ready->port, 5432);
+  EXPECT_EQ(pg.stop_signal, 2);  // fast shutdown
+  EXPECT_EQ(pg.start_timeout, std::chrono::seconds(60));
+  EXPECT_THAT(pg.argv, ElementsAre("/bin/sh", "-c", HasSubstr("initdb"), "kato-postgresql",
+                                   "/var/lib/kato-a/services/postgresql", "127.0.0.77", "5432",
+                                   "/usr/lib/postgresql/15/bin/postgres",
+                                   "/usr/lib/postgresql/15/bin/initdb"));
+  EXPECT_EQ(by.at("mysql").ready->port, 3306);
+  EXPECT_THAT(by.at("mysql").argv, ::testing::Contains("/usr/sbin/mariadbd"));
+  EXPECT_EQ(by.at("redis").ready->port, 6379);
+  EXPECT_THAT(by.at("memcached").argv,
+              ElementsAre("/usr/bin/memcached", "-l", "127.0.0.77", "-p", "11211", "-U", "0", "-u",
+                          "memcache", "-m", "64"));
+  const ProcessSpec& mq = by.at("rabbitmq");
+  EXPECT_EQ(mq.ready->port, 5672);
+  EXPECT_EQ(mq.start_timeout, std::chrono::seconds(90));
+  EXPECT_EQ(mq.env.at("RABBITMQ_NODENAME"), "kato-01234567@localhost");
+  EXPECT_EQ(mq.env.at("RABBITMQ_NODE_IP_ADDRESS"), "127.0.0.77");
+  EXPECT_EQ(mq.env.at("HOME"), "/var/lib/kato-a/services/rabbitmq");
+  EXPECT_EQ(mq.env.at("ERL_EPMD_ADDRESS"), "127.0.0.1");
+}
+
+TEST(ProcessesForRoles, RabbitNodesOnOneMachineGetDistinctDistPorts) {
+  auto port = [](const std::string& ip) {
+    return ProcessesForRoles({"rabbit"}, Node(ip), AllServers())[0].env.at("RABBITMQ_DIST_PORT");
+  };
+  EXPECT_NE(port("127.0.0.77"), port("127.0.0.78"));
+  EXPECT_NE(port("127.0.1.77"), port("127.0.0.77"));
+  EXPECT_EQ(port("127.0.0.77"), port("127.0.0.77"));
+  int p = std::stoi(port("10.255.255.255"));
+  EXPECT_GT(p, 25672);
+  EXPECT_LT(p, 65536);
+}
+
+TEST(ProcessesForRoles, WrapperScriptsAreValidShell) {
+  std::set<std::string> every(AllRoles().begin(), AllRoles().end());
+  for (const auto& s : ProcessesForRoles(every, Node(), AllServers())) {
+    if (s.argv[0] != "/bin/sh") continue;
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::execl("/bin/sh", "sh", "-n", "-c", s.argv[2].c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << s.name << ":\n" << s.argv[2];
+  }
+}
+
+TEST(RoleProcessNames, MatchTheSpecs) {
+  EXPECT_THAT(RoleProcessNames("base"), IsEmpty());
+  EXPECT_THAT(RoleProcessNames("rabbit"), ElementsAre("rabbitmq"));
+  EXPECT_THAT(RoleProcessNames("controller"), IsEmpty());
+  EXPECT_THAT(RoleProcessNames("bogus"), IsEmpty());
+  for (const auto& role : AllRoles()) {
+    EXPECT_EQ(RoleProcessNames(role), Names(ProcessesForRoles({role}, Node(), AllServers())))
+        << role;
+  }
+}
+
+TEST(SystemRoleEnvironment, FindsExecutables) {
+  SystemRoleEnvironment env;
+  std::string sh = env.FindExecutable("sh");
+  EXPECT_FALSE(sh.empty());
+  EXPECT_EQ(sh[0], '/');
+  EXPECT_EQ(env.FindExecutable("no-such-kato-binary"), "");
+  EXPECT_EQ(env.FindExecutable("/bin/sh"), "");
+  EXPECT_EQ(env.FindExecutable(""), "");
+}
+
+}  // namespace
+}  // namespace kato

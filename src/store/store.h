@@ -1,0 +1,96 @@
+// Store: the cluster state, owned by the primary (DESIGN.md "Cluster state").
+//
+// Every mutation bumps the cluster revision in the same transaction, so a
+// reader that saw revision R and later sees R' > R knows something changed.
+// Implementations are thread-safe (calls are serialized internally) and
+// durable: a mutation that returned Ok survives a crash.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace kato {
+
+struct NodeRecord {
+  std::string id;  // generated node id; never changes
+  std::string ip;  // unique among nodes
+  std::string hostname;
+  std::string version;
+  std::vector<std::string> roles;
+  int64_t joined_ms = 0;
+  bool operator==(const NodeRecord&) const = default;
+};
+
+struct TokenRecord {
+  std::string secret_hash;  // SHA-256 hex of the token secret; the secret itself is never stored
+  int64_t created_ms = 0;
+  int64_t expires_ms = 0;  // 0: never
+  bool revoked = false;
+  bool operator==(const TokenRecord&) const = default;
+};
+
+struct HistoryEntry {
+  int64_t id = 0;  // assigned by the store, increasing
+  int64_t time_ms = 0;
+  std::string node;  // the node (IP) the command ran on
+  std::string user;
+  std::string command;
+  bool operator==(const HistoryEntry&) const = default;
+};
+
+struct ConfigEntry {
+  std::string component;
+  std::string key;
+  std::string value_json;  // a JSON document
+  bool operator==(const ConfigEntry&) const = default;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual Result<int64_t> Revision() = 0;
+
+  // Cluster settings (endpoint, core_ip, ca_cert, ...): plain strings.
+  virtual Result<std::optional<std::string>> GetSetting(const std::string& key) = 0;
+  virtual Status SetSetting(const std::string& key, const std::string& value) = 0;
+
+  // Inserts or replaces the node with this id. Fails, changing nothing, when
+  // another node already has this IP ("address 10.0.0.5 is already used by node <id>").
+  virtual Status PutNode(const NodeRecord& node) = 0;
+  virtual Result<std::optional<NodeRecord>> GetNode(const std::string& id) = 0;
+  virtual Result<std::optional<NodeRecord>> FindNodeByIp(const std::string& ip) = 0;
+  virtual Result<std::vector<NodeRecord>> ListNodes() = 0;  // ordered by joined_ms, then id
+  // Deletes the node and everything recorded about it, and remembers its id as
+  // removed (a removed node never comes back by itself), in one transaction.
+  virtual Status RemoveNode(const std::string& id) = 0;
+  virtual Result<bool> IsRemoved(const std::string& id) = 0;
+  virtual Status ClearRemoved(const std::string& id) = 0;  // an explicit re-attach
+
+  virtual Status AddToken(const TokenRecord& token) = 0;
+  virtual Result<std::optional<TokenRecord>> FindToken(const std::string& secret_hash) = 0;
+  virtual Status RevokeAllTokens() = 0;
+
+  virtual Status SetConfig(const ConfigEntry& entry) = 0;
+  virtual Result<std::optional<ConfigEntry>> GetConfig(const std::string& component,
+                                                       const std::string& key) = 0;
+  // Ok(false) when there was no such key.
+  virtual Result<bool> DeleteConfig(const std::string& component, const std::string& key) = 0;
+  virtual Result<std::vector<ConfigEntry>> ListConfig(const std::string& component) = 0;  // "" = all
+
+  // Appends a history entry (its id and nothing else are assigned by the store).
+  virtual Status AppendHistory(const HistoryEntry& entry) = 0;
+  // The newest `limit` entries, oldest first.
+  virtual Result<std::vector<HistoryEntry>> ListHistory(int limit) = 0;
+};
+
+// SQLite in WAL mode at `path` (created with its schema when missing; the
+// schema has a version so later releases can migrate it).
+Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+
+}  // namespace kato
