@@ -511,7 +511,8 @@ struct Agent::Impl {
                  "; run `kato node detach` first");
     if (core_ip == ident.ip)
       return Err("CORE_IP " + core_ip + " is this node's own address; give the core's address");
-    auto exp = ExpandRoles(SplitRoleList(Strings(args, "roles")), roles_env);
+    auto requested = SplitRoleList(Strings(args, "roles"));
+    Result<Expansion> exp = requested.empty() ? Expansion{} : ExpandRoles(requested, roles_env);
     if (!exp) return Err(exp.error());
     for (const auto& s : exp->skipped) progress("skipping " + s);
     std::set<std::string> want(exp->roles.begin(), exp->roles.end());

@@ -253,6 +253,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) {
       if (!IsHttpParseError(ec)) return;  // timeout, reset, TLS error: nothing to answer
       keep_alive_ = false;
+      rejected_ = true;
       return Write(ErrorResponse(RejectStatus(ec), RejectReason(ec)));
     }
     keep_alive_ = parser_->get().keep_alive();
@@ -301,8 +302,29 @@ class Session : public std::enable_shared_from_this<Session> {
     http::async_write(*stream_, res_, [self = shared_from_this()](beast::error_code ec, size_t) {
       if (ec) return;
       if (self->keep_alive_) return self->Read();
+      if (self->rejected_) return self->Linger();
       self->Close();
     });
+  }
+
+  // After rejecting a request the client may still be sending its body.
+  // Closing now would answer that with a TCP reset, which can destroy the
+  // response in the client's receive queue before it is read; so send FIN and
+  // discard input until the client closes or the close deadline passes.
+  void Linger() {
+    beast::error_code ec;
+    beast::get_lowest_layer(*stream_).socket().shutdown(tcp::socket::shutdown_send, ec);
+    beast::get_lowest_layer(*stream_).expires_after(kCloseDeadline);
+    drain_.resize(16 * 1024);
+    Discard();
+  }
+
+  void Discard() {
+    if (shared_->Stopped()) return;
+    beast::get_lowest_layer(*stream_).async_read_some(
+        net::buffer(drain_), [self = shared_from_this()](beast::error_code ec, size_t) {
+          if (!ec) self->Discard();
+        });
   }
 
   void Close() {
@@ -318,7 +340,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string peer_cn_;
   std::string peer_ip_;
   bool keep_alive_ = true;
+  bool rejected_ = false;
   unsigned version_ = 11;
+  std::vector<char> drain_;
 };
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -16,8 +17,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "common/fs.h"
 
@@ -67,8 +66,8 @@ Result<UserIds> LookUpUser(const std::string& user, const std::string& process) 
   int rc = ::getpwnam_r(user.c_str(), &pw, buf.data(), buf.size(), &found);
   if (rc != 0) return Err("cannot look up user '" + user + "' for " + process + ": " + Errno(rc));
   if (found == nullptr) {
-    return Err("no such user '" + user + "' to run " + process + " as; create it (adduser --system " +
-               user + ") or fix the process's user");
+    return Err("no such user '" + user + "' to run " + process +
+               " as; create it (adduser --system " + user + ") or fix the process's user");
   }
   UserIds ids{pw.pw_uid, pw.pw_gid, {}};
   int n = 32;
@@ -106,7 +105,7 @@ struct ChildPlan {
   };
   // The parent blocked every signal around fork(); restore default dispositions
   // before unblocking so that no handler of the agent ever runs in the child.
-  struct sigaction dfl {};
+  struct sigaction dfl = {};
   dfl.sa_handler = SIG_DFL;
   ::sigemptyset(&dfl.sa_mask);
   for (int sig = 1; sig < NSIG; ++sig) {

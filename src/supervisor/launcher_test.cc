@@ -2,6 +2,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -14,9 +16,6 @@
 #include <filesystem>
 #include <functional>
 #include <thread>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "common/fs.h"
 
@@ -158,7 +157,8 @@ TEST_F(LauncherTest, ChildStartsClean) {
   ::sigemptyset(&usr1);
   ::sigaddset(&usr1, SIGUSR1);
   ::pthread_sigmask(SIG_BLOCK, &usr1, &old_mask);
-  struct sigaction ignore {}, old_action {};
+  struct sigaction ignore = {};
+  struct sigaction old_action = {};
   ignore.sa_handler = SIG_IGN;
   ::sigaction(SIGUSR2, &ignore, &old_action);
 

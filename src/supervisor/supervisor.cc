@@ -1,6 +1,7 @@
 #include "supervisor/supervisor.h"
 
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,8 +10,6 @@
 #include <filesystem>
 #include <sstream>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "common/fs.h"
 
@@ -90,9 +89,9 @@ struct Supervisor::Proc {
   std::string message;
   int64_t since_ms = 0;
 
-  bool wanted = true;         // false after an operator stop (or stop_all)
-  bool removed = false;       // no longer desired: stop, then forget
-  bool restart = false;       // stop, then start again (restart(), or a changed spec)
+  bool wanted = true;                    // false after an operator stop (or stop_all)
+  bool removed = false;                  // no longer desired: stop, then forget
+  bool restart = false;                  // stop, then start again (restart(), or a changed spec)
   std::optional<ProcessSpec> next_spec;  // applied once stopped
 
   int failed_starts = 0;  // consecutive; FATAL at spec.start_retries
@@ -164,7 +163,8 @@ void Supervisor::write_pid_file(const Proc& p) {
   if (auto start = ProcessStartTime(p.pid)) content += " " + std::to_string(*start);
   Status s = MakeDirs(run_dir_, 0755);
   if (s) s = WriteFileAtomic(pid_path(p.spec.name), content + "\n", 0644);
-  if (!s) spdlog::warn("{}: {}; a restarted agent will not find this process", p.spec.name, s.error());
+  if (!s)
+    spdlog::warn("{}: {}; a restarted agent will not find this process", p.spec.name, s.error());
 }
 
 void Supervisor::recover(milliseconds timeout) {
@@ -187,8 +187,8 @@ void Supervisor::recover(milliseconds timeout) {
     }
     if (pid > 1 && has_start && ProcessAlive(static_cast<pid_t>(pid)) &&
         ProcessStartTime(static_cast<pid_t>(pid)) == start) {
-      spdlog::info("stopping {} (pid {}) left running by an earlier agent",
-                   file.stem().string(), pid);
+      spdlog::info("stopping {} (pid {}) left running by an earlier agent", file.stem().string(),
+                   pid);
       launcher_.kill_group(static_cast<pid_t>(pid), SIGTERM);
       victims.push_back(static_cast<pid_t>(pid));
     }
@@ -311,8 +311,8 @@ bool Supervisor::all_stopped() const {
 
 void Supervisor::tick() {
   for (const ExitEvent& e : launcher_.reap()) {
-    auto it = std::find_if(procs_.begin(), procs_.end(),
-                           [&](const auto& p) { return p->pid == e.pid; });
+    auto it =
+        std::find_if(procs_.begin(), procs_.end(), [&](const auto& p) { return p->pid == e.pid; });
     // Other pids are orphaned descendants re-parented to us (see BecomeChildSubreaper).
     if (it != procs_.end()) on_exit(**it, e.status);
   }
@@ -348,10 +348,10 @@ void Supervisor::on_exit(Proc& p, int status) {
     }
     case ProcState::kStopping:
       set_state(p, ProcState::kStopped,
-                p.sigkilled ? "killed after not stopping within " +
-                                  FormatDuration(p.spec.stop_timeout) + " of signal " +
-                                  std::to_string(p.spec.stop_signal)
-                            : "stopped");
+                p.sigkilled
+                    ? "killed after not stopping within " + FormatDuration(p.spec.stop_timeout) +
+                          " of signal " + std::to_string(p.spec.stop_signal)
+                    : "stopped");
       break;
     default:  // BACKOFF or FATAL after a start timeout killed it: already accounted for
       break;
@@ -445,9 +445,9 @@ void Supervisor::run_launches() {
   for (auto& pp : procs_) {
     Proc& p = *pp;
     if (p.must_stop() || p.pid != 0) continue;
-    bool due = p.state == ProcState::kStopped ||
-               ((p.state == ProcState::kBackoff || p.state == ProcState::kExited) &&
-                now >= p.retry_at);
+    bool due =
+        p.state == ProcState::kStopped ||
+        ((p.state == ProcState::kBackoff || p.state == ProcState::kExited) && now >= p.retry_at);
     if (!due) continue;
     bool held = std::any_of(procs_.begin(), procs_.end(), [&](const auto& q) {
       return q->spec.order < p.spec.order && q->holds_back_start();
@@ -480,8 +480,8 @@ std::vector<ProcessStatus> Supervisor::status() const {
 std::optional<ProcessStatus> Supervisor::status(const std::string& name) const {
   const Proc* p = find(name);
   if (p == nullptr) return std::nullopt;
-  return ProcessStatus{p->spec.name, p->state,   p->pid, log_path(p->spec.name),
-                       p->message,   p->since_ms};
+  return ProcessStatus{p->spec.name,           p->state,   p->pid,
+                       log_path(p->spec.name), p->message, p->since_ms};
 }
 
 }  // namespace kato

@@ -14,6 +14,10 @@
 // A RUNNING process that exits is restarted with exponential back-off
 // (1 s, 2 s, 4 s … capped at 30 s; reset after it stays RUNNING for 60 s).
 //
+// When a process exits, whatever is left in its process group is SIGKILLed, so that
+// orphaned helpers cannot hold its port against the next start. A process not
+// ready within start_timeout has its group SIGKILLed; its retry waits for the exit.
+//
 // The owner calls tick() often (on SIGCHLD and every ~100 ms); all work happens
 // there, so the supervisor is single-threaded and needs no locks. Time comes
 // from the injected Clock; processes from the injected launcher.
@@ -72,7 +76,8 @@ class Supervisor {
 
   void tick();
 
-  // Stop everything (reverse order). Call tick() until all_stopped().
+  // Stop everything (reverse order). Call tick() until all_stopped(). Nothing
+  // starts again, not even processes set_desired() adds later, until start().
   void stop_all();
   bool all_stopped() const;
 

@@ -1,6 +1,9 @@
 #include "supervisor/supervisor.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -9,10 +12,6 @@
 #include <filesystem>
 #include <set>
 #include <thread>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-#include <spdlog/spdlog.h>
 
 #include "common/fs.h"
 
@@ -227,8 +226,8 @@ TEST_F(SupervisorTest, ExitWhileStartingBacksOffWithDoublingDelays) {
     launcher_.exit(launcher_.pid_of("a"), Exited(1));
     sup_.tick();
     ASSERT_EQ(state("a"), ProcState::kBackoff);
-    EXPECT_EQ(message("a"), "exited with status 1; retrying in " +
-                                std::to_string(delay_ms / 1000) + "s");
+    EXPECT_EQ(message("a"),
+              "exited with status 1; retrying in " + std::to_string(delay_ms / 1000) + "s");
     int launches = launcher_.count("a");
     tick_after(milliseconds(delay_ms - 1));
     EXPECT_EQ(launcher_.count("a"), launches);
@@ -488,8 +487,8 @@ TEST_F(SupervisorTest, StopAllGoesInReverseOrder) {
   sup_.stop_all();
   EXPECT_FALSE(sup_.all_stopped());
   sup_.tick();
-  EXPECT_EQ(launcher_.kills, (std::vector<std::pair<pid_t, int>>{{pids["d"], SIGTERM},
-                                                                  {pids["c"], SIGTERM}}));
+  EXPECT_EQ(launcher_.kills,
+            (std::vector<std::pair<pid_t, int>>{{pids["d"], SIGTERM}, {pids["c"], SIGTERM}}));
   launcher_.exit(pids["c"], Exited(0));
   sup_.tick();
   EXPECT_EQ(state("b"), ProcState::kRunning);  // d is still up

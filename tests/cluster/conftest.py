@@ -1,0 +1,176 @@
+"""Cluster test harness: real katod processes on their own 127.0.0.N addresses.
+
+Each node gets its own data dir and address; `kato` runs against it through
+KATO_DATA_DIR, exactly as an operator would. Waiting is always for a condition
+with a deadline (wait_for), never a bare sleep.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--build-dir", default=os.path.join(os.path.dirname(__file__), "../../build"))
+
+
+@pytest.fixture(scope="session")
+def bins(request):
+    build = os.path.abspath(request.config.getoption("--build-dir"))
+    b = {
+        "kato": os.path.join(build, "bin", "kato"),
+        "katod": os.path.join(build, "bin", "katod"),
+        "katod_test": os.path.join(build, "test-bin", "katod-test"),
+    }
+    for path in b.values():
+        assert os.access(path, os.X_OK), f"{path} is missing: build first"
+    return b
+
+
+def wait_for(what, predicate, timeout=30.0, interval=0.05):
+    """Polls predicate until it returns a truthy value; fails naming `what` after timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # a transient failure while the condition is not yet true
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Result:
+    def __init__(self, proc, elapsed):
+        self.rc = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+        self.elapsed = elapsed
+
+    def json(self):
+        return json.loads(self.out)
+
+    def __repr__(self):
+        return f"<rc={self.rc} out={self.out[:2000]!r} err={self.err[:2000]!r}>"
+
+
+class Node:
+    def __init__(self, cluster, index, binary):
+        self.cluster = cluster
+        self.ip = f"127.0.{cluster.subnet}.{index}"
+        self.data_dir = os.path.join(cluster.root, f"node{index}")
+        os.makedirs(self.data_dir, exist_ok=True)
+        os.chmod(self.data_dir, 0o755)  # services running as their own users traverse it
+        self.binary = binary
+        self.env_extra = {}
+        self.proc = None
+        self.log_path = os.path.join(self.data_dir, "katod.log")
+
+    def start(self):
+        env = dict(os.environ, **self.env_extra)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [self.binary, "--data-dir", self.data_dir, "--ip", self.ip],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        wait_for(f"katod at {self.ip} to listen on its socket",
+                 lambda: self.kato("status").rc == 0, timeout=15)
+        return self
+
+    def kato(self, *args, input=None, timeout=300, env=None):
+        e = dict(os.environ, KATO_DATA_DIR=self.data_dir)
+        e.pop("KATO_TOKEN", None)
+        if env:
+            e.update(env)
+        t0 = time.monotonic()
+        p = subprocess.run([self.cluster.bins["kato"], *args], capture_output=True, text=True,
+                           env=e, input=input, timeout=timeout)
+        return Result(p, time.monotonic() - t0)
+
+    def ok(self, *args, **kw):
+        r = self.kato(*args, **kw)
+        assert r.rc == 0, f"kato {' '.join(args)} failed on {self.ip}: {r}"
+        return r
+
+    def json(self, *args):
+        return self.ok(*args, "--json").json()
+
+    def processes(self):
+        return {p["name"]: p for p in self.json("process", "list")}
+
+    def wait_running(self, names, timeout=120):
+        def check():
+            procs = self.processes()
+            return all(procs.get(n, {}).get("state") == "RUNNING" for n in names) and procs
+        return wait_for(f"{names} RUNNING on {self.ip}", check, timeout=timeout)
+
+    def stop(self, sig=signal.SIGTERM, timeout=90):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self):
+        """kill -9 of the agent alone: its role processes stay behind."""
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+
+class Cluster:
+    _subnets = iter(range(10, 250))
+
+    def __init__(self, bins):
+        self.bins = bins
+        self.subnet = next(Cluster._subnets)
+        self.root = tempfile.mkdtemp(prefix="kato-cluster-")
+        os.chmod(self.root, 0o755)
+        self.nodes = []
+
+    def node(self, index, test_version=None):
+        binary = self.bins["katod_test"] if test_version else self.bins["katod"]
+        n = Node(self, index, binary)
+        if test_version:
+            n.env_extra["KATO_TEST_VERSION"] = test_version
+        self.nodes.append(n)
+        return n.start()
+
+    def core(self, index=1, host="api.kato.test"):
+        n = self.node(index)
+        n.ok("node", "setup", "core", host)
+        return n
+
+    def token(self, core):
+        return core.ok("node", "token").out.strip()
+
+    def attach(self, node, core, *roles, extra=()):
+        args = ["node", "attach", "--token", self.token(core)]
+        if roles:
+            args += ["-e", ",".join(roles)]
+        return node.ok(*args, *extra, core.ip)
+
+    def close(self):
+        for n in self.nodes:
+            n.stop()
+        # Safety net: anything still running from these data dirs (after a kill -9 of an agent).
+        subprocess.run(["pkill", "-9", "-f", self.root], check=False)
+        # RabbitMQ leaves Erlang's port mapper running as a daemon of its own.
+        subprocess.run(["epmd", "-kill"], capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(bins):
+    c = Cluster(bins)
+    yield c
+    c.close()
