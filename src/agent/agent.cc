@@ -866,6 +866,19 @@ struct Agent::Impl {
     return Err("unknown command '" + cmd + "'");
   }
 
+  // Requests come from outside (the CLI socket, other nodes): a value of the
+  // wrong JSON type makes nlohmann throw, which must become a clear error.
+  Result<json> SafeDispatch(const std::string& cmd, const json& args, const Caller& caller,
+                            const Progress& progress) {
+    try {
+      return Dispatch(cmd, args, caller, progress);
+    } catch (const json::exception& e) {
+      return Err(std::string("bad request: ") + e.what());
+    } catch (const std::exception& e) {
+      return Err(std::string("internal error: ") + e.what());
+    }
+  }
+
   // ---- the CLI socket ----------------------------------------------------
 
   void ServeCliConnection(int fd) {
@@ -890,8 +903,8 @@ struct Agent::Impl {
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) caller.user = UserName(cred.uid);
     caller.command = Str(req, "command");
     json args = req.contains("args") && req["args"].is_object() ? req["args"] : json::object();
-    auto result = Dispatch(req["cmd"].get<std::string>(), args, caller,
-                           [&](const std::string& p) { reply({{"progress", p}}); });
+    auto result = SafeDispatch(req["cmd"].get<std::string>(), args, caller,
+                               [&](const std::string& p) { reply({{"progress", p}}); });
     if (result)
       reply({{"ok", true}, {"result", *result}});
     else
@@ -939,11 +952,22 @@ struct Agent::Impl {
         return;
       }
       // Commands can wait for processes: run them off the I/O threads.
-      std::thread([this, body, respond, reply]() {
+      std::thread([this, body, respond, reply, peer = req.peer_cn]() {
+        // Only current members may act here: a removed node's certificate still
+        // chains to the CA, so ask the primary who is in the cluster.
+        auto cluster = CallPrimary("GET", "/v1/cluster", json::object());
+        bool member = false;
+        if (cluster && cluster->contains("nodes") && (*cluster)["nodes"].is_array())
+          for (const auto& n : (*cluster)["nodes"]) member = member || Str(n, "id") == peer;
+        if (!member) {
+          respond(reply(403, {{"error", cluster ? "node " + peer + " is not a member of this cluster"
+                                                : "cannot check membership: " + cluster.error()}}));
+          return;
+        }
         Caller caller{Str(body, "user"), Str(body, "command")};
         json args = body.contains("args") && body["args"].is_object() ? body["args"]
                                                                       : json::object();
-        auto r = Dispatch(Str(body, "cmd"), args, caller, [](const std::string&) {});
+        auto r = SafeDispatch(Str(body, "cmd"), args, caller, [](const std::string&) {});
         respond(r ? reply(200, *r) : reply(409, {{"error", r.error()}}));
       }).detach();
     } else {

@@ -82,6 +82,14 @@ std::string Str(const json& j, const char* key) {
   return j[key].get<std::string>();
 }
 
+// json::value() throws on a field of another type; a request must not throw out of the handler.
+bool Bool(const json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_boolean() && j[key].get<bool>();
+}
+int64_t Int(const json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<int64_t>() : 0;
+}
+
 std::vector<std::string> SortedRoles(const std::set<std::string>& roles) {
   std::vector<std::string> out;
   for (const auto& r : AllRoles())
@@ -202,7 +210,7 @@ struct PrimaryService::Impl {
     std::string hostname = Str(body, "hostname");
     std::string version = Str(body, "version");
     std::string csr = Str(body, "csr");
-    bool force = body.value("force", false);
+    bool force = Bool(body, "force");
     if (secret.empty() || node_id.empty() || ip.empty() || version.empty() || csr.empty())
       return ErrorReply(400, "join request needs secret, node_id, ip, version and csr");
     if (!ca_load_error.empty())
@@ -248,8 +256,9 @@ struct PrimaryService::Impl {
     rec.version = version;
     rec.roles = SortedRoles(roles);
     rec.joined_ms = existing && *existing ? (*existing)->joined_ms : clock.wall_ms();
-    if (auto s = store.ClearRemoved(node_id); !s) return ErrorReply(500, s.error());
+    // PutNode first: when it is refused (address taken), a removed node stays removed.
     if (auto s = store.PutNode(rec); !s) return ErrorReply(409, s.error());
+    if (auto s = store.ClearRemoved(node_id); !s) return ErrorReply(500, s.error());
     Audit(body, "node attach " + ip);
     live[node_id] = Live{clock.now(), clock.wall_ms(), json::array()};
     json reply = ClusterJson();
@@ -404,8 +413,8 @@ struct PrimaryService::Impl {
   HttpResponse Token(const json& body) {
     std::lock_guard lock(mu);
     DataLayout layout{cfg.data_dir};
-    bool rotate = body.value("rotate", false);
-    int64_t ttl_s = body.value("ttl_s", static_cast<int64_t>(0));
+    bool rotate = Bool(body, "rotate");
+    int64_t ttl_s = Int(body, "ttl_s");
     auto current = ReadFile(layout.token_file());
     if (!rotate && current) return JsonReply(200, {{"token", current->substr(0, current->find('\n'))}});
     auto fp = CertFingerprint(ca.cert_pem);
@@ -487,6 +496,17 @@ void PrimaryService::NotifyChanged() { impl_->Complete(false); }
 void PrimaryService::ExpireWatches() { impl_->Complete(true); }
 
 void PrimaryService::Handle(const HttpRequest& req, Responder respond) {
+  // A body value of the wrong JSON type makes nlohmann throw: answer 400, never crash.
+  // `respond` is only moved from on the paths that do not throw afterwards.
+  auto shared = std::make_shared<Responder>(std::move(respond));
+  try {
+    HandleUnsafe(req, [shared](HttpResponse r) { (*shared)(std::move(r)); });
+  } catch (const std::exception& e) {
+    (*shared)(ErrorReply(400, std::string("bad request: ") + e.what()));
+  }
+}
+
+void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
   Impl& d = *impl_;
   std::string path = PathOf(req.target);
   json body = json::object();
@@ -509,7 +529,10 @@ void PrimaryService::Handle(const HttpRequest& req, Responder respond) {
     return;
   }
   if (path == "/v1/heartbeat" && req.method == "POST") {
-    respond(d.Heartbeat(req.peer_cn, body));
+    int64_t before = d.Revision();
+    auto r = d.Heartbeat(req.peer_cn, body);
+    if (d.Revision() != before) NotifyChanged();  // e.g. a new address: agents must see it
+    respond(std::move(r));
     return;
   }
   {

@@ -44,6 +44,7 @@ class PrimaryService {
   void ExpireWatches();
 
  private:
+  void HandleUnsafe(const HttpRequest& req, Responder respond);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -59,7 +59,9 @@ def test_config_types(cluster):
 def test_garbage_on_agent_socket(cluster):
     core = cluster.core(1)
     sock_path = os.path.join(core.data_dir, "kato.sock")
-    for payload in [b"garbage\n", b"{\"cmd\": 5}\n", b"\x00\xff" * 1000 + b"\n", b"[1,2]\n"]:
+    for payload in [b"garbage\n", b"{\"cmd\": 5}\n", b"\x00\xff" * 1000 + b"\n", b"[1,2]\n",
+                    b'{"cmd": "status", "args": {"all": "yes"}}\n',
+                    b'{"cmd": "node.token", "args": {"rotate": [1]}}\n']:
         s = socket.socket(socket.AF_UNIX)
         s.connect(sock_path)
         s.sendall(payload)
@@ -101,6 +103,15 @@ def test_garbage_on_cluster_ports(cluster):
                 s.sendall(b"POST /v1/join HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{garbage}")
                 head = s.recv(4096)
                 assert b" 400 " in head or b" 401 " in head or b" 404 " in head, head
+        if port == 9440:  # join is open to nodes without a certificate: values of the wrong type
+            body = json.dumps({"secret": "x", "node_id": "n", "ip": "1.2.3.4", "version": "0.1.0",
+                               "csr": "x", "force": "yes", "roles": "redis"}).encode()
+            with socket.create_connection((core.ip, port), timeout=5) as raw:
+                with ctx.wrap_socket(raw) as s:
+                    s.sendall(b"POST /v1/join HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                              % (len(body), body))
+                    head = s.recv(4096)
+                    assert b" 400 " in head or b" 403 " in head, head
     # Still serving.
     assert core.json("status", "--all")["nodes"][0]["state"] == "up"
 

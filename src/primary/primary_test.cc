@@ -1,0 +1,751 @@
+#include "primary/primary.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/fs.h"
+#include "common/layout.h"
+#include "common/pki.h"
+#include "store/store.h"
+
+namespace kato {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+constexpr const char* kVersion = "0.1.3";
+constexpr const char* kCoreIp = "10.0.0.1";
+
+// Verifies `leaf` against `ca` as the TLS stack does for a client certificate.
+bool ChainsTo(const std::string& leaf, const std::string& ca) {
+  auto parse = [](const std::string& pem) {
+    BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+    X509* x = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    BIO_free(bio);
+    return x;
+  };
+  X509* l = parse(leaf);
+  X509* c = parse(ca);
+  if (!l || !c) {
+    X509_free(l);
+    X509_free(c);
+    return false;
+  }
+  X509_STORE* store = X509_STORE_new();
+  X509_STORE_add_cert(store, c);
+  X509_STORE_CTX* ctx = X509_STORE_CTX_new();
+  X509_STORE_CTX_init(ctx, store, l, nullptr);
+  X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+  bool ok = X509_verify_cert(ctx) == 1;
+  X509_STORE_CTX_free(ctx);
+  X509_STORE_free(store);
+  X509_free(l);
+  X509_free(c);
+  return ok;
+}
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string error() const {
+    return body.is_object() && body.contains("error") ? body["error"].get<std::string>() : "";
+  }
+};
+
+// The data dir of a core as `kato node setup core` leaves it (see SetupCore in
+// agent.cc), with the primary's service over it on a FakeClock.
+class PrimaryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "kato_primary_test.XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    layout_.dir = tmpl;
+    ASSERT_TRUE(MakeDirs(layout_.pki_dir(), 0700).ok());
+    auto ca = CreateCa("core");
+    ASSERT_TRUE(ca.ok()) << ca.error();
+    ca_ = *ca;
+    ASSERT_TRUE(WriteFileAtomic(layout_.ca_cert(), ca_.cert_pem, 0644).ok());
+    ASSERT_TRUE(WriteFileAtomic(layout_.ca_key(), ca_.key_pem, 0600).ok());
+    auto store = OpenSqliteStore(layout_.state_db());
+    ASSERT_TRUE(store.ok()) << store.error();
+    store_ = std::move(*store);
+
+    auto fp = CertFingerprint(ca_.cert_pem);
+    ASSERT_TRUE(fp.ok()) << fp.error();
+    token_ = JoinToken{*fp, RandomHex(32)};
+    core_ = NodeRecord{NewId(), kCoreIp, "core", kVersion, {"primary", "base"}, clock_.wall_ms()};
+    for (auto s : {store_->SetSetting("core_ip", kCoreIp), store_->SetSetting("version", kVersion),
+                   store_->SetSetting("endpoint", "api.example.com"),
+                   store_->SetSetting("ca_fingerprint", *fp), store_->PutNode(core_),
+                   store_->AddToken({Sha256Hex(token_.secret), clock_.wall_ms(), 0, false})})
+      ASSERT_TRUE(s.ok()) << s.error();
+    ASSERT_TRUE(WriteFileAtomic(layout_.token_file(), token_.str() + "\n", 0600).ok());
+    service_ = std::make_unique<PrimaryService>(PrimaryConfig{layout_.dir, kCoreIp, kVersion},
+                                                *store_, clock_);
+  }
+  void TearDown() override {
+    service_.reset();
+    store_.reset();
+    std::filesystem::remove_all(layout_.dir);
+  }
+
+  static std::string NewId() { return RandomHex(16); }
+
+  // Starts a request; the reply lands in `*out` whenever the service responds.
+  void Start(const std::string& method, const std::string& target, const std::string& body,
+             const std::string& peer_cn, std::optional<Reply>* out) {
+    HttpRequest req;
+    req.method = method;
+    req.target = target;
+    req.body = body;
+    req.peer_cn = peer_cn;
+    service_->Handle(req, [out](HttpResponse r) {
+      ASSERT_FALSE(out->has_value()) << "responded twice";
+      Reply reply{r.status, json::parse(r.body, nullptr, false)};
+      EXPECT_FALSE(reply.body.is_discarded()) << "reply is not JSON: " << r.body;
+      *out = reply;
+    });
+  }
+  // A request the service must answer at once.
+  Reply Call(const std::string& method, const std::string& target, const std::string& body,
+             const std::string& peer_cn) {
+    std::optional<Reply> out;
+    Start(method, target, body, peer_cn, &out);
+    EXPECT_TRUE(out.has_value()) << method << " " << target << " did not respond";
+    return out.value_or(Reply{});
+  }
+  // A request from the core node.
+  Reply Core(const std::string& method, const std::string& target, const json& body = {}) {
+    return Call(method, target, body.is_null() ? "" : body.dump(), core_.id);
+  }
+
+  json JoinBody(const std::string& node_id, const std::string& ip,
+                const std::vector<std::string>& roles = {}) {
+    auto kc = CreateKeyAndCsr(node_id);
+    EXPECT_TRUE(kc.ok()) << kc.error();
+    return json{{"secret", token_.secret}, {"node_id", node_id},  {"ip", ip},
+                {"hostname", "n-" + ip},   {"version", "0.1.7"}, {"csr", kc->csr_pem},
+                {"roles", roles}};
+  }
+  Reply Join(const json& body) { return Call("POST", "/v1/join", body.dump(), ""); }
+  // Joins a node and returns its id.
+  std::string Attach(const std::string& ip, const std::vector<std::string>& roles = {}) {
+    std::string id = NewId();
+    Reply r = Join(JoinBody(id, ip, roles));
+    EXPECT_EQ(r.status, 200) << r.body.dump();
+    return id;
+  }
+
+  int64_t Rev() {
+    auto r = store_->Revision();
+    EXPECT_TRUE(r.ok()) << r.error();
+    return r.ok() ? *r : -1;
+  }
+  std::vector<NodeRecord> Nodes() {
+    auto n = store_->ListNodes();
+    EXPECT_TRUE(n.ok()) << n.error();
+    return n.ok() ? *n : std::vector<NodeRecord>{};
+  }
+  NodeRecord Node(const std::string& id) {
+    auto n = store_->GetNode(id);
+    EXPECT_TRUE(n.ok() && n->has_value()) << "no node " << id;
+    return n.ok() && n->has_value() ? **n : NodeRecord{};
+  }
+  std::string Setting(const std::string& key) {
+    auto s = store_->GetSetting(key);
+    EXPECT_TRUE(s.ok()) << s.error();
+    return s.ok() && s->has_value() ? **s : "";
+  }
+  // The "state" field of a node in GET /v1/cluster.
+  std::string State(const std::string& id) {
+    Reply r = Core("GET", "/v1/cluster");
+    EXPECT_EQ(r.status, 200);
+    for (const auto& n : r.body["nodes"])
+      if (n["id"] == id) return n["state"];
+    return "absent";
+  }
+
+  DataLayout layout_;
+  CaBundle ca_;
+  JoinToken token_;
+  NodeRecord core_;
+  FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<PrimaryService> service_;
+};
+
+// ---- join -------------------------------------------------------------------
+
+TEST_F(PrimaryTest, JoinWithAValidTokenSignsTheNodesCertificateAndRecordsIt) {
+  std::string id = NewId();
+  int64_t before = Rev();
+  Reply r = Join(JoinBody(id, "10.0.0.2", {"router"}));
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+
+  std::string cert = r.body["cert"];
+  EXPECT_EQ(*CertCommonName(cert), id);
+  EXPECT_TRUE(ChainsTo(cert, ca_.cert_pem));
+  EXPECT_EQ(r.body["ca"], ca_.cert_pem);
+  EXPECT_EQ(r.body["core_ip"], kCoreIp);
+  EXPECT_EQ(r.body["endpoint"], "api.example.com");
+  EXPECT_EQ(r.body["version"], kVersion);
+  EXPECT_EQ(r.body["node"]["state"], "up");
+  EXPECT_EQ(r.body["revision"], Rev());
+  EXPECT_GT(Rev(), before);
+
+  NodeRecord n = Node(id);
+  EXPECT_EQ(n.ip, "10.0.0.2");
+  EXPECT_EQ(n.hostname, "n-10.0.0.2");
+  EXPECT_EQ(n.version, "0.1.7");
+  EXPECT_THAT(n.roles, ElementsAre("router", "base"));  // base always, catalog order
+  EXPECT_EQ(n.joined_ms, clock_.wall_ms());
+  auto h = store_->ListHistory(1);
+  ASSERT_TRUE(h.ok());
+  ASSERT_EQ(h->size(), 1u);
+  EXPECT_EQ((*h)[0].command, "node attach 10.0.0.2");
+}
+
+TEST_F(PrimaryTest, RejoinKeepsTheOriginalJoinTime) {
+  std::string id = NewId();
+  ASSERT_EQ(Join(JoinBody(id, "10.0.0.2")).status, 200);
+  int64_t joined = Node(id).joined_ms;
+  clock_.advance(Millis(60000));
+  ASSERT_EQ(Join(JoinBody(id, "10.0.0.3")).status, 200);
+  EXPECT_EQ(Node(id).joined_ms, joined);
+  EXPECT_EQ(Node(id).ip, "10.0.0.3");
+  EXPECT_EQ(Nodes().size(), 2u);
+}
+
+// Every refused join leaves the cluster exactly as it was.
+class RefusedJoinTest : public PrimaryTest {
+ protected:
+  void SetUp() override {
+    PrimaryTest::SetUp();
+    nodes_before_ = Nodes();
+    rev_before_ = Rev();
+  }
+  void ExpectRefused(const Reply& r, int status, const std::string& message) {
+    EXPECT_EQ(r.status, status) << r.body.dump();
+    EXPECT_THAT(r.error(), HasSubstr(message));
+    EXPECT_EQ(Nodes(), nodes_before_);
+    EXPECT_EQ(Rev(), rev_before_);
+  }
+  std::vector<NodeRecord> nodes_before_;
+  int64_t rev_before_ = 0;
+};
+
+TEST_F(RefusedJoinTest, UnknownSecret) {
+  json b = JoinBody(NewId(), "10.0.0.2");
+  b["secret"] = RandomHex(32);
+  ExpectRefused(Join(b), 403, "not valid");
+}
+
+TEST_F(RefusedJoinTest, RotatedToken) {
+  Reply rot = Core("POST", "/v1/token", {{"rotate", true}});
+  ASSERT_EQ(rot.status, 200) << rot.body.dump();
+  auto fresh = ParseJoinToken(rot.body["token"]);
+  ASSERT_TRUE(fresh.ok()) << fresh.error();
+  EXPECT_EQ(fresh->ca_hash, token_.ca_hash);  // the CA does not change
+  EXPECT_NE(fresh->secret, token_.secret);
+  EXPECT_EQ(ReadFile(layout_.token_file()).value(), fresh->str() + "\n");
+  nodes_before_ = Nodes();
+  rev_before_ = Rev();
+
+  ExpectRefused(Join(JoinBody(NewId(), "10.0.0.2")), 403, "rotated");
+
+  token_ = *fresh;
+  EXPECT_EQ(Join(JoinBody(NewId(), "10.0.0.2")).status, 200);
+}
+
+TEST_F(RefusedJoinTest, ExpiredToken) {
+  std::string secret = RandomHex(32);
+  ASSERT_TRUE(store_->AddToken({Sha256Hex(secret), clock_.wall_ms(), clock_.wall_ms() + 1000, false})
+                  .ok());
+  token_.secret = secret;
+  clock_.advance(Millis(1001));
+  rev_before_ = Rev();
+  ExpectRefused(Join(JoinBody(NewId(), "10.0.0.2")), 403, "expired");
+}
+
+TEST_F(PrimaryTest, TokenWithATtlWorksUntilItExpires) {
+  Reply rot = Core("POST", "/v1/token", {{"rotate", true}, {"ttl_s", 60}});
+  ASSERT_EQ(rot.status, 200) << rot.body.dump();
+  EXPECT_EQ(rot.body["expires_ms"], clock_.wall_ms() + 60000);
+  token_ = *ParseJoinToken(rot.body["token"]);
+  EXPECT_EQ(Join(JoinBody(NewId(), "10.0.0.2")).status, 200);
+  clock_.advance(Millis(60001));
+  Reply late = Join(JoinBody(NewId(), "10.0.0.3"));
+  EXPECT_EQ(late.status, 403);
+  EXPECT_THAT(late.error(), HasSubstr("expired"));
+}
+
+TEST_F(PrimaryTest, TokenWithoutRotateReturnsTheCurrentOne) {
+  Reply r = Core("POST", "/v1/token");
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(r.body["token"], token_.str());
+}
+
+TEST_F(RefusedJoinTest, IncompatibleVersionsNameBothVersions) {
+  for (const char* v : {"0.2.0", "1.1.0", "0.0.9"}) {
+    SCOPED_TRACE(v);
+    json b = JoinBody(NewId(), "10.0.0.2");
+    b["version"] = v;
+    Reply r = Join(b);
+    ExpectRefused(r, 409, v);
+    EXPECT_THAT(r.error(), HasSubstr(kVersion));
+  }
+}
+
+TEST_F(RefusedJoinTest, ForceMustBeABooleanTrue) {
+  json b = JoinBody(NewId(), "10.0.0.2");
+  b["version"] = "0.2.0";
+  b["force"] = "yes";  // not a boolean: no force (and no exception out of the handler)
+  ExpectRefused(Join(b), 409, "version mismatch");
+}
+
+TEST_F(PrimaryTest, IncompatibleVersionJoinsWithForce) {
+  std::string id = NewId();
+  json b = JoinBody(id, "10.0.0.2");
+  b["version"] = "0.2.0";
+  b["force"] = true;
+  Reply r = Join(b);
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(Node(id).version, "0.2.0");
+}
+
+TEST_F(RefusedJoinTest, SecondPrimary) {
+  ExpectRefused(Join(JoinBody(NewId(), "10.0.0.2", {"primary"})), 400, "already has a primary");
+}
+
+TEST_F(RefusedJoinTest, LoadBalancerWithAnotherRole) {
+  ExpectRefused(Join(JoinBody(NewId(), "10.0.0.2", {"load_balancer", "router"})), 400,
+                "load_balancer cannot be combined");
+}
+
+TEST_F(PrimaryTest, LoadBalancerAloneJoins) {
+  std::string id = Attach("10.0.0.2", {"load_balancer"});
+  EXPECT_THAT(Node(id).roles, ElementsAre("base", "load_balancer"));
+}
+
+TEST_F(RefusedJoinTest, UnknownRole) {
+  ExpectRefused(Join(JoinBody(NewId(), "10.0.0.2", {"router", "nosuch"})), 400,
+                "unknown role 'nosuch'");
+}
+
+TEST_F(RefusedJoinTest, GarbageCsr) {
+  json b = JoinBody(NewId(), "10.0.0.2");
+  b["csr"] = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n";
+  ExpectRefused(Join(b), 400, "certificate request");
+}
+
+TEST_F(RefusedJoinTest, MissingFields) {
+  for (const char* field : {"secret", "node_id", "ip", "version", "csr"}) {
+    SCOPED_TRACE(field);
+    json b = JoinBody(NewId(), "10.0.0.2");
+    b.erase(field);
+    ExpectRefused(Join(b), 400, "join request needs");
+    b[field] = 42;  // the wrong type is as good as missing
+    ExpectRefused(Join(b), 400, "join request needs");
+  }
+}
+
+TEST_F(RefusedJoinTest, BodyNotAJsonObject) {
+  ExpectRefused(Call("POST", "/v1/join", "{not json", ""), 400, "not a JSON object");
+  ExpectRefused(Call("POST", "/v1/join", "[1,2]", ""), 400, "not a JSON object");
+  ExpectRefused(Call("POST", "/v1/join", "", ""), 400, "join request needs");
+}
+
+TEST_F(RefusedJoinTest, AddressOfAnotherNode) {
+  ExpectRefused(Join(JoinBody(NewId(), kCoreIp)), 409, "already used");
+}
+
+TEST_F(PrimaryTest, RefusedRejoinOfARemovedNodeKeepsItRemoved) {
+  std::string id = Attach("10.0.0.2");
+  ASSERT_EQ(Core("POST", "/v1/nodes/remove", {{"node", id}}).status, 200);
+  EXPECT_EQ(Join(JoinBody(id, kCoreIp)).status, 409);  // address taken
+  EXPECT_TRUE(*store_->IsRemoved(id));
+  EXPECT_EQ(Join(JoinBody(id, "10.0.0.2")).status, 200);  // an explicit attach brings it back
+  EXPECT_FALSE(*store_->IsRemoved(id));
+}
+
+// ---- members only -------------------------------------------------------------
+
+TEST_F(PrimaryTest, RequestsWithoutANodeCertificateAreRefused) {
+  for (const auto& [method, target] :
+       std::vector<std::pair<std::string, std::string>>{{"GET", "/v1/cluster"},
+                                                        {"POST", "/v1/heartbeat"},
+                                                        {"POST", "/v1/token"},
+                                                        {"GET", "/v1/watch?after=0"},
+                                                        {"POST", "/v1/nodes/remove"}}) {
+    SCOPED_TRACE(target);
+    Reply r = Call(method, target, "", "");
+    EXPECT_EQ(r.status, 401);
+    EXPECT_THAT(r.error(), HasSubstr("certificate"));
+  }
+}
+
+TEST_F(PrimaryTest, RequestsFromNodesOutsideTheClusterAreRefused) {
+  int64_t before = Rev();
+  Reply r = Call("POST", "/v1/token", json{{"rotate", true}}.dump(), "stranger");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_THAT(r.error(), HasSubstr("stranger"));
+  EXPECT_EQ(Call("GET", "/v1/cluster", "", "stranger").status, 403);
+  EXPECT_EQ(Call("POST", "/v1/heartbeat", "", "stranger").status, 404);
+  EXPECT_EQ(Rev(), before);
+  EXPECT_EQ(ReadFile(layout_.token_file()).value(), token_.str() + "\n");
+}
+
+TEST_F(PrimaryTest, UnknownApiIs404) {
+  Reply r = Core("GET", "/v1/nosuch");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_THAT(r.error(), HasSubstr("GET /v1/nosuch"));
+  EXPECT_EQ(Core("GET", "/v1/nodes/remove").status, 404);  // wrong method
+}
+
+// ---- heartbeat and liveness -----------------------------------------------------
+
+TEST_F(PrimaryTest, NodeIsUpWhileHeartbeatsArriveAndDownAfterThem) {
+  std::string id = Attach("10.0.0.2");
+  EXPECT_EQ(State(id), "up");  // joining counts as being seen
+  EXPECT_EQ(State(core_.id), "down");  // not seen since this primary started
+  clock_.advance(kDownAfter - Millis(1));
+  EXPECT_EQ(State(id), "up");
+  clock_.advance(Millis(1));
+  EXPECT_EQ(State(id), "down");
+
+  json procs = json::array({{{"name", "nginx"}, {"state", "running"}}});
+  Reply hb = Call("POST", "/v1/heartbeat", json{{"processes", procs}}.dump(), id);
+  ASSERT_EQ(hb.status, 200) << hb.body.dump();
+  EXPECT_EQ(hb.body["node"]["state"], "up");
+  EXPECT_EQ(hb.body["node"]["last_seen_ms"], clock_.wall_ms());
+  EXPECT_EQ(hb.body["core_ip"], kCoreIp);
+  Reply cluster = Core("GET", "/v1/cluster");
+  ASSERT_EQ(cluster.body["nodes"].size(), 2u);
+  EXPECT_EQ(cluster.body["nodes"][1]["processes"], procs);
+  EXPECT_EQ(State(id), "up");
+}
+
+TEST_F(PrimaryTest, HeartbeatOfARemovedNodeIsGone) {
+  std::string id = Attach("10.0.0.2");
+  ASSERT_EQ(Core("POST", "/v1/nodes/remove", {{"node", "10.0.0.2"}}).status, 200);
+  Reply r = Call("POST", "/v1/heartbeat", "{}", id);
+  EXPECT_EQ(r.status, 410);
+  EXPECT_THAT(r.error(), HasSubstr("removed"));
+  EXPECT_EQ(Call("GET", "/v1/cluster", "", id).status, 403);
+}
+
+TEST_F(PrimaryTest, HeartbeatReportsAnAddressChange) {
+  std::string id = Attach("10.0.0.2");
+  int64_t before = Rev();
+  Reply r = Call("POST", "/v1/heartbeat", json{{"ip", "10.0.0.9"}}.dump(), id);
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(r.body["node"]["ip"], "10.0.0.9");
+  EXPECT_EQ(Node(id).ip, "10.0.0.9");
+  EXPECT_GT(Rev(), before);
+
+  // An unchanged report changes nothing; an address another node holds is not taken.
+  before = Rev();
+  EXPECT_EQ(Call("POST", "/v1/heartbeat", json{{"ip", "10.0.0.9"}}.dump(), id).status, 200);
+  EXPECT_EQ(Call("POST", "/v1/heartbeat", json{{"ip", kCoreIp}}.dump(), id).status, 200);
+  EXPECT_EQ(Node(id).ip, "10.0.0.9");
+  EXPECT_EQ(Rev(), before);
+}
+
+TEST_F(PrimaryTest, HeartbeatThatChangesTheClusterWakesWatches) {
+  std::string id = Attach("10.0.0.2");
+  int64_t rev = Rev();
+  std::optional<Reply> watch;
+  Start("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=5000", "", core_.id,
+        &watch);
+  ASSERT_FALSE(watch.has_value());
+  EXPECT_EQ(Call("POST", "/v1/heartbeat", json{{"ip", "10.0.0.9"}}.dump(), id).status, 200);
+  ASSERT_TRUE(watch.has_value());
+  EXPECT_EQ(watch->body["revision"], Rev());
+}
+
+// ---- roles ----------------------------------------------------------------------
+
+TEST_F(PrimaryTest, RolesAddAndRemoveBumpTheRevisionOnlyOnChange) {
+  std::string id = Attach("10.0.0.2");
+  int64_t rev = Rev();
+  Reply r = Core("POST", "/v1/nodes/roles", {{"node", "10.0.0.2"}, {"add", {"router", "dea"}}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(r.body["roles"], json({"router", "dea", "base"}));
+  EXPECT_THAT(Node(id).roles, ElementsAre("router", "dea", "base"));
+  EXPECT_GT(Rev(), rev);
+
+  rev = Rev();
+  EXPECT_EQ(Core("POST", "/v1/nodes/roles", {{"node", id}, {"add", {"router"}}}).status, 200);
+  EXPECT_EQ(Core("POST", "/v1/nodes/roles", {{"node", id}, {"remove", {"mysql"}}}).status, 200);
+  EXPECT_EQ(Rev(), rev);
+
+  r = Core("POST", "/v1/nodes/roles", {{"node", id}, {"remove", {"dea"}}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_THAT(Node(id).roles, ElementsAre("router", "base"));
+  EXPECT_GT(Rev(), rev);
+}
+
+TEST_F(PrimaryTest, RoleChangesAgainstTheRulesAreRefused) {
+  std::string id = Attach("10.0.0.2", {"router"});
+  std::vector<NodeRecord> nodes = Nodes();
+  int64_t rev = Rev();
+  struct Case {
+    json body;
+    int status;
+    std::string message;
+  };
+  for (const auto& c : std::vector<Case>{
+           {{{"node", id}, {"remove", {"base"}}}, 400, "base role"},
+           {{{"node", kCoreIp}, {"remove", {"primary"}}}, 400, "exactly one primary"},
+           {{{"node", id}, {"add", {"primary"}}}, 400, "already has a primary"},
+           {{{"node", id}, {"add", {"load_balancer"}}}, 400, "load_balancer"},
+           {{{"node", id}, {"add", {"nosuch"}}}, 400, "unknown role 'nosuch'"},
+           {{{"node", id}, {"remove", {"nosuch"}}}, 400, "unknown role 'nosuch'"},
+           {{{"node", "10.9.9.9"}, {"add", {"dea"}}}, 404, "no node 10.9.9.9"},
+       }) {
+    SCOPED_TRACE(c.body.dump());
+    Reply r = Core("POST", "/v1/nodes/roles", c.body);
+    EXPECT_EQ(r.status, c.status);
+    EXPECT_THAT(r.error(), HasSubstr(c.message));
+  }
+  EXPECT_EQ(Nodes(), nodes);
+  EXPECT_EQ(Rev(), rev);
+}
+
+TEST_F(PrimaryTest, CoreTakesMoreRoles) {
+  Reply r = Core("POST", "/v1/nodes/roles", {{"node", core_.id}, {"add", {"controller"}}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_THAT(Node(core_.id).roles, ElementsAre("primary", "controller", "base"));
+}
+
+// ---- remove and update ------------------------------------------------------------
+
+TEST_F(PrimaryTest, RemoveByIp) {
+  std::string id = Attach("10.0.0.2");
+  int64_t rev = Rev();
+  Reply r = Core("POST", "/v1/nodes/remove", {{"node", "10.0.0.2"}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(r.body["id"], id);
+  EXPECT_GT(Rev(), rev);
+  EXPECT_EQ(Nodes().size(), 1u);
+  EXPECT_TRUE(*store_->IsRemoved(id));
+  EXPECT_EQ(State(id), "absent");
+  EXPECT_EQ(Core("POST", "/v1/nodes/remove", {{"node", "10.0.0.2"}}).status, 404);
+}
+
+TEST_F(PrimaryTest, RemovingTheCoreIsRefused) {
+  int64_t rev = Rev();
+  Reply r = Core("POST", "/v1/nodes/remove", {{"node", kCoreIp}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.error(), HasSubstr("is the core"));
+  EXPECT_EQ(Nodes().size(), 1u);
+  EXPECT_FALSE(*store_->IsRemoved(core_.id));
+  EXPECT_EQ(Rev(), rev);
+}
+
+TEST_F(PrimaryTest, UpdatingTheCoresHostnameMovesTheEndpoint) {
+  Reply r = Core("POST", "/v1/nodes/update", {{"node", kCoreIp}, {"hostname", "newcore"}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(Node(core_.id).hostname, "newcore");
+  EXPECT_EQ(Setting("endpoint"), "api.newcore");
+  EXPECT_EQ(Setting("core_ip"), kCoreIp);
+}
+
+TEST_F(PrimaryTest, UpdatingTheCoresIpMovesCoreIp) {
+  Reply r = Core("POST", "/v1/nodes/update", {{"node", core_.id}, {"ip", "10.0.0.50"}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(Node(core_.id).ip, "10.0.0.50");
+  EXPECT_EQ(Setting("core_ip"), "10.0.0.50");
+  EXPECT_EQ(Setting("endpoint"), "api.example.com");
+  EXPECT_EQ(Core("GET", "/v1/cluster").body["core_ip"], "10.0.0.50");
+}
+
+TEST_F(PrimaryTest, UpdatingAnotherNodeLeavesTheClusterSettings) {
+  std::string id = Attach("10.0.0.2");
+  ASSERT_EQ(Core("POST", "/v1/nodes/update",
+                 {{"node", id}, {"ip", "10.0.0.3"}, {"hostname", "web"}})
+                .status,
+            200);
+  EXPECT_EQ(Node(id).ip, "10.0.0.3");
+  EXPECT_EQ(Node(id).hostname, "web");
+  EXPECT_EQ(Setting("core_ip"), kCoreIp);
+  EXPECT_EQ(Setting("endpoint"), "api.example.com");
+
+  int64_t rev = Rev();
+  Reply clash = Core("POST", "/v1/nodes/update", {{"node", id}, {"ip", kCoreIp}});
+  EXPECT_EQ(clash.status, 409);
+  EXPECT_THAT(clash.error(), HasSubstr("already used"));
+  EXPECT_EQ(Node(id).ip, "10.0.0.3");
+  EXPECT_EQ(Rev(), rev);
+}
+
+TEST_F(PrimaryTest, SettingsEndpointMustBeAHostName) {
+  EXPECT_EQ(Core("POST", "/v1/settings", {{"endpoint", "bad host!"}}).status, 400);
+  EXPECT_EQ(Setting("endpoint"), "api.example.com");
+  EXPECT_EQ(Core("POST", "/v1/settings", {{"endpoint", "api.other.org"}}).status, 200);
+  EXPECT_EQ(Setting("endpoint"), "api.other.org");
+}
+
+// ---- watch ------------------------------------------------------------------------
+
+TEST_F(PrimaryTest, WatchWaitsForAChange) {
+  int64_t rev = Rev();
+  std::optional<Reply> watch;
+  Start("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=5000", "", core_.id,
+        &watch);
+  EXPECT_FALSE(watch.has_value());
+  service_->ExpireWatches();  // not yet due
+  EXPECT_FALSE(watch.has_value());
+  Core("GET", "/v1/cluster");  // reads change nothing
+  EXPECT_FALSE(watch.has_value());
+
+  ASSERT_EQ(Core("POST", "/v1/config/set", {{"component", "c"}, {"key", "k"}, {"value", 1}}).status,
+            200);
+  ASSERT_TRUE(watch.has_value());
+  EXPECT_EQ(watch->status, 200);
+  EXPECT_EQ(watch->body["revision"], Rev());
+  EXPECT_GT(Rev(), rev);
+}
+
+TEST_F(PrimaryTest, WatchExpiresAtItsDeadline) {
+  int64_t rev = Rev();
+  std::optional<Reply> watch;
+  Start("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=5000", "", core_.id,
+        &watch);
+  clock_.advance(Millis(4999));
+  service_->ExpireWatches();
+  EXPECT_FALSE(watch.has_value());
+  clock_.advance(Millis(1));
+  service_->ExpireWatches();
+  ASSERT_TRUE(watch.has_value());
+  EXPECT_EQ(watch->body["revision"], rev);
+}
+
+TEST_F(PrimaryTest, WatchBehindTheRevisionAnswersAtOnce) {
+  int64_t rev = Rev();
+  ASSERT_GT(rev, 0);
+  Reply r = Core("GET", "/v1/watch?after=" + std::to_string(rev - 1) + "&timeout_ms=5000");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body["revision"], rev);
+  r = Core("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=0");
+  EXPECT_EQ(r.body["revision"], rev);
+  EXPECT_EQ(Core("GET", "/v1/watch?after=abc").status, 400);
+}
+
+// ---- config and history ---------------------------------------------------------------
+
+TEST_F(PrimaryTest, ConfigRoundTrips) {
+  json value = {{"port", 8080}, {"hosts", {"a", "b"}}};
+  Reply r = Core("POST", "/v1/config/set", {{"component", "router"}, {"key", "main"}, {"value", value}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  ASSERT_EQ(Core("POST", "/v1/config/set", {{"component", "dea"}, {"key", "max"}, {"value", 3}})
+                .status,
+            200);
+
+  r = Core("POST", "/v1/config/get", {{"component", "router"}, {"key", "main"}});
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(r.body["value"], value);
+
+  r = Core("POST", "/v1/config/list", json::object());
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(r.body.size(), 2u);
+  r = Core("POST", "/v1/config/list", {{"component", "dea"}});
+  ASSERT_EQ(r.body.size(), 1u);
+  EXPECT_EQ(r.body[0], json({{"component", "dea"}, {"key", "max"}, {"value", 3}}));
+
+  ASSERT_EQ(Core("POST", "/v1/config/del", {{"component", "dea"}, {"key", "max"}}).status, 200);
+  EXPECT_EQ(Core("POST", "/v1/config/get", {{"component", "dea"}, {"key", "max"}}).status, 404);
+  int64_t rev = Rev();
+  EXPECT_EQ(Core("POST", "/v1/config/del", {{"component", "dea"}, {"key", "max"}}).status, 404);
+  EXPECT_EQ(Rev(), rev);
+}
+
+TEST_F(PrimaryTest, BadConfigRequestsAreRefused) {
+  int64_t rev = Rev();
+  EXPECT_EQ(Call("POST", "/v1/config/set", R"({"component":"c","key":"k","value":})", core_.id)
+                .status,
+            400);
+  EXPECT_EQ(Core("POST", "/v1/config/set", {{"component", "c"}, {"key", "k"}}).status, 400);
+  EXPECT_EQ(Core("POST", "/v1/config/set", {{"component", "c"}, {"value", 1}}).status, 400);
+  EXPECT_EQ(Core("POST", "/v1/config/get", {{"key", "k"}}).status, 400);
+  EXPECT_EQ(Core("POST", "/v1/config/frob", {{"component", "c"}, {"key", "k"}}).status, 404);
+  EXPECT_EQ(Rev(), rev);
+  auto list = store_->ListConfig("");
+  ASSERT_TRUE(list.ok());
+  EXPECT_THAT(*list, IsEmpty());
+}
+
+TEST_F(PrimaryTest, HistoryRecordsCommandsWithTheirCaller) {
+  json audit = {{"node", "10.0.0.7"}, {"user", "alice"}, {"command", "kato config set x y 1"}};
+  ASSERT_EQ(Core("POST", "/v1/config/set",
+                 {{"component", "x"}, {"key", "y"}, {"value", 1}, {"audit", audit}})
+                .status,
+            200);
+  ASSERT_EQ(Core("POST", "/v1/history",
+                 {{"audit", {{"node", kCoreIp}, {"user", "bob"}, {"command", "kato status"}}}})
+                .status,
+            200);
+  clock_.advance(Millis(5));
+  ASSERT_EQ(Core("POST", "/v1/config/del", {{"component", "x"}, {"key", "y"}}).status, 200);
+
+  Reply r = Core("GET", "/v1/history?limit=2");
+  ASSERT_EQ(r.status, 200);
+  ASSERT_EQ(r.body.size(), 2u);
+  EXPECT_EQ(r.body[0]["command"], "kato status");
+  EXPECT_EQ(r.body[0]["user"], "bob");
+  EXPECT_EQ(r.body[1]["command"], "config del x y");  // the fallback without an audit
+  EXPECT_EQ(r.body[1]["user"], "root");
+  EXPECT_EQ(r.body[1]["time_ms"], clock_.wall_ms());
+
+  r = Core("GET", "/v1/history");
+  ASSERT_EQ(r.body.size(), 3u);
+  EXPECT_EQ(r.body[0]["command"], "kato config set x y 1");
+  EXPECT_EQ(r.body[0]["node"], "10.0.0.7");
+  EXPECT_EQ(r.body[0]["user"], "alice");
+  EXPECT_LT(r.body[0]["id"], r.body[1]["id"]);
+
+  EXPECT_EQ(Core("GET", "/v1/history?limit=abc").status, 400);
+}
+
+// ---- versions -----------------------------------------------------------------------
+
+TEST(VersionsCompatibleTest, SameMajorAndMinor) {
+  struct Case {
+    const char* a;
+    const char* b;
+    bool want;
+  };
+  for (const auto& c : std::vector<Case>{{"0.1.0", "0.1.7", true},
+                                         {"0.1.7", "0.1.0", true},
+                                         {"0.1.0", "0.2.0", false},
+                                         {"0.1.0", "1.1.0", false},
+                                         {"1.0", "1.0.3", true},
+                                         {"2.10.1", "2.10.0", true},
+                                         {"2.10.1", "2.1.0", false},
+                                         {"", "0.1.0", false},
+                                         {"0.1.0", "", false},
+                                         {"x.y", "x.y", false},
+                                         {"1", "1", false},
+                                         {"1", "1.0", false},
+                                         {"0.x.1", "0.x.1", false}}) {
+    EXPECT_EQ(VersionsCompatible(c.a, c.b), c.want) << c.a << " vs " << c.b;
+  }
+}
+
+}  // namespace
+}  // namespace kato
