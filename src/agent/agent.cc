@@ -230,6 +230,11 @@ struct Agent::Impl {
     if (!reply.contains("node") || !reply["node"].is_object()) return;
     Membership m = Member();
     if (!m.attached) return;
+    // A reply computed before a change this node already applied (a role
+    // change that raced with this heartbeat) must not roll it back.
+    if (reply.contains("revision") && reply["revision"].is_number() &&
+        reply["revision"].get<int64_t>() < m.revision)
+      return;
     Membership n = m;
     n.roles = Strings(reply["node"], "roles");
     if (reply.contains("endpoint") && reply["endpoint"].is_string())
@@ -238,7 +243,8 @@ struct Agent::Impl {
       n.cluster_version = reply["version"].get<std::string>();
     if (reply.contains("revision") && reply["revision"].is_number())
       n.revision = reply["revision"].get<int64_t>();
-    if (n.roles != m.roles || n.endpoint != m.endpoint || n.cluster_version != m.cluster_version) {
+    if (n.roles != m.roles || n.endpoint != m.endpoint || n.cluster_version != m.cluster_version ||
+        n.revision != m.revision) {
       if (n.roles != m.roles) LogInfo("roles assigned by the cluster: {}", json(n.roles).dump());
       if (auto s = SetMembership(n); !s) LogError("{}", s.error());
     }
@@ -709,6 +715,8 @@ struct Agent::Impl {
     if (!r) return Err(r.error());
     Membership n = Member();
     n.roles = Strings(*r, "roles");
+    if (r->contains("revision") && (*r)["revision"].is_number())
+      n.revision = std::max(n.revision, (*r)["revision"].get<int64_t>());
     KATO_TRY(SetMembership(n));
     if (add) KATO_TRY(WaitRunning(ProcessNamesOf(roles), Millis(180000), progress));
     if (!add) {
@@ -847,6 +855,10 @@ struct Agent::Impl {
     if (!node.empty() && node != Identity().ip) {
       KATO_TRY(CheckIPv4(node, "NODE_IP"));
       if (!Member().attached) return Err("this node is not in a cluster; -n needs one");
+      // A quick probe first: the command itself may legitimately take minutes
+      // (servers starting), but a dead node must be reported in seconds.
+      auto probe = CallAgent(node, "GET", "/v1/status", json::object(), kPeerStatusTimeout);
+      if (!probe) return Err("node " + node + " does not answer: " + probe.error());
       json fwd{{"cmd", cmd}, {"args", args}, {"user", caller.user}, {"command", caller.command}};
       fwd["args"].erase("node");
       return CallAgent(node, "POST", "/v1/command", fwd, Millis(200000));

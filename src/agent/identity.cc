@@ -34,12 +34,19 @@ Result<NodeIdentity> LoadOrCreateIdentity(const DataLayout& layout, const std::s
     auto text = ReadFile(layout.node_file());
     if (!text) return Err(text.error());
     json j = json::parse(*text, nullptr, false);
+    const std::string damaged = layout.node_file() +
+                                " is damaged; restore it from a backup, or remove it to give "
+                                "this node a new identity";
     if (j.is_discarded() || !j.is_object() || !j.contains("id") || !j["id"].is_string())
-      return Err(layout.node_file() + " is damaged (no node id); restore it from a backup, or "
-                 "remove it to give this node a new identity");
-    id.id = j["id"].get<std::string>();
-    id.ip = j.value("ip", "");
-    id.hostname = j.value("hostname", "");
+      return Err(damaged);
+    // json::value throws on a field of another type: a damaged file, not a crash.
+    try {
+      id.id = j["id"].get<std::string>();
+      id.ip = j.value("ip", "");
+      id.hostname = j.value("hostname", "");
+    } catch (const json::exception&) {
+      return Err(damaged);
+    }
   } else {
     id.id = NewNodeId();
     dirty = true;
@@ -66,13 +73,18 @@ Result<Membership> LoadMembership(const DataLayout& layout) {
   auto text = ReadFile(layout.cluster_file());
   if (!text) return Err(text.error());
   json j = json::parse(*text, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return Err(layout.cluster_file() + " is damaged; run `kato node attach` again");
-  m.attached = j.value("attached", false);
-  m.core_ip = j.value("core_ip", "");
-  m.endpoint = j.value("endpoint", "");
-  m.cluster_version = j.value("cluster_version", "");
-  m.revision = j.value("revision", static_cast<int64_t>(0));
+  const std::string damaged = layout.cluster_file() + " is damaged; run `kato node attach` again";
+  if (j.is_discarded() || !j.is_object()) return Err(damaged);
+  // json::value throws on a field of another type: a damaged file, not a crash.
+  try {
+    m.attached = j.value("attached", false);
+    m.core_ip = j.value("core_ip", "");
+    m.endpoint = j.value("endpoint", "");
+    m.cluster_version = j.value("cluster_version", "");
+    m.revision = j.value("revision", static_cast<int64_t>(0));
+  } catch (const json::exception&) {
+    return Err(damaged);
+  }
   if (j.contains("roles") && j["roles"].is_array())
     for (const auto& r : j["roles"])
       if (r.is_string()) m.roles.push_back(r.get<std::string>());

@@ -32,7 +32,8 @@ Status ValidateStaticIp(const StaticIp& s) {
   KATO_TRY(CheckIPv4(s.gateway, "--gateway"));
   if ((ToU32(s.ip) & mask) != (ToU32(s.gateway) & mask))
     return Err("--gateway " + s.gateway + " is not in the subnet of " + s.ip + "/" + s.netmask);
-  if (s.ip == s.gateway) return Err("--gateway must differ from --ip");
+  if (s.ip == s.gateway)
+    return Err("--gateway " + s.gateway + " is this host's own address; it must be the router's");
   if (s.dns.empty()) return Err("--dns needs at least one name server address");
   for (const auto& d : s.dns) KATO_TRY(CheckIPv4(d, "--dns"));
   return Ok();

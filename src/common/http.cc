@@ -209,9 +209,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void PostResponse(HttpResponse response) {
     std::lock_guard<std::mutex> lock(shared_->mu);
     if (shared_->stopped) return;  // stream_ may be gone; nobody is listening anyway
-    net::post(stream_->get_executor(), [self = shared_from_this(), r = std::move(response)] {
-      self->Write(r);
-    });
+    net::post(stream_->get_executor(),
+              [self = shared_from_this(), r = std::move(response)] { self->Write(r); });
   }
 
   // Only from HttpsServer::Stop(), once no I/O thread runs.
@@ -244,8 +243,9 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     ConfigureParser(*parser_);
     beast::get_lowest_layer(*stream_).expires_after(kIoDeadline);
-    http::async_read(*stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+    http::async_read(
+        *stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
@@ -513,10 +513,10 @@ namespace {
 // that the request (which carries the join secret) is never written to a
 // server that failed it.
 struct PinCheck {
-  std::string pin;         // lowercase hex SHA-256
-  bool mismatch = false;   // no certificate in the chain has that fingerprint
-  std::string error;       // the chain does not verify against the pinned certificate
-  std::string ca_pem;      // the pinned certificate, once verified
+  std::string pin;        // lowercase hex SHA-256
+  bool mismatch = false;  // no certificate in the chain has that fingerprint
+  std::string error;      // the chain does not verify against the pinned certificate
+  std::string ca_pem;     // the pinned certificate, once verified
 };
 
 int VerifyPinned(X509_STORE_CTX* store_ctx, void* arg) {
@@ -686,7 +686,8 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
   if (read_ec) {
     if (read_ec == beast::error::timeout || write_ec == beast::error::timeout) return timed_out();
     const beast::error_code& first = write_ec ? write_ec : read_ec;
-    if (IsTlsError(first)) return Err("TLS connection with " + where + " failed: " + Describe(first));
+    if (IsTlsError(first))
+      return Err("TLS connection with " + where + " failed: " + Describe(first));
     if (write_ec) return Err("sending the request to " + where + " failed: " + Describe(write_ec));
     return Err("reading the response from " + where + " failed: " + Describe(read_ec));
   }

@@ -3,7 +3,9 @@
 // Built on Boost.Beast/Asio + OpenSSL; this header keeps them out of includers.
 // Every request has a deadline: the client never waits longer than its timeout,
 // the server drops connections that send nothing for 10 s. Malformed requests
-// get 400 and the connection is closed. Bodies over 1 MiB get 413.
+// get 400 and the connection is closed. Bodies over 1 MiB get 413, headers
+// over 8 KiB get 431. Connections are kept alive between requests when the
+// client asks for it; HttpsCall sends one request per connection.
 #pragma once
 
 #include <chrono>
@@ -32,9 +34,11 @@ struct HttpResponse {
   std::string peer_ca_pem;  // client side, pinned mode: the CA the server chained to
 };
 
-// Called once per request; must call `respond` exactly once, from any thread,
-// possibly later (long polls). Handlers must not block for long: the server
-// runs them on its I/O threads.
+// Called once per request, possibly concurrently from several I/O threads;
+// must call `respond` once, from any thread, possibly later (long polls).
+// Further calls are ignored; dropping every copy of `respond` without calling
+// it answers 500. After Stop(), `respond` does nothing. Handlers must not block
+// for long: the server runs them on its I/O threads.
 using Responder = std::function<void(HttpResponse)>;
 using HttpHandler = std::function<void(const HttpRequest&, Responder)>;
 
@@ -48,7 +52,8 @@ struct ServerTls {
 class HttpsServer {
  public:
   // Client certificates are requested and verified against tls.ca_pem when
-  // presented; requests without one have an empty peer_cn (the handler decides).
+  // presented (one that does not verify fails the TLS handshake); requests
+  // without one have an empty peer_cn (the handler decides).
   HttpsServer(ServerTls tls, HttpHandler handler, int threads = 2);
   ~HttpsServer();
   HttpsServer(const HttpsServer&) = delete;
@@ -57,7 +62,9 @@ class HttpsServer {
   // Binds ip:port (port 0: any) and starts serving on background threads.
   Status Start(const std::string& ip, int port);
   int port() const;
-  void Stop();  // closes the listener and every connection; joins the threads
+  // Closes the listener and every connection (outstanding long polls too) and
+  // joins the threads. Idempotent; not from a handler. The destructor calls it.
+  void Stop();
 
  private:
   struct Impl;

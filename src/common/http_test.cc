@@ -21,9 +21,9 @@
 namespace kato {
 namespace {
 
+using std::chrono::milliseconds;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
-using std::chrono::milliseconds;
 
 constexpr milliseconds kCallTimeout{10000};
 // Upper bound for waits that should finish at once; only reached when a test fails.
@@ -281,7 +281,8 @@ TEST_F(HttpsTest, TimesOutAgainstAServerThatNeverAnswers) {
   auto r = HttpsCall(Trusting(), "127.0.0.1", silent.port, "GET", "/", "", milliseconds(300));
   auto elapsed = std::chrono::steady_clock::now() - start;
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error(), "timed out after 300 ms talking to 127.0.0.1:" + std::to_string(silent.port));
+  EXPECT_EQ(r.error(),
+            "timed out after 300 ms talking to 127.0.0.1:" + std::to_string(silent.port));
   EXPECT_GE(elapsed, milliseconds(250));
   EXPECT_LT(elapsed, milliseconds(3000));
 }
@@ -294,13 +295,15 @@ TEST_F(HttpsTest, ConnectionRefusedNamesTheAddress) {
   }
   auto r = HttpsCall(Trusting(), "127.0.0.1", port, "GET", "/", "", kCallTimeout);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error(), "cannot connect to 127.0.0.1:" + std::to_string(port) + ": Connection refused");
+  EXPECT_EQ(r.error(),
+            "cannot connect to 127.0.0.1:" + std::to_string(port) + ": Connection refused");
 }
 
 TEST_F(HttpsTest, GarbageOnTheTlsPortDoesNotHurtTheServer) {
   StartServer();
-  for (const std::string& garbage : {std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-                                    std::string(5000, '\x16'), std::string("\x16\x03\x01\xff\xff")}) {
+  for (const std::string& garbage :
+       {std::string("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), std::string(5000, '\x16'),
+        std::string("\x16\x03\x01\xff\xff")}) {
     int fd = ConnectTcp(server_->port());
     ASSERT_EQ(write(fd, garbage.data(), garbage.size()), static_cast<ssize_t>(garbage.size()));
     shutdown(fd, SHUT_WR);
@@ -434,7 +437,8 @@ TEST_F(HttpsTest, ClientArgumentErrors) {
   EXPECT_THAT(Call(Trusting(), "FETCH", "/").error(), HasSubstr("unsupported HTTP method"));
   EXPECT_THAT(Call(Trusting(), "GET", "v1").error(), HasSubstr("must start with '/'"));
   EXPECT_THAT(Call(ClientTls{}, "GET", "/").error(), HasSubstr("no CA certificate"));
-  EXPECT_THAT(Call(ClientTls{"garbage", "", "", ""}, "GET", "/").error(), HasSubstr("not valid PEM"));
+  EXPECT_THAT(Call(ClientTls{"garbage", "", "", ""}, "GET", "/").error(),
+              HasSubstr("not valid PEM"));
   EXPECT_THAT(Call(ClientTls{ca_.cert_pem, client_id_.cert_pem, server_id_.key_pem, ""}, "GET", "/")
                   .error(),
               HasSubstr("does not belong"));

@@ -32,7 +32,8 @@ Result<KeyAndCsr> CreateKeyAndCsr(const std::string& cn);
 
 // Signs a CSR (whose signature must verify) as a leaf certificate valid for
 // `days`, usable for TLS server and client authentication, with CommonName
-// `cn` (the CSR's own subject is ignored) and optional DNS/IP subjectAltNames.
+// `cn` (the CSR's own subject is ignored) and no subjectAltName: peers are
+// identified by chaining to the CA and by CN, never by address.
 Result<std::string> SignCsr(const CaBundle& ca, const std::string& csr_pem, const std::string& cn,
                             int days);
 
@@ -55,7 +56,8 @@ struct JoinToken {
   std::string str() const { return "KATO1." + ca_hash + "." + secret; }
 };
 // Parses a token; the error says what is wrong with it ("not a kato join
-// token", "bad CA hash", ...). Surrounding whitespace is ignored.
+// token", "malformed CA hash", ...) and never contains the token. Surrounding
+// whitespace is ignored; hex is returned lowercase.
 Result<JoinToken> ParseJoinToken(const std::string& text);
 
 }  // namespace kato

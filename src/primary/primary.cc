@@ -332,7 +332,9 @@ struct PrimaryService::Impl {
       if (auto s = store.PutNode(rec); !s) return ErrorReply(500, s.error());
       Audit(body, "role change on " + rec.ip);
     }
-    return JsonReply(200, NodeJson(rec));
+    json reply = NodeJson(rec);
+    reply["revision"] = Revision();
+    return JsonReply(200, reply);
   }
 
   HttpResponse RemoveNode(const json& body) {

@@ -38,6 +38,10 @@ def test_killed_agent_shows_down_and_can_be_removed(cluster):
     # Every command stays bounded with a dead node.
     r = core.kato("status", "--all")
     assert r.rc == 0 and r.elapsed < 5
+    r = core.kato("role", "add", "-n", n2.ip, "redis")
+    assert r.rc != 0 and "does not answer" in r.err and r.elapsed < 5
+    r = core.kato("node", "list")
+    assert r.rc == 0 and r.elapsed < 5
     r = core.ok("node", "remove", n2.ip)
     assert r.elapsed < 10
     assert n2.ip not in [n["ip"] for n in core.json("node", "list")]
