@@ -353,7 +353,7 @@ struct Agent::Impl {
         return Err("processes still not RUNNING after " + std::to_string(limit.count() / 1000) +
                    " s:" + waiting);
       }
-      std::this_thread::sleep_for(Millis(100));  // polling a condition, bounded by the deadline
+      std::this_thread::sleep_for(Millis(10));  // polling a condition, bounded by the deadline
     }
   }
 
@@ -1064,9 +1064,10 @@ struct Agent::Impl {
     std::thread watch([this] { WatchLoop(); });
     bool shutting_down = false;
     auto shutdown_deadline = std::chrono::steady_clock::now();
+    bool busy = false;  // a process is starting or stopping: check it more often
     for (;;) {
       pollfd p{sfd, POLLIN, 0};
-      ::poll(&p, 1, 100);
+      ::poll(&p, 1, busy ? 10 : 100);
       signalfd_siginfo si;
       while (::read(sfd, &si, sizeof si) == sizeof si) {
         if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && !shutting_down) {
@@ -1081,6 +1082,9 @@ struct Agent::Impl {
       }
       std::lock_guard l(sup_mu);
       sup->tick();
+      busy = false;
+      for (const auto& st : sup->status())
+        busy = busy || st.state == ProcState::kStarting || st.state == ProcState::kStopping;
       if (shutting_down &&
           (sup->all_stopped() || std::chrono::steady_clock::now() > shutdown_deadline))
         break;

@@ -29,7 +29,15 @@ Status ValidateStaticIp(const StaticIp& s) {
   uint32_t mask = ToU32(s.netmask);
   if (mask == 0 || ((~mask + 1) & ~mask) != 0)
     return Err("--netmask '" + s.netmask + "' is not a netmask (expected e.g. 255.255.255.0)");
+  uint32_t host_bits = ~mask;
+  if (host_bits > 1 && ((ToU32(s.ip) & host_bits) == 0 || (ToU32(s.ip) & host_bits) == host_bits))
+    return Err("--ip " + s.ip + " is the network or broadcast address of its subnet " +
+               s.netmask + "; give a host address");
   KATO_TRY(CheckIPv4(s.gateway, "--gateway"));
+  if (host_bits > 1 &&
+      ((ToU32(s.gateway) & host_bits) == 0 || (ToU32(s.gateway) & host_bits) == host_bits))
+    return Err("--gateway " + s.gateway + " is the network or broadcast address of its subnet " +
+               s.netmask + "; give the router's address");
   if ((ToU32(s.ip) & mask) != (ToU32(s.gateway) & mask))
     return Err("--gateway " + s.gateway + " is not in the subnet of " + s.ip + "/" + s.netmask);
   if (s.ip == s.gateway)

@@ -11,7 +11,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-StaticIp Good() { return {"eth0", "10.0.0.5", "255.255.255.0", "10.0.0.1", {"1.1.1.1", "8.8.8.8"}}; }
+StaticIp Good() {
+  return {"eth0", "10.0.0.5", "255.255.255.0", "10.0.0.1", {"1.1.1.1", "8.8.8.8"}};
+}
 
 TEST(StaticIpTest, GoodConfigurationIsValid) {
   EXPECT_TRUE(ValidateStaticIp(Good()).ok());
@@ -38,26 +40,39 @@ TEST(StaticIpTest, EachBadFieldIsNamedInTheError) {
   };
   const std::vector<Case> cases = {
       {"empty interface", [](StaticIp& s) { s.interface = ""; }, {"--interface"}},
-      {"interface with a space", [](StaticIp& s) { s.interface = "eth 0"; },
+      {"interface with a space",
+       [](StaticIp& s) { s.interface = "eth 0"; },
        {"--interface", "'eth 0'"}},
-      {"interface too long", [](StaticIp& s) { s.interface = "abcdefghijklmnop"; },
+      {"interface too long",
+       [](StaticIp& s) { s.interface = "abcdefghijklmnop"; },
        {"--interface"}},
       {"interface with a slash", [](StaticIp& s) { s.interface = "../eth0"; }, {"--interface"}},
       {"ip", [](StaticIp& s) { s.ip = "10.0.0.300"; }, {"--ip", "10.0.0.300"}},
       {"ip host name", [](StaticIp& s) { s.ip = "myhost"; }, {"--ip", "myhost"}},
       {"netmask not an address", [](StaticIp& s) { s.netmask = "24"; }, {"--netmask", "'24'"}},
-      {"netmask non-contiguous", [](StaticIp& s) { s.netmask = "255.0.255.0"; },
+      {"netmask non-contiguous",
+       [](StaticIp& s) { s.netmask = "255.0.255.0"; },
        {"--netmask", "255.0.255.0", "not a netmask"}},
-      {"netmask with a hole", [](StaticIp& s) { s.netmask = "255.255.253.0"; },
+      {"netmask with a hole",
+       [](StaticIp& s) { s.netmask = "255.255.253.0"; },
        {"--netmask", "255.255.253.0"}},
       {"netmask zero", [](StaticIp& s) { s.netmask = "0.0.0.0"; }, {"--netmask"}},
-      {"gateway not an address", [](StaticIp& s) { s.gateway = "router"; },
+      {"gateway not an address",
+       [](StaticIp& s) { s.gateway = "router"; },
        {"--gateway", "router"}},
-      {"gateway outside the subnet", [](StaticIp& s) { s.gateway = "10.0.1.1"; },
+      {"gateway outside the subnet",
+       [](StaticIp& s) { s.gateway = "10.0.1.1"; },
        {"--gateway", "10.0.1.1", "subnet", "10.0.0.5/255.255.255.0"}},
       {"gateway is the ip", [](StaticIp& s) { s.gateway = s.ip; }, {"--gateway", "10.0.0.5"}},
+      {"gateway is the broadcast address",
+       [](StaticIp& s) { s.gateway = "10.0.0.255"; },
+       {"--gateway", "10.0.0.255", "broadcast"}},
+      {"ip is the network address", [](StaticIp& s) { s.ip = "10.0.0.0"; }, {"--ip", "network"}},
       {"no dns", [](StaticIp& s) { s.dns.clear(); }, {"--dns"}},
-      {"bad dns", [](StaticIp& s) { s.dns = {"1.1.1.1", "dns.google"}; },
+      {"bad dns",
+       [](StaticIp& s) {
+         s.dns = {"1.1.1.1", "dns.google"};
+       },
        {"--dns", "dns.google"}},
   };
   for (const auto& c : cases) {

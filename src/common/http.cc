@@ -18,6 +18,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <cctype>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -566,6 +568,43 @@ std::string Describe(const beast::error_code& ec) {
   return m;
 }
 
+// A client context with the client certificate and, unless pinned, the CA.
+Result<std::shared_ptr<ssl::context>> NewClientContext(const ClientTls& tls) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  KATO_TRY(CommonTlsSetup(*ctx, "HTTPS client"));
+  if (!tls.cert_pem.empty() || !tls.key_pem.empty()) {
+    KATO_TRY(UseCertAndKey(*ctx, tls.cert_pem, "", tls.key_pem, "the client"));
+  }
+  if (tls.pin_ca_sha256.empty()) {
+    beast::error_code ec;
+    ctx->add_certificate_authority(net::buffer(tls.ca_pem), ec);
+    if (ec) return Err("the cluster CA certificate is not valid PEM: " + ec.message());
+  }
+  // No hostname check: peers are identified by chaining to the cluster CA.
+  ctx->set_verify_mode(ssl::verify_peer);
+  return ctx;
+}
+
+// Building a context (parsing PEM keys, loading the CA) costs more CPU than the
+// rest of a call, and a node keeps using the same certificates: contexts are
+// cached by their inputs. A configured SSL_CTX is safe to share between threads.
+Result<std::shared_ptr<ssl::context>> CachedClientContext(const ClientTls& tls) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<ssl::context>> cache;  // guarded by mu
+  std::string key = tls.ca_pem + '\0' + tls.cert_pem + '\0' + tls.key_pem;
+  {
+    std::lock_guard lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto made = NewClientContext(tls);
+  if (!made) return made;
+  std::lock_guard lock(mu);
+  if (cache.size() >= 8) cache.clear();  // certificates changed (re-attach): drop the old ones
+  cache.emplace(key, *made);
+  return made;
+}
+
 Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int port,
                           const std::string& method, const std::string& target,
                           const std::string& body, std::chrono::milliseconds timeout) {
@@ -584,27 +623,26 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
   };
 
   net::io_context ioc;  // first: destroyed last, after everything that refers to it
-  ssl::context ctx(ssl::context::tls_client);
-  KATO_TRY(CommonTlsSetup(ctx, "HTTPS client"));
-  if (!tls.cert_pem.empty() || !tls.key_pem.empty()) {
-    KATO_TRY(UseCertAndKey(ctx, tls.cert_pem, "", tls.key_pem, "the client"));
-  }
   PinCheck pin;
   beast::error_code ec;
+  std::shared_ptr<ssl::context> ctx;
   if (!tls.pin_ca_sha256.empty()) {
+    // The verify callback points at this call's PinCheck: a context of its own.
+    auto made = NewClientContext(tls);
+    if (!made) return Err(made.error());
+    ctx = *made;
     pin.pin = tls.pin_ca_sha256;
     std::transform(pin.pin.begin(), pin.pin.end(), pin.pin.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    SSL_CTX_set_cert_verify_callback(ctx.native_handle(), VerifyPinned, &pin);
+    SSL_CTX_set_cert_verify_callback(ctx->native_handle(), VerifyPinned, &pin);
   } else {
     if (tls.ca_pem.empty()) return Err("no CA certificate to verify " + where + " against");
-    ctx.add_certificate_authority(net::buffer(tls.ca_pem), ec);
-    if (ec) return Err("the cluster CA certificate is not valid PEM: " + ec.message());
+    auto cached = CachedClientContext(tls);
+    if (!cached) return Err(cached.error());
+    ctx = *cached;
   }
-  // No hostname check: peers are identified by chaining to the cluster CA.
-  ctx.set_verify_mode(ssl::verify_peer);
 
-  TlsStream stream(ioc, ctx);
+  TlsStream stream(ioc, *ctx);
   beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
 
   std::vector<tcp::endpoint> endpoints;

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -500,11 +501,19 @@ void PrimaryService::ExpireWatches() { impl_->Complete(true); }
 void PrimaryService::Handle(const HttpRequest& req, Responder respond) {
   // A body value of the wrong JSON type makes nlohmann throw: answer 400, never crash.
   // `respond` is only moved from on the paths that do not throw afterwards.
-  auto shared = std::make_shared<Responder>(std::move(respond));
+  struct Once {
+    Responder respond;
+    std::atomic<bool> done{false};
+    void operator()(HttpResponse r) {
+      if (!done.exchange(true)) respond(std::move(r));
+    }
+  };
+  auto once = std::make_shared<Once>();
+  once->respond = std::move(respond);
   try {
-    HandleUnsafe(req, [shared](HttpResponse r) { (*shared)(std::move(r)); });
+    HandleUnsafe(req, [once](HttpResponse r) { (*once)(std::move(r)); });
   } catch (const std::exception& e) {
-    (*shared)(ErrorReply(400, std::string("bad request: ") + e.what()));
+    (*once)(ErrorReply(400, std::string("bad request: ") + e.what()));  // unless already answered
   }
 }
 

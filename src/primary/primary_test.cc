@@ -138,7 +138,7 @@ class PrimaryTest : public ::testing::Test {
                 const std::vector<std::string>& roles = {}) {
     auto kc = CreateKeyAndCsr(node_id);
     EXPECT_TRUE(kc.ok()) << kc.error();
-    return json{{"secret", token_.secret}, {"node_id", node_id},  {"ip", ip},
+    return json{{"secret", token_.secret}, {"node_id", node_id}, {"ip", ip},
                 {"hostname", "n-" + ip},   {"version", "0.1.7"}, {"csr", kc->csr_pem},
                 {"roles", roles}};
   }
@@ -278,8 +278,8 @@ TEST_F(RefusedJoinTest, RotatedToken) {
 
 TEST_F(RefusedJoinTest, ExpiredToken) {
   std::string secret = RandomHex(32);
-  ASSERT_TRUE(store_->AddToken({Sha256Hex(secret), clock_.wall_ms(), clock_.wall_ms() + 1000, false})
-                  .ok());
+  ASSERT_TRUE(
+      store_->AddToken({Sha256Hex(secret), clock_.wall_ms(), clock_.wall_ms() + 1000, false}).ok());
   token_.secret = secret;
   clock_.advance(Millis(1001));
   rev_before_ = Rev();
@@ -425,7 +425,7 @@ TEST_F(PrimaryTest, UnknownApiIs404) {
 
 TEST_F(PrimaryTest, NodeIsUpWhileHeartbeatsArriveAndDownAfterThem) {
   std::string id = Attach("10.0.0.2");
-  EXPECT_EQ(State(id), "up");  // joining counts as being seen
+  EXPECT_EQ(State(id), "up");          // joining counts as being seen
   EXPECT_EQ(State(core_.id), "down");  // not seen since this primary started
   clock_.advance(kDownAfter - Millis(1));
   EXPECT_EQ(State(id), "up");
@@ -473,8 +473,7 @@ TEST_F(PrimaryTest, HeartbeatThatChangesTheClusterWakesWatches) {
   std::string id = Attach("10.0.0.2");
   int64_t rev = Rev();
   std::optional<Reply> watch;
-  Start("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=5000", "", core_.id,
-        &watch);
+  Start("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=5000", "", core_.id, &watch);
   ASSERT_FALSE(watch.has_value());
   EXPECT_EQ(Call("POST", "/v1/heartbeat", json{{"ip", "10.0.0.9"}}.dump(), id).status, 200);
   ASSERT_TRUE(watch.has_value());
@@ -580,10 +579,10 @@ TEST_F(PrimaryTest, UpdatingTheCoresIpMovesCoreIp) {
 
 TEST_F(PrimaryTest, UpdatingAnotherNodeLeavesTheClusterSettings) {
   std::string id = Attach("10.0.0.2");
-  ASSERT_EQ(Core("POST", "/v1/nodes/update",
-                 {{"node", id}, {"ip", "10.0.0.3"}, {"hostname", "web"}})
-                .status,
-            200);
+  ASSERT_EQ(
+      Core("POST", "/v1/nodes/update", {{"node", id}, {"ip", "10.0.0.3"}, {"hostname", "web"}})
+          .status,
+      200);
   EXPECT_EQ(Node(id).ip, "10.0.0.3");
   EXPECT_EQ(Node(id).hostname, "web");
   EXPECT_EQ(Setting("core_ip"), kCoreIp);
@@ -609,8 +608,7 @@ TEST_F(PrimaryTest, SettingsEndpointMustBeAHostName) {
 TEST_F(PrimaryTest, WatchWaitsForAChange) {
   int64_t rev = Rev();
   std::optional<Reply> watch;
-  Start("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=5000", "", core_.id,
-        &watch);
+  Start("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=5000", "", core_.id, &watch);
   EXPECT_FALSE(watch.has_value());
   service_->ExpireWatches();  // not yet due
   EXPECT_FALSE(watch.has_value());
@@ -628,8 +626,7 @@ TEST_F(PrimaryTest, WatchWaitsForAChange) {
 TEST_F(PrimaryTest, WatchExpiresAtItsDeadline) {
   int64_t rev = Rev();
   std::optional<Reply> watch;
-  Start("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=5000", "", core_.id,
-        &watch);
+  Start("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=5000", "", core_.id, &watch);
   clock_.advance(Millis(4999));
   service_->ExpireWatches();
   EXPECT_FALSE(watch.has_value());
@@ -654,11 +651,12 @@ TEST_F(PrimaryTest, WatchBehindTheRevisionAnswersAtOnce) {
 
 TEST_F(PrimaryTest, ConfigRoundTrips) {
   json value = {{"port", 8080}, {"hosts", {"a", "b"}}};
-  Reply r = Core("POST", "/v1/config/set", {{"component", "router"}, {"key", "main"}, {"value", value}});
+  Reply r =
+      Core("POST", "/v1/config/set", {{"component", "router"}, {"key", "main"}, {"value", value}});
   ASSERT_EQ(r.status, 200) << r.body.dump();
-  ASSERT_EQ(Core("POST", "/v1/config/set", {{"component", "dea"}, {"key", "max"}, {"value", 3}})
-                .status,
-            200);
+  ASSERT_EQ(
+      Core("POST", "/v1/config/set", {{"component", "dea"}, {"key", "max"}, {"value", 3}}).status,
+      200);
 
   r = Core("POST", "/v1/config/get", {{"component", "router"}, {"key", "main"}});
   ASSERT_EQ(r.status, 200) << r.body.dump();
@@ -680,9 +678,9 @@ TEST_F(PrimaryTest, ConfigRoundTrips) {
 
 TEST_F(PrimaryTest, BadConfigRequestsAreRefused) {
   int64_t rev = Rev();
-  EXPECT_EQ(Call("POST", "/v1/config/set", R"({"component":"c","key":"k","value":})", core_.id)
-                .status,
-            400);
+  EXPECT_EQ(
+      Call("POST", "/v1/config/set", R"({"component":"c","key":"k","value":})", core_.id).status,
+      400);
   EXPECT_EQ(Core("POST", "/v1/config/set", {{"component", "c"}, {"key", "k"}}).status, 400);
   EXPECT_EQ(Core("POST", "/v1/config/set", {{"component", "c"}, {"value", 1}}).status, 400);
   EXPECT_EQ(Core("POST", "/v1/config/get", {{"key", "k"}}).status, 400);
