@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -103,6 +104,7 @@ struct Agent::Impl {
   std::string node_server_ip, node_server_cert;
   int cli_fd = -1;
   int lock_fd = -1;
+  int loop_fd = -1;  // eventfd: wakes the main loop
   std::atomic<int64_t> seen_revision{0};
   std::atomic<bool> core_reachable{true};
 
@@ -154,6 +156,14 @@ struct Agent::Impl {
     std::lock_guard l(sup_mu);
     sup->set_desired(std::move(specs));
     sup->tick();
+    WakeMainLoop();
+  }
+
+  // The main loop sleeps up to 100 ms when nothing is starting; a new or
+  // restarted process wants its readiness checked sooner.
+  void WakeMainLoop() {
+    uint64_t one = 1;
+    if (loop_fd >= 0) (void)::write(loop_fd, &one, sizeof one);
   }
 
   Status SetMembership(const Membership& m) {
@@ -781,6 +791,7 @@ struct Agent::Impl {
       }
       sup->tick();
     }
+    WakeMainLoop();
     if (auto r = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !r)
       LogWarn("history not recorded: {}", r.error());
     if (verb == "stop") {
@@ -1059,6 +1070,7 @@ struct Agent::Impl {
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGCHLD);
     int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    loop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     std::thread cli([this] { CliLoop(); });
     std::thread hb([this] { HeartbeatLoop(); });
     std::thread watch([this] { WatchLoop(); });
@@ -1066,8 +1078,11 @@ struct Agent::Impl {
     auto shutdown_deadline = std::chrono::steady_clock::now();
     bool busy = false;  // a process is starting or stopping: check it more often
     for (;;) {
-      pollfd p{sfd, POLLIN, 0};
-      ::poll(&p, 1, busy ? 10 : 100);
+      pollfd p[2] = {{sfd, POLLIN, 0}, {loop_fd, POLLIN, 0}};
+      ::poll(p, 2, busy ? 10 : 100);
+      uint64_t drained;
+      while (::read(loop_fd, &drained, sizeof drained) > 0) {
+      }
       signalfd_siginfo si;
       while (::read(sfd, &si, sizeof si) == sizeof si) {
         if ((si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) && !shutting_down) {
