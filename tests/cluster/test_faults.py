@@ -124,3 +124,26 @@ def test_incompatible_version_refused(cluster):
     # --force overrides.
     n2.ok("node", "attach", "--force", "--token", cluster.token(core), core.ip)
     assert n2.ip in [n["ip"] for n in core.json("node", "list")]
+
+
+def test_node_keeps_running_while_core_is_away(cluster):
+    """DESIGN.md: unlike the original (FATAL after 90 s), a node keeps what it
+    runs while the core is unreachable, and reconciles when it returns."""
+    core = cluster.core(1)
+    n2 = cluster.node(2)
+    cluster.attach(n2, core, "memcached")
+    pid = n2.processes()["memcached"]["pid"]
+    core.stop()  # the primary goes down with the core's agent
+    wait_for("n2 to notice", lambda: "core unreachable" in open(n2.log_path).read(), timeout=10)
+    assert n2.processes()["memcached"] == {**n2.processes()["memcached"], "state": "RUNNING",
+                                           "pid": pid}
+    # Commands that need the core say so, quickly; local ones still work.
+    r = n2.kato("role", "add", "redis")
+    assert r.rc != 0 and "cannot reach the core" in r.err and r.elapsed < 10
+    assert n2.json("info")["roles"]["assigned"] == ["memcached", "base"]
+    core.start()
+    status = wait_for("both nodes up again", lambda: (lambda s: all(
+        n["state"] == "up" for n in s["nodes"]) and s)(core.json("status", "--all")), timeout=15)
+    assert len(status["nodes"]) == 2
+    n2.ok("role", "add", "redis")
+    assert n2.processes()["memcached"]["pid"] == pid  # never restarted
