@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <condition_variable>
 #include <map>
@@ -433,6 +434,68 @@ struct PrimaryService::Impl {
     return JsonReply(200, {{"token", t.str()}, {"expires_ms", rec.expires_ms}});
   }
 
+  // Kinds and keys are plain names (keys may have '/'): they come from URLs.
+  static bool IsDocName(const std::string& s, bool allow_slash) {
+    if (s.empty() || s.size() > 200 || s[0] == '/' || s.back() == '/') return false;
+    for (char c : s)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.' ||
+            (allow_slash && c == '/')))
+        return false;
+    return s.find("..") == std::string::npos;
+  }
+
+  // /v1/docs/KIND[/KEY]: GET lists or reads, PUT {"value": ...} writes, DELETE removes.
+  HttpResponse Docs(const std::string& method, const std::string& rest, const json& body) {
+    auto slash = rest.find('/');
+    std::string kind = rest.substr(0, slash);
+    std::string key = slash == std::string::npos ? "" : rest.substr(slash + 1);
+    if (!IsDocName(kind, false) || (!key.empty() && !IsDocName(key, true)))
+      return ErrorReply(400, "bad document name '" + rest + "'");
+    if (key.empty()) {
+      if (method != "GET") return ErrorReply(405, "documents are written one at a time");
+      auto l = store.ListDocs(kind);
+      if (!l) return ErrorReply(500, l.error());
+      json out = json::array();
+      for (const auto& [k, v] : *l) out.push_back({{"key", k}, {"value", json::parse(v, nullptr, false)}});
+      return JsonReply(200, out);
+    }
+    if (method == "GET") {
+      auto d = store.GetDoc(kind, key);
+      if (!d) return ErrorReply(500, d.error());
+      if (!*d) return ErrorReply(404, "no " + kind + " '" + key + "'");
+      return JsonReply(200, {{"key", key}, {"value", json::parse(**d, nullptr, false)}});
+    }
+    std::lock_guard lock(mu);
+    if (method == "PUT") {
+      if (!body.contains("value")) return ErrorReply(400, "PUT needs {\"value\": ...}");
+      if (auto st = store.PutDoc(kind, key, body["value"].dump()); !st)
+        return ErrorReply(400, st.error());
+      return JsonReply(200, {{"key", key}, {"revision", Revision()}});
+    }
+    if (method == "DELETE") {
+      auto d = store.DeleteDoc(kind, key);
+      if (!d) return ErrorReply(500, d.error());
+      if (!*d) return ErrorReply(404, "no " + kind + " '" + key + "'");
+      return JsonReply(200, {{"deleted", true}, {"revision", Revision()}});
+    }
+    return ErrorReply(405, "method " + method + " not allowed on documents");
+  }
+
+  // A node's report of what it runs (a DEA's instances). Stored only when it
+  // changed, so that watchers (routers, the controller) wake on real changes.
+  HttpResponse Report(const std::string& id, const json& body) {
+    if (!body.contains("instances") || !body["instances"].is_array())
+      return ErrorReply(400, "a report needs {\"instances\": [...]}");
+    std::lock_guard lock(mu);
+    std::string value = json{{"instances", body["instances"]}}.dump();
+    auto current = store.GetDoc("instances", id);
+    if (!current) return ErrorReply(500, current.error());
+    if (!*current || **current != value) {
+      if (auto st = store.PutDoc("instances", id, value); !st) return ErrorReply(500, st.error());
+    }
+    return JsonReply(200, {{"revision", Revision()}});
+  }
+
   HttpResponse History(const std::string& target) {
     int limit = 100;
     try {
@@ -569,6 +632,10 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
     r = d.UpdateNode(body);
   } else if (path.rfind("/v1/config/", 0) == 0 && req.method == "POST") {
     r = d.Config(path.substr(11), body);
+  } else if (path.rfind("/v1/docs/", 0) == 0) {
+    r = d.Docs(req.method, path.substr(9), body);
+  } else if (path == "/v1/report" && req.method == "POST") {
+    r = d.Report(req.peer_cn, body);
   } else if (path == "/v1/settings" && req.method == "POST") {
     std::string endpoint = Str(body, "endpoint");
     if (!IsHostname(endpoint)) {

@@ -25,7 +25,7 @@ namespace {
 
 // Bump when the schema changes, and add the migration from the previous
 // version to Migrate() below.
-constexpr int64_t kSchemaVersion = 1;
+constexpr int64_t kSchemaVersion = 2;
 
 // Other processes (a CLI reading the store) may hold the write lock briefly.
 constexpr int kBusyTimeoutMs = 5000;
@@ -71,6 +71,16 @@ CREATE TABLE history (
   node    TEXT NOT NULL,
   user    TEXT NOT NULL,
   command TEXT NOT NULL
+);
+)sql";
+
+// Version 2: documents (apps, instance assignments).
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE docs (
+  kind       TEXT NOT NULL,
+  key        TEXT NOT NULL,
+  value_json TEXT NOT NULL,
+  PRIMARY KEY (kind, key)
 );
 )sql";
 
@@ -222,6 +232,8 @@ class SqliteStore final : public Store {
       const std::string what = "cannot remove node " + id;
       KATO_TRY(Exec(what, "DELETE FROM nodes WHERE id = ?", id));
       if (sqlite3_changes64(db_) == 0) return Err("no node with id " + id);
+      // Documents a node reports about itself are keyed by its id.
+      KATO_TRY(Exec(what, "DELETE FROM docs WHERE kind = 'instances' AND key = ?", id));
       return Exec(what, "INSERT OR IGNORE INTO removed_nodes (id) VALUES (?)", id);
     });
   }
@@ -510,11 +522,69 @@ class SqliteStore final : public Store {
     return st.Int(0);
   }
 
-  // Brings a store at `from` (older than kSchemaVersion) up to date. None yet:
-  // version 1 is the first.
+  // Brings a store at `from` (older than kSchemaVersion) up to date. Runs
+  // inside Init's transaction: a crash midway leaves the old version intact.
   Status Migrate(int64_t from) {
-    return Err("cannot open state store " + path_ + ": unknown schema version " +
-               std::to_string(from));
+    if (from < 1)
+      return Err("cannot open state store " + path_ + ": unknown schema version " +
+                 std::to_string(from));
+    if (from < 2)
+      KATO_TRY(ExecScript("cannot upgrade state store " + path_ + " to version 2", kSchemaV2));
+    return Exec("cannot upgrade state store " + path_,
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", kSchemaVersion);
+  }
+
+  Status PutDoc(const std::string& kind, const std::string& key,
+                const std::string& value_json) override {
+    if (kind.empty() || key.empty()) return Err("a document needs a kind and a key");
+    if (!nlohmann::json::accept(value_json))
+      return Err("document " + kind + "/" + key + " is not valid JSON");
+    std::lock_guard lock(mu_);
+    return Write([&]() -> Status {
+      return Exec("cannot write document " + kind + "/" + key,
+                  "INSERT INTO docs (kind, key, value_json) VALUES (?, ?, ?) "
+                  "ON CONFLICT (kind, key) DO UPDATE SET value_json = excluded.value_json",
+                  kind, key, value_json);
+    });
+  }
+
+  Result<std::optional<std::string>> GetDoc(const std::string& kind,
+                                            const std::string& key) override {
+    std::lock_guard lock(mu_);
+    auto s = Prepare("SELECT value_json FROM docs WHERE kind = ? AND key = ?");
+    if (!s.ok()) return std::move(s).take_error();
+    Stmt st(*s);
+    st.Bind(kind, key);
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) return std::optional<std::string>();
+    if (rc != SQLITE_ROW) return Fail("cannot read document " + kind + "/" + key);
+    return std::optional<std::string>(st.Text(0));
+  }
+
+  Result<std::vector<std::pair<std::string, std::string>>> ListDocs(
+      const std::string& kind) override {
+    std::lock_guard lock(mu_);
+    auto s = Prepare("SELECT key, value_json FROM docs WHERE kind = ? ORDER BY key");
+    if (!s.ok()) return std::move(s).take_error();
+    Stmt st(*s);
+    st.Bind(kind);
+    std::vector<std::pair<std::string, std::string>> out;
+    int rc;
+    while ((rc = st.Step()) == SQLITE_ROW) out.emplace_back(st.Text(0), st.Text(1));
+    if (rc != SQLITE_DONE) return Fail("cannot list documents of kind " + kind);
+    return out;
+  }
+
+  Result<bool> DeleteDoc(const std::string& kind, const std::string& key) override {
+    std::lock_guard lock(mu_);
+    bool deleted = false;
+    KATO_TRY(Write([&]() -> Status {
+      KATO_TRY(Exec("cannot delete document " + kind + "/" + key,
+                    "DELETE FROM docs WHERE kind = ? AND key = ?", kind, key));
+      deleted = sqlite3_changes64(db_) > 0;
+      return Ok();
+    }));
+    return deleted;
   }
 
   const std::string path_;
@@ -564,6 +634,7 @@ Status SqliteStore::Init() {
     if (!has_meta) {
       KATO_TRY(ExecScript("", "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"));
       KATO_TRY(ExecScript("", kSchemaV1));
+      KATO_TRY(ExecScript("", kSchemaV2));
       return Exec("", "INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('revision', 0)",
                   kSchemaVersion);
     }

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/result.h"
@@ -66,7 +67,8 @@ class Store {
   virtual Result<std::optional<NodeRecord>> GetNode(const std::string& id) = 0;
   virtual Result<std::optional<NodeRecord>> FindNodeByIp(const std::string& ip) = 0;
   virtual Result<std::vector<NodeRecord>> ListNodes() = 0;  // ordered by joined_ms, then id
-  // Deletes the node and everything recorded about it, and remembers its id as
+  // Deletes the node and everything recorded about it (its roles, the
+  // "instances" document it reported), and remembers its id as
   // removed (a removed node never comes back by itself), in one transaction.
   virtual Status RemoveNode(const std::string& id) = 0;
   virtual Result<bool> IsRemoved(const std::string& id) = 0;
@@ -82,6 +84,18 @@ class Store {
   // Ok(false) when there was no such key.
   virtual Result<bool> DeleteConfig(const std::string& component, const std::string& key) = 0;
   virtual Result<std::vector<ConfigEntry>> ListConfig(const std::string& component) = 0;  // "" = all
+
+  // Documents: JSON values by (kind, key), for state that later roles own (the
+  // controller's apps and instance assignments). Values must be valid JSON.
+  virtual Status PutDoc(const std::string& kind, const std::string& key,
+                        const std::string& value_json) = 0;
+  virtual Result<std::optional<std::string>> GetDoc(const std::string& kind,
+                                                    const std::string& key) = 0;
+  // (key, value_json) pairs of one kind, ordered by key.
+  virtual Result<std::vector<std::pair<std::string, std::string>>> ListDocs(
+      const std::string& kind) = 0;
+  // Ok(false) when there was no such document.
+  virtual Result<bool> DeleteDoc(const std::string& kind, const std::string& key) = 0;
 
   // Appends a history entry (its id and nothing else are assigned by the store).
   virtual Status AppendHistory(const HistoryEntry& entry) = 0;

@@ -462,3 +462,70 @@ TEST_F(StoreTest, RefusesASchemaNewerThanItKnows) {
 
 }  // namespace
 }  // namespace kato
+
+namespace kato {
+namespace {
+
+class DocsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/kato-docs-test-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    path_ = dir_ + "/state.db";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_, path_;
+};
+
+TEST_F(DocsTest, PutGetListDeleteBumpRevision) {
+  auto store = OpenSqliteStore(path_);
+  ASSERT_TRUE(store.ok()) << store.error();
+  Store& s = **store;
+  int64_t r0 = *s.Revision();
+  ASSERT_TRUE(s.PutDoc("app", "web", R"({"instances":3})").ok());
+  ASSERT_TRUE(s.PutDoc("app", "api", R"({"instances":1})").ok());
+  ASSERT_TRUE(s.PutDoc("assignment", "web/0", R"({"node":"n1"})").ok());
+  EXPECT_EQ(*s.Revision(), r0 + 3);
+  EXPECT_EQ(**s.GetDoc("app", "web"), R"({"instances":3})");
+  EXPECT_FALSE(s.GetDoc("app", "nope")->has_value());
+  auto apps = s.ListDocs("app");
+  ASSERT_TRUE(apps.ok());
+  ASSERT_EQ(apps->size(), 2u);
+  EXPECT_EQ((*apps)[0].first, "api");  // ordered by key
+  ASSERT_TRUE(s.PutDoc("app", "web", R"({"instances":4})").ok());
+  EXPECT_EQ(**s.GetDoc("app", "web"), R"({"instances":4})");
+  EXPECT_TRUE(*s.DeleteDoc("app", "web"));
+  EXPECT_FALSE(*s.DeleteDoc("app", "web"));
+  int64_t r1 = *s.Revision();
+  EXPECT_FALSE(s.PutDoc("app", "bad", "{not json").ok());
+  EXPECT_FALSE(s.PutDoc("", "x", "1").ok());
+  EXPECT_EQ(*s.Revision(), r1);  // refused writes change nothing
+}
+
+TEST_F(DocsTest, UpgradesAVersion1Store) {
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    // The version 1 layout as kato 0.1's first builds wrote it (docs table absent).
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+                           "INSERT INTO meta VALUES ('schema_version', 1), ('revision', 7);"
+                           "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                           "INSERT INTO settings VALUES ('core_ip', '10.0.0.1');",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto store = OpenSqliteStore(path_);
+  ASSERT_TRUE(store.ok()) << store.error();
+  EXPECT_EQ(**(*store)->GetSetting("core_ip"), "10.0.0.1");
+  EXPECT_EQ(*(*store)->Revision(), 7);
+  EXPECT_TRUE((*store)->PutDoc("app", "web", "{}").ok());
+  store->reset();
+  auto again = OpenSqliteStore(path_);  // already at version 2: opens as is
+  ASSERT_TRUE(again.ok()) << again.error();
+  EXPECT_EQ(**(*again)->GetDoc("app", "web"), "{}");
+}
+
+}  // namespace
+}  // namespace kato

@@ -1,0 +1,370 @@
+#include "controller/app_api.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/fs.h"
+#include "common/pki.h"
+
+namespace kato {
+
+using json = nlohmann::json;
+
+namespace {
+
+HttpResponse Reply(int status, const json& body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = body.dump();
+  return r;
+}
+HttpResponse Fail(int status, const std::string& message) {
+  return Reply(status, json{{"error", message}});
+}
+
+// The domain apps live under: the API endpoint without its "api." prefix.
+std::string DomainOf(const std::string& endpoint) {
+  return endpoint.rfind("api.", 0) == 0 ? endpoint.substr(4) : endpoint;
+}
+
+// Reads an optional field of the expected type; a present field of another type is an error.
+template <typename T>
+Status Field(const json& body, const char* key, std::optional<T>& out, const char* expect) {
+  if (!body.contains(key) || body[key].is_null()) return Ok();
+  const json& v = body[key];
+  bool ok = false;
+  if constexpr (std::is_same_v<T, int>) ok = v.is_number_integer();
+  if constexpr (std::is_same_v<T, std::string>) ok = v.is_string();
+  if (!ok) return Err(std::string("'") + key + "' must be " + expect);
+  out = v.get<T>();
+  return Ok();
+}
+
+Status EnvField(const json& body, std::optional<std::map<std::string, std::string>>& out) {
+  if (!body.contains("env") || body["env"].is_null()) return Ok();
+  if (!body["env"].is_object()) return Err("'env' must be an object of strings");
+  std::map<std::string, std::string> env;
+  for (const auto& [k, v] : body["env"].items()) {
+    if (!v.is_string()) return Err("env value of '" + k + "' must be a string");
+    if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos)
+      return Err("env name '" + k + "' is not a valid variable name");
+    if (k == "PORT" || k == "VCAP_APP_PORT" || k == "VCAP_APPLICATION")
+      return Err("env name '" + k + "' is set by kato for every instance");
+    env[k] = v.get<std::string>();
+  }
+  out = std::move(env);
+  return Ok();
+}
+
+}  // namespace
+
+std::string AppToJson(const AppRecord& a) {
+  return json{{"name", a.name},
+              {"instances", a.instances},
+              {"memory_mb", a.memory_mb},
+              {"command", a.command},
+              {"env", a.env},
+              {"state", a.state},
+              {"version", a.version},
+              {"droplet_sha256", a.droplet_sha256},
+              {"droplet_size", a.droplet_size},
+              {"created_ms", a.created_ms},
+              {"updated_ms", a.updated_ms}}
+      .dump();
+}
+
+Result<AppRecord> AppFromJson(const std::string& text) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Err("stored app is not a JSON object");
+  try {
+    AppRecord a;
+    a.name = j.at("name").get<std::string>();
+    a.instances = j.at("instances").get<int>();
+    a.memory_mb = j.at("memory_mb").get<int>();
+    a.command = j.value("command", "");
+    a.env = j.value("env", std::map<std::string, std::string>{});
+    a.state = j.value("state", "STARTED");
+    a.version = j.value("version", static_cast<int64_t>(1));
+    a.droplet_sha256 = j.value("droplet_sha256", "");
+    a.droplet_size = j.value("droplet_size", static_cast<int64_t>(0));
+    a.created_ms = j.value("created_ms", static_cast<int64_t>(0));
+    a.updated_ms = j.value("updated_ms", static_cast<int64_t>(0));
+    return a;
+  } catch (const json::exception& e) {
+    return Err(std::string("stored app is damaged: ") + e.what());
+  }
+}
+
+Status CheckAppName(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 63 && name[0] >= 'a' && name[0] <= 'z' &&
+            name.back() != '-';
+  for (char c : name) ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-');
+  if (ok) return Ok();
+  return Err("app name '" + name +
+             "' is not valid: use 1-63 lowercase letters, digits and '-', starting with a letter "
+             "(it becomes the host name NAME.DOMAIN)");
+}
+
+// ---- DropletStore ----------------------------------------------------------
+
+Status DropletStore::CheckWritable() const {
+  KATO_TRY(MakeDirs(dir_, 0750));
+  std::string probe = dir_ + "/.write-test." + std::to_string(::getpid());
+  if (auto s = WriteFileAtomic(probe, "ok", 0600); !s)
+    return Err("droplets directory " + dir_ + " is not writable: " + s.error());
+  std::remove(probe.c_str());
+  return Ok();
+}
+
+std::string DropletStore::PathOf(const std::string& app, int64_t version) const {
+  return dir_ + "/" + app + "/" + std::to_string(version) + ".tar.gz";
+}
+
+Result<std::string> DropletStore::Save(const std::string& app, int64_t version,
+                                       const std::string& bytes) const {
+  KATO_TRY(MakeDirs(dir_ + "/" + app, 0750));
+  KATO_TRY(WriteFileAtomic(PathOf(app, version), bytes, 0640));
+  return Sha256Hex(bytes);
+}
+
+void DropletStore::RemoveApp(const std::string& app) const {
+  std::error_code ec;
+  std::filesystem::remove_all(dir_ + "/" + app, ec);
+}
+
+// ---- ControllerApi -----------------------------------------------------------
+
+ControllerApi::ControllerApi(Options options, Store& store, const DropletStore& droplets,
+                             const Clock& clock)
+    : options_(std::move(options)), store_(store), droplets_(droplets), clock_(clock) {}
+
+namespace {
+
+struct Ctx {
+  Store& store;
+  const DropletStore& droplets;
+  const Clock& clock;
+  const ControllerApi::Options& options;
+};
+
+std::string Endpoint(Store& store) {
+  auto e = store.GetSetting("endpoint");
+  return e && *e ? **e : "";
+}
+
+// The instances of an app: assignments joined with the DEAs' reports.
+json Instances(Ctx& c, const AppRecord& app) {
+  std::map<std::string, NodeRecord> nodes;
+  if (auto l = c.store.ListNodes(); l)
+    for (const auto& n : *l) nodes[n.id] = n;
+  std::map<std::string, json> reported;  // by instance id
+  if (auto reports = c.store.ListDocs("instances"); reports)
+    for (const auto& [node_id, value] : *reports) {
+      json r = json::parse(value, nullptr, false);
+      if (!r.is_object() || !r.contains("instances") || !r["instances"].is_array()) continue;
+      for (auto inst : r["instances"]) {
+        if (!inst.is_object() || !inst.contains("instance_id")) continue;
+        inst["node_id"] = node_id;
+        reported[inst.value("instance_id", "")] = inst;
+      }
+    }
+  json out = json::array();
+  auto assignments = c.store.ListDocs("assignment");
+  if (!assignments) return out;
+  for (const auto& [key, value] : *assignments) {
+    if (key.rfind(app.name + "/", 0) != 0) continue;
+    json a = json::parse(value, nullptr, false);
+    if (!a.is_object()) continue;
+    std::string id = a.value("instance_id", "");
+    std::string node_id = a.value("node_id", "");
+    json inst{{"index", a.value("index", 0)},
+              {"instance_id", id},
+              {"node_id", node_id},
+              {"node_ip", nodes.count(node_id) ? nodes[node_id].ip : ""},
+              {"state", "STARTING"},
+              {"port", 0}};
+    if (auto it = reported.find(id); it != reported.end()) {
+      inst["state"] = it->second.value("state", "STARTING");
+      inst["port"] = it->second.value("port", 0);
+    }
+    out.push_back(inst);
+  }
+  return out;
+}
+
+json AppView(Ctx& c, const AppRecord& a, bool with_instances) {
+  std::string domain = DomainOf(Endpoint(c.store));
+  json j{{"name", a.name},
+         {"state", a.state},
+         {"instances", a.instances},
+         {"memory_mb", a.memory_mb},
+         {"command", a.command},
+         {"env", a.env},
+         {"version", a.version},
+         {"has_bits", !a.droplet_sha256.empty()},
+         {"urls", json::array({a.name + "." + domain})}};
+  json inst = Instances(c, a);
+  int running = 0;
+  for (const auto& i : inst) running += i["state"] == "RUNNING";
+  j["running"] = running;
+  if (with_instances) j["instance_list"] = inst;
+  return j;
+}
+
+Result<AppRecord> LoadApp(Ctx& c, const std::string& name) {
+  KATO_TRY(CheckAppName(name));
+  auto doc = c.store.GetDoc("app", name);
+  if (!doc) return Err(doc.error());
+  if (!*doc) return Err("no app named '" + name + "' (see `kato app list`)");
+  return AppFromJson(**doc);
+}
+
+HttpResponse AppError(const kato::Error& e) {
+  bool missing = e.message.rfind("no app named", 0) == 0;
+  return Fail(missing ? 404 : 400, e.message);
+}
+
+// Applies the optional fields of a create/update body to `app`; true when
+// running instances must be replaced (command, env or memory changed).
+Result<bool> ApplyChanges(const ControllerApi::Options& o, const json& body, AppRecord& app) {
+  std::optional<int> instances, memory;
+  std::optional<std::string> command, state;
+  std::optional<std::map<std::string, std::string>> env;
+  KATO_TRY(Field(body, "instances", instances, "a whole number"));
+  KATO_TRY(Field(body, "memory", memory, "a whole number of MB"));
+  KATO_TRY(Field(body, "command", command, "a string"));
+  KATO_TRY(Field(body, "state", state, "\"STARTED\" or \"STOPPED\""));
+  KATO_TRY(EnvField(body, env));
+  if (instances && (*instances < 0 || *instances > o.max_instances))
+    return Err("instances must be between 0 and " + std::to_string(o.max_instances));
+  if (memory && (*memory < 16 || *memory > o.max_memory_mb))
+    return Err("memory must be between 16 and " + std::to_string(o.max_memory_mb) + " MB");
+  if (state && *state != "STARTED" && *state != "STOPPED")
+    return Err("state must be \"STARTED\" or \"STOPPED\"");
+  if (command && command->find('\0') != std::string::npos) return Err("command contains NUL");
+  bool replace = (command && *command != app.command) || (env && *env != app.env) ||
+                 (memory && *memory != app.memory_mb);
+  if (instances) app.instances = *instances;
+  if (memory) app.memory_mb = *memory;
+  if (command) app.command = *command;
+  if (env) app.env = *env;
+  if (state) app.state = *state;
+  return replace;
+}
+
+}  // namespace
+
+HttpResponse ControllerApi::Handle(const HttpRequest& req) {
+  try {
+    auto auth = req.headers.find("authorization");
+    std::string token;
+    if (auth != req.headers.end() && auth->second.rfind("Bearer ", 0) == 0)
+      token = auth->second.substr(7);
+    if (token.empty() || options_.admin_token_hash.empty() ||
+        Sha256Hex(token) != options_.admin_token_hash)
+      return Fail(401, "this API needs the admin credential: Authorization: Bearer TOKEN (print "
+                        "it with `kato node token --api` on the core)");
+    Ctx c{store_, droplets_, clock_, options_};
+    std::string path = req.target.substr(0, req.target.find('?'));
+    const std::string& m = req.method;
+
+    if (path == "/v2/info" && m == "GET") {
+      json nodes = json::array();
+      if (auto l = store_.ListNodes(); l)
+        for (const auto& n : *l) nodes.push_back({{"id", n.id}, {"ip", n.ip}, {"roles", n.roles}});
+      auto core = store_.GetSetting("core_ip");
+      return Reply(200, {{"version", options_.version},
+                         {"endpoint", Endpoint(store_)},
+                         {"core_ip", core && *core ? **core : ""},
+                         {"nodes", nodes}});
+    }
+    if (path == "/v2/apps" && m == "GET") {
+      auto docs = store_.ListDocs("app");
+      if (!docs) return Fail(500, docs.error());
+      json out = json::array();
+      for (const auto& [name, value] : *docs)
+        if (auto a = AppFromJson(value); a) out.push_back(AppView(c, *a, false));
+      return Reply(200, out);
+    }
+    json body = json::object();
+    if (!req.body.empty() && path.find("/bits") == std::string::npos) {
+      body = json::parse(req.body, nullptr, false);
+      if (body.is_discarded() || !body.is_object())
+        return Fail(400, "request body is not a JSON object");
+    }
+    if (path == "/v2/apps" && m == "POST") {
+      std::string name = body.value("name", "");
+      if (auto s = CheckAppName(name); !s) return Fail(400, s.error());
+      auto existing = store_.GetDoc("app", name);
+      if (!existing) return Fail(500, existing.error());
+      if (*existing) return Fail(409, "an app named '" + name + "' already exists");
+      AppRecord app;
+      app.name = name;
+      app.created_ms = app.updated_ms = clock_.wall_ms();
+      if (auto r = ApplyChanges(options_, body, app); !r) return Fail(400, r.error());
+      if (auto s = store_.PutDoc("app", name, AppToJson(app)); !s) return Fail(500, s.error());
+      return Reply(201, AppView(c, app, true));
+    }
+    const std::string prefix = "/v2/apps/";
+    if (path.rfind(prefix, 0) != 0) return Fail(404, "no such API: " + m + " " + path);
+    std::string rest = path.substr(prefix.size());
+    std::string name = rest.substr(0, rest.find('/'));
+    std::string sub = rest.size() > name.size() ? rest.substr(name.size()) : "";
+    auto app = LoadApp(c, name);
+    if (!app) return AppError(std::move(app).take_error());
+
+    if (sub.empty() && m == "GET") return Reply(200, AppView(c, *app, true));
+    if (sub.empty() && m == "PUT") {
+      auto replace = ApplyChanges(options_, body, *app);
+      if (!replace) return Fail(400, replace.error());
+      if (*replace) ++app->version;
+      app->updated_ms = clock_.wall_ms();
+      if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return Fail(500, s.error());
+      return Reply(200, AppView(c, *app, true));
+    }
+    if (sub == "/bits" && m == "PUT") {
+      if (req.body.empty()) return Fail(400, "upload the app's .tar.gz as the request body");
+      if (req.body.size() > options_.max_bits_bytes)
+        return Fail(413, "app archive is larger than " +
+                              std::to_string(options_.max_bits_bytes >> 20) + " MiB");
+      // gzip magic: the DEA unpacks it safely; here we only refuse what is clearly not one.
+      if (req.body.size() < 2 || static_cast<unsigned char>(req.body[0]) != 0x1f ||
+          static_cast<unsigned char>(req.body[1]) != 0x8b)
+        return Fail(400, "app bits must be a .tar.gz archive");
+      int64_t version = app->version + 1;
+      auto sha = droplets_.Save(name, version, req.body);
+      if (!sha) return Fail(500, sha.error());
+      app->version = version;
+      app->droplet_sha256 = *sha;
+      app->droplet_size = static_cast<int64_t>(req.body.size());
+      app->updated_ms = clock_.wall_ms();
+      if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return Fail(500, s.error());
+      return Reply(200, AppView(c, *app, true));
+    }
+    if (sub == "/restart" && m == "POST") {
+      ++app->version;
+      app->state = "STARTED";
+      app->updated_ms = clock_.wall_ms();
+      if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return Fail(500, s.error());
+      return Reply(200, AppView(c, *app, true));
+    }
+    if (sub.empty() && m == "DELETE") {
+      if (auto d = store_.DeleteDoc("app", name); !d) return Fail(500, d.error());
+      // Assignments go with the app; the DEAs stop what is no longer assigned.
+      if (auto l = store_.ListDocs("assignment"); l)
+        for (const auto& [key, v] : *l)
+          if (key.rfind(name + "/", 0) == 0) (void)store_.DeleteDoc("assignment", key);
+      droplets_.RemoveApp(name);
+      return Reply(200, {{"deleted", name}});
+    }
+    return Fail(404, "no such API: " + m + " " + path);
+  } catch (const json::exception& e) {
+    return Fail(400, std::string("bad request: ") + e.what());
+  }
+}
+
+}  // namespace kato

@@ -1,0 +1,93 @@
+// ControllerApi: the controller's REST API (issue "Apps"), as a request ->
+// response function over the cluster Store, so it is tested without a network.
+//
+// Every request needs the admin credential (`Authorization: Bearer TOKEN`; the
+// store keeps only its SHA-256). Bodies are JSON, except app bits, which are a
+// .tar.gz uploaded as the raw body of PUT /v2/apps/NAME/bits.
+//
+//   GET    /v2/info                      version, endpoint, core IP, nodes and roles
+//   GET    /v2/apps                      every app
+//   POST   /v2/apps                      create {name, instances, memory, command, env}
+//   GET    /v2/apps/NAME                 one app, with its instances
+//   PUT    /v2/apps/NAME                 change {instances, memory, command, env, state}
+//   PUT    /v2/apps/NAME/bits            upload the app's archive (new version)
+//   POST   /v2/apps/NAME/restart         new instances for every index
+//   DELETE /v2/apps/NAME
+//
+// State lives in the store as documents: "app/NAME" (what the operator asked
+// for), "assignment/NAME/INDEX" (which DEA runs which instance; written by the
+// health manager) and "instances/NODE_ID" (what each DEA reports). Thread-safe:
+// calls only touch the store and the droplet directory.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "common/clock.h"
+#include "common/http.h"
+#include "common/result.h"
+#include "store/store.h"
+
+namespace kato {
+
+// The stored form of an app (document "app/NAME").
+struct AppRecord {
+  std::string name;
+  int instances = 1;
+  int memory_mb = 256;
+  std::string command;
+  std::map<std::string, std::string> env;
+  std::string state = "STARTED";  // STARTED | STOPPED
+  int64_t version = 1;            // bumped when instances must be replaced
+  std::string droplet_sha256;     // empty until bits are uploaded
+  int64_t droplet_size = 0;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  bool operator==(const AppRecord&) const = default;
+};
+
+std::string AppToJson(const AppRecord& app);
+Result<AppRecord> AppFromJson(const std::string& text);
+
+// An app name is a DNS label: its URL is NAME.DOMAIN.
+Status CheckAppName(const std::string& name);
+
+// App archives on disk: DIR/NAME/VERSION.tar.gz. The directory may be shared
+// by several controllers (issue "20-node layout": droplets_dir).
+class DropletStore {
+ public:
+  explicit DropletStore(std::string dir) : dir_(std::move(dir)) {}
+  // Creates the directory if needed and checks that a file can be written there.
+  Status CheckWritable() const;
+  // Writes the archive atomically; returns its SHA-256.
+  Result<std::string> Save(const std::string& app, int64_t version, const std::string& bytes) const;
+  std::string PathOf(const std::string& app, int64_t version) const;
+  void RemoveApp(const std::string& app) const;
+
+ private:
+  std::string dir_;
+};
+
+class ControllerApi {
+ public:
+  struct Options {
+    std::string admin_token_hash;  // SHA-256 hex of the admin token
+    std::string version;
+    size_t max_bits_bytes = 64u << 20;
+    int max_instances = 64;
+    int max_memory_mb = 16384;
+  };
+  ControllerApi(Options options, Store& store, const DropletStore& droplets, const Clock& clock);
+
+  HttpResponse Handle(const HttpRequest& req);
+
+ private:
+  Options options_;
+  Store& store_;
+  const DropletStore& droplets_;
+  const Clock& clock_;
+};
+
+}  // namespace kato

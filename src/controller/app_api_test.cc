@@ -1,0 +1,174 @@
+#include "controller/app_api.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "common/pki.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kato {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::HasSubstr;
+
+class AppApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/kato-app-api-XXXXXX";
+    dir_ = mkdtemp(tmpl);
+    store_ = std::move(OpenSqliteStore(dir_ + "/state.db").value());
+    ASSERT_TRUE(store_->SetSetting("endpoint", "api.example.com").ok());
+    ASSERT_TRUE(store_->SetSetting("core_ip", "10.0.0.1").ok());
+    ASSERT_TRUE(store_->PutNode({"n1", "10.0.0.1", "core", "0.1.0", {"primary", "base"}, 1}).ok());
+    ASSERT_TRUE(store_->PutNode({"n2", "10.0.0.2", "dea1", "0.1.0", {"dea", "base"}, 2}).ok());
+    droplets_ = std::make_unique<DropletStore>(dir_ + "/droplets");
+    ControllerApi::Options o;
+    o.admin_token_hash = Sha256Hex("sesame");
+    o.version = "0.1.0";
+    api_ = std::make_unique<ControllerApi>(o, *store_, *droplets_, clock_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  HttpResponse Call(const std::string& method, const std::string& target,
+                    const std::string& body = "", const std::string& token = "sesame") {
+    HttpRequest r;
+    r.method = method;
+    r.target = target;
+    r.body = body;
+    if (!token.empty()) r.headers["authorization"] = "Bearer " + token;
+    return api_->Handle(r);
+  }
+  json Json(const HttpResponse& r) { return json::parse(r.body); }
+
+  std::string dir_;
+  FakeClock clock_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<DropletStore> droplets_;
+  std::unique_ptr<ControllerApi> api_;
+};
+
+TEST_F(AppApiTest, EveryRequestNeedsTheAdminCredential) {
+  EXPECT_EQ(Call("GET", "/v2/info", "", "").status, 401);
+  EXPECT_EQ(Call("GET", "/v2/apps", "", "wrong").status, 401);
+  HttpRequest r;
+  r.method = "GET";
+  r.target = "/v2/apps";
+  r.headers["authorization"] = "Basic c2VzYW1l";
+  EXPECT_EQ(api_->Handle(r).status, 401);
+  EXPECT_EQ(Call("GET", "/v2/info").status, 200);
+}
+
+TEST_F(AppApiTest, InfoNamesVersionEndpointAndNodes) {
+  json j = Json(Call("GET", "/v2/info"));
+  EXPECT_EQ(j["version"], "0.1.0");
+  EXPECT_EQ(j["endpoint"], "api.example.com");
+  EXPECT_EQ(j["core_ip"], "10.0.0.1");
+  EXPECT_EQ(j["nodes"].size(), 2u);
+}
+
+TEST_F(AppApiTest, CreateInfoScaleStopDelete) {
+  auto r = Call("POST", "/v2/apps",
+                R"({"name":"web","instances":3,"memory":128,"command":"python3 app.py",
+                    "env":{"GREETING":"hi"}})");
+  ASSERT_EQ(r.status, 201) << r.body;
+  json j = Json(r);
+  EXPECT_EQ(j["urls"][0], "web.example.com");
+  EXPECT_EQ(j["instances"], 3);
+  EXPECT_EQ(Call("POST", "/v2/apps", R"({"name":"web"})").status, 409);
+
+  auto list = Json(Call("GET", "/v2/apps"));
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["name"], "web");
+
+  int64_t version = Json(Call("GET", "/v2/apps/web"))["version"];
+  r = Call("PUT", "/v2/apps/web", R"({"instances":5})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(Json(r)["instances"], 5);
+  EXPECT_EQ(Json(r)["version"], version);  // scaling keeps the running instances
+  r = Call("PUT", "/v2/apps/web", R"({"env":{"GREETING":"hello"}})");
+  EXPECT_EQ(Json(r)["version"], version + 1);  // new env: new instances
+  r = Call("PUT", "/v2/apps/web", R"({"state":"STOPPED"})");
+  EXPECT_EQ(Json(r)["state"], "STOPPED");
+  r = Call("POST", "/v2/apps/web/restart");
+  EXPECT_EQ(Json(r)["state"], "STARTED");
+  EXPECT_EQ(Json(r)["version"], version + 2);
+
+  ASSERT_TRUE(store_->PutDoc("assignment", "web/0", R"({"index":0,"instance_id":"i1","node_id":"n2"})").ok());
+  EXPECT_EQ(Call("DELETE", "/v2/apps/web").status, 200);
+  EXPECT_EQ(Call("GET", "/v2/apps/web").status, 404);
+  EXPECT_FALSE(store_->GetDoc("assignment", "web/0")->has_value());
+}
+
+TEST_F(AppApiTest, InstancesJoinAssignmentsWithReports) {
+  ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web","instances":2})").status, 201);
+  ASSERT_TRUE(store_->PutDoc("assignment", "web/0", R"({"index":0,"instance_id":"i1","node_id":"n2"})").ok());
+  ASSERT_TRUE(store_->PutDoc("assignment", "web/1", R"({"index":1,"instance_id":"i2","node_id":"n2"})").ok());
+  ASSERT_TRUE(store_->PutDoc("instances", "n2",
+      R"({"instances":[{"instance_id":"i1","app":"web","index":0,"state":"RUNNING","port":61001}]})").ok());
+  json j = Json(Call("GET", "/v2/apps/web"));
+  ASSERT_EQ(j["instance_list"].size(), 2u);
+  EXPECT_EQ(j["instance_list"][0]["state"], "RUNNING");
+  EXPECT_EQ(j["instance_list"][0]["node_ip"], "10.0.0.2");
+  EXPECT_EQ(j["instance_list"][0]["port"], 61001);
+  EXPECT_EQ(j["instance_list"][1]["state"], "STARTING");  // assigned, not reported yet
+  EXPECT_EQ(j["running"], 1);
+}
+
+TEST_F(AppApiTest, BitsAreStoredAndBumpTheVersion) {
+  ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web"})").status, 201);
+  std::string gz("\x1f\x8b\x08\x00rest-of-archive", 19);
+  auto r = Call("PUT", "/v2/apps/web/bits", gz);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = Json(r);
+  EXPECT_TRUE(j["has_bits"]);
+  int64_t v = j["version"];
+  EXPECT_TRUE(std::filesystem::exists(droplets_->PathOf("web", v)));
+  EXPECT_EQ(Call("PUT", "/v2/apps/web/bits", "not a gzip").status, 400);
+  EXPECT_EQ(Call("PUT", "/v2/apps/web/bits", "").status, 400);
+}
+
+TEST_F(AppApiTest, BadInputChangesNothing) {
+  ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web"})").status, 201);
+  int64_t rev = *store_->Revision();
+  struct Case {
+    std::string method, target, body;
+    int status;
+    std::string words;
+  } cases[] = {
+      {"POST", "/v2/apps", R"({"name":"Bad_Name"})", 400, "not valid"},
+      {"POST", "/v2/apps", R"({"name":""})", 400, "not valid"},
+      {"POST", "/v2/apps", R"({"name":"x","instances":"3"})", 400, "whole number"},
+      {"POST", "/v2/apps", R"({"name":"x","instances":1000})", 400, "between"},
+      {"POST", "/v2/apps", R"({"name":"x","memory":1})", 400, "memory"},
+      {"POST", "/v2/apps", R"({"name":"x","env":{"PORT":"1"}})", 400, "set by kato"},
+      {"POST", "/v2/apps", R"({"name":"x","env":{"A":1}})", 400, "string"},
+      {"POST", "/v2/apps", "{not json", 400, "not a JSON object"},
+      {"PUT", "/v2/apps/web", R"({"state":"RUNNING"})", 400, "STARTED"},
+      {"GET", "/v2/apps/nope", "", 404, "no app named"},
+      {"GET", "/v2/apps/..%2f", "", 400, "not valid"},
+      {"PATCH", "/v2/apps/web", "", 404, "no such API"},
+      {"GET", "/v3/x", "", 404, "no such API"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.method + " " + c.target + " " + c.body);
+    auto r = Call(c.method, c.target, c.body);
+    EXPECT_EQ(r.status, c.status) << r.body;
+    EXPECT_THAT(r.body, HasSubstr(c.words));
+  }
+  EXPECT_EQ(*store_->Revision(), rev);
+  EXPECT_FALSE(store_->GetDoc("app", "x")->has_value());
+}
+
+TEST_F(AppApiTest, DropletDirMustBeWritable) {
+  EXPECT_TRUE(DropletStore(dir_ + "/d").CheckWritable().ok());
+  auto s = DropletStore("/proc/kato-droplets").CheckWritable();
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.error(), HasSubstr("/proc/kato-droplets"));
+}
+
+}  // namespace
+}  // namespace kato
