@@ -465,7 +465,7 @@ struct Agent::Impl {
       if (!fp) return Err(fp.error());
       JoinToken token{*fp, RandomHex(32)};
       NodeRecord rec{ident.id, ident.ip, ident.hostname, opt.version,
-                     {"primary", "base"}, RealClock::instance().wall_ms()};
+                     CoreRoles(), RealClock::instance().wall_ms()};
       HistoryEntry h{0, RealClock::instance().wall_ms(), ident.ip, caller.user, caller.command};
       for (auto s : {st.SetSetting("core_ip", ident.ip), st.SetSetting("version", opt.version),
                      st.SetSetting("endpoint", api_host),
@@ -475,6 +475,10 @@ struct Agent::Impl {
                      st.AppendHistory(h)})
         if (!s) return Err(s.error());
       KATO_TRY(WriteFileAtomic(layout.token_file(), token.str() + "\n", 0600));
+      // The REST API's admin credential: only its hash is in the cluster state.
+      std::string admin = RandomHex(32);
+      KATO_TRY(WriteFileAtomic(layout.pki_dir() + "/admin-token", admin + "\n", 0600));
+      if (auto s = st.SetSetting("admin_token_hash", Sha256Hex(admin)); !s) return Err(s.error());
       LoadPki();
       KATO_TRY(StartNodeServer());
       Membership core;
@@ -482,7 +486,7 @@ struct Agent::Impl {
       core.core_ip = ident.ip;
       core.endpoint = api_host;
       core.cluster_version = opt.version;
-      core.roles = {"primary", "base"};
+      core.roles = CoreRoles();
       KATO_TRY(SetMembership(core));
       progress("starting the primary");
       KATO_TRY(WaitRunning(ProcessNamesOf(core.roles), Millis(30000), progress));
@@ -498,6 +502,16 @@ struct Agent::Impl {
                 {"attach_command", "kato node attach --token " + t + " " + ident.ip}};
   }
 
+  // The guide's core: primary, controller, router (and base), each where available.
+  std::vector<std::string> CoreRoles() {
+    std::vector<std::string> roles;
+    for (const auto& r : AllRoles())
+      if (r == "primary" || r == "base" ||
+          ((r == "controller" || r == "router") && RoleAvailability(r, roles_env).available))
+        roles.push_back(r);
+    return roles;
+  }
+
   Status SetEndpoint(const std::string& endpoint, const Caller& caller) {
     auto r = CallPrimary("POST", "/v1/settings", json{{"endpoint", endpoint}}, kCallTimeout,
                          &caller);
@@ -510,6 +524,11 @@ struct Agent::Impl {
   Result<json> Token(const json& args, const Caller& caller) {
     if (!IsCore())
       return Err("`kato node token` runs on the core node (this node is not the core)");
+    if (args.value("api", false)) {
+      auto t = ReadFile(layout.pki_dir() + "/admin-token");
+      if (!t) return Err("this core has no API admin credential (it was set up by an older kato)");
+      return json{{"token", t->substr(0, t->find('\n'))}};
+    }
     json body{{"rotate", args.value("rotate", false)}};
     if (args.contains("ttl_s")) body["ttl_s"] = args["ttl_s"];
     return CallPrimary("POST", "/v1/token", body, kCallTimeout, &caller);
@@ -843,6 +862,41 @@ struct Agent::Impl {
                        op == "get" ? nullptr : &caller);
   }
 
+  // `kato app ...`: one request to a controller's API, authenticated by this
+  // node's certificate. The CLI sends and receives bodies as JSON text, or
+  // base64 for app archives.
+  Result<json> AppCall(const json& args) {
+    std::string method = Str(args, "method"), path = Str(args, "path");
+    if (path.rfind("/v2/", 0) != 0) return Err("app calls go to /v2/ paths");
+    std::string body = Str(args, "body");
+    if (args.contains("body_base64")) {
+      auto raw = Base64Decode(Str(args, "body_base64"));
+      if (!raw) return Err(raw.error());
+      body = *raw;
+    }
+    auto cluster = CallPrimary("GET", "/v1/cluster", json::object());
+    if (!cluster) return Err(cluster.error());
+    std::vector<std::string> controllers;
+    for (const auto& n : (*cluster)["nodes"])
+      if (n["state"] == "up" && Contains(Strings(n, "roles"), "controller"))
+        controllers.push_back(n["ip"].get<std::string>());
+    if (controllers.empty())
+      return Err("no controller is up in this cluster (add the role with `kato role add controller`)");
+    auto p = PkiCopy();
+    std::string last;
+    for (const auto& ip : controllers) {
+      auto r = HttpsCall(ClientTls{p.ca, p.cert, p.key, ""}, ip, kControllerInternalPort, method,
+                         path, body, Millis(60000));
+      if (!r) {
+        last = r.error();
+        continue;
+      }
+      json reply = json::parse(r->body, nullptr, false);
+      return json{{"status", r->status}, {"body", reply.is_discarded() ? json(r->body) : reply}};
+    }
+    return Err("no controller answered: " + last);
+  }
+
   Result<json> Dispatch(const std::string& cmd, const json& args, const Caller& caller,
                         const Progress& progress) {
     if (cmd == "info") return Info();
@@ -861,6 +915,7 @@ struct Agent::Impl {
       return CallPrimary("GET", "/v1/history?limit=" + std::to_string(limit), json::object());
     }
     if (cmd.rfind("config.", 0) == 0) return ConfigCmd(cmd.substr(7), args, caller);
+    if (cmd == "app.call") return AppCall(args);
     // Commands that may act on another node (-n NODE_IP): forwarded to its agent.
     std::string node = Str(args, "node");
     if (!node.empty() && node != Identity().ip) {

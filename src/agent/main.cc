@@ -10,7 +10,10 @@
 #include "agent/agent.h"
 #include "common/fs.h"
 #include "common/layout.h"
+#include "controller/run_controller.h"
+#include "dea/run_dea.h"
 #include "primary/primary.h"
+#include "router/run_router.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"katod: the kato node agent. Runs in the foreground; stop it with SIGTERM."};
@@ -23,6 +26,13 @@ int main(int argc, char** argv) {
                  "the address of the default route's interface)");
   auto* primary = app.add_subcommand("primary", "serve the primary role (started by katod itself)");
   primary->fallthrough();
+  auto* controller =
+      app.add_subcommand("controller", "serve the controller role (started by katod itself)");
+  controller->fallthrough();
+  auto* router = app.add_subcommand("router", "serve the router role (started by katod itself)");
+  router->fallthrough();
+  auto* dea = app.add_subcommand("dea", "serve the dea role (started by katod itself)");
+  dea->fallthrough();
   CLI11_PARSE(app, argc, argv);
 
   std::string version = KATO_VERSION;
@@ -32,6 +42,9 @@ int main(int argc, char** argv) {
 #endif
   data_dir = kato::AbsolutePath(data_dir);
   if (*primary) return kato::RunPrimary({data_dir, ip, version});
+  if (*controller) return kato::RunController({data_dir, ip, version});
+  if (*router) return kato::RunRouter({data_dir, ip, version});
+  if (*dea) return kato::RunDea({data_dir, ip, version});
 
   sigset_t set;
   sigemptyset(&set);

@@ -1,14 +1,21 @@
 #include "cli/cli.h"
 
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
+#include <set>
+#include <sstream>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "cli/static_ip.h"
+#include "common/http.h"
+#include "common/pki.h"
 #include "common/fs.h"
 #include "common/layout.h"
 #include "common/net.h"
@@ -103,6 +110,81 @@ std::string Prompt(const std::string& question) {
   std::string answer;
   std::getline(std::cin, answer);
   return answer;
+}
+
+// The output of a command run without a shell (for `tar`).
+Result<std::string> Capture(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) != 0) return Err("pipe failed");
+  pid_t pid = fork();
+  if (pid < 0) return Err("fork failed");
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[65536];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return Err(argv[0] + " failed");
+  return out;
+}
+
+// One request to the controller's API: through this node's agent (its node
+// certificate authenticates), or to --api URL with KATO_API_TOKEN.
+struct ApiTarget {
+  std::string url;  // empty: through the agent
+};
+
+Result<json> AppApi(const Globals& g, const ApiTarget& t, const std::string& method,
+                    const std::string& path, const std::string& body, bool raw = false,
+                    int* status_out = nullptr) {
+  int status = 0;
+  json reply;
+  if (t.url.empty()) {
+    json args{{"method", method}, {"path", path}};
+    if (raw)
+      args["body_base64"] = Base64Encode(body);
+    else
+      args["body"] = body;
+    auto r = Ask(g, "app.call", args, Millis(120000));
+    if (!r) return Err(r.error());
+    status = (*r)["status"].get<int>();
+    reply = (*r)["body"];
+  } else {
+    const std::string scheme = "http://";
+    if (t.url.rfind(scheme, 0) != 0)
+      return Err("--api takes an http:// URL (a router's or a controller's address); https is "
+                 "not supported by this kato yet");
+    std::string hostport = t.url.substr(scheme.size());
+    hostport = hostport.substr(0, hostport.find('/'));
+    std::string host = hostport.substr(0, hostport.find(':'));
+    int port = 80;
+    if (hostport.find(':') != std::string::npos) port = std::atoi(hostport.c_str() + host.size() + 1);
+    const char* token = std::getenv("KATO_API_TOKEN");
+    if (!token || !*token)
+      return Err("set KATO_API_TOKEN to the admin credential (`kato node token --api` on the core)");
+    std::map<std::string, std::string> headers{{"Authorization", std::string("Bearer ") + token}};
+    auto r = HttpCall(host, port, method, path, body, Millis(120000), headers);
+    if (!r) return Err(r.error());
+    status = r->status;
+    reply = json::parse(r->body, nullptr, false);
+  }
+  if (status_out) *status_out = status;
+  if (status >= 300) {
+    if (reply.is_object() && reply.contains("error")) return Err(reply["error"].get<std::string>());
+    return Err("the API answered HTTP " + std::to_string(status));
+  }
+  return reply;
 }
 
 }  // namespace
@@ -240,11 +322,13 @@ int RunCli(int argc, char** argv) {
   std::string ttl;
   auto* token = node->add_subcommand("token", "print the cluster's join token (on the core)");
   token->add_flag("--rotate", rotate, "make a new token; the old one stops working");
+  bool api_token = false;
+  token->add_flag("--api", api_token, "print the REST API's admin credential instead");
   token->add_option("--ttl", ttl, "with --rotate: how long the token stays valid (e.g. 30m, 24h, 7d)");
   add_json(token);
   token->callback([&] {
     run = [&] {
-      json args{{"rotate", rotate}};
+      json args{{"rotate", rotate}, {"api", api_token}};
       if (!ttl.empty()) {
         if (!rotate) {
           std::cerr << "kato: --ttl applies to a new token; add --rotate\n";
@@ -506,6 +590,187 @@ int RunCli(int argc, char** argv) {
                      });
     });
   }
+
+  // ---- app ----
+  auto* appc = app.add_subcommand("app", "push and manage apps (through a controller)");
+  appc->require_subcommand(1);
+  ApiTarget api;
+  appc->add_option("--api", api.url, "the API's http:// URL (with KATO_API_TOKEN); default: this node's cluster");
+  std::string app_name, app_path, app_command;
+  int app_instances = 0, app_memory = 0;
+  std::vector<std::string> app_env;
+  auto fail = [](const std::string& e) {
+    std::cerr << "kato: " << e << "\n";
+    return 1;
+  };
+  auto print_app = [&g](const json& a) {
+    if (g.json_out) {
+      json out = a;
+      out["instances"] = a.contains("instance_list") ? a["instance_list"] : json::array();
+      out["instance_count"] = a["instances"];
+      out.erase("instance_list");
+      std::cout << out.dump(2) << "\n";
+      return;
+    }
+    std::cout << a["name"].get<std::string>() << "  " << a["state"].get<std::string>() << "  "
+              << a["running"].get<int>() << "/" << a["instances"].get<int>() << " running  "
+              << a["memory_mb"].get<int>() << " MB  " << Join(a["urls"]) << "\n";
+    if (a.contains("instance_list"))
+      for (const auto& i : a["instance_list"])
+        std::cout << "  #" << i["index"].get<int>() << "  " << Pad(i["state"], 9) << " "
+                  << i["node_ip"].get<std::string>() << ":" << i["port"].get<int>() << "\n";
+  };
+  auto* push = appc->add_subcommand("push", "create or update an app from a directory and start it");
+  push->add_option("NAME", app_name, "the app's name (its URL is NAME.DOMAIN)")->required();
+  push->add_option("--path", app_path, "the app's directory")->required();
+  push->add_option("--command", app_command, "how to start it (default: the Procfile's web: line)");
+  push->add_option("--instances", app_instances, "how many instances")->check(CLI::Range(1, 64));
+  push->add_option("--memory", app_memory, "memory limit of each instance, MB")->check(CLI::Range(16, 16384));
+  push->add_option("--env", app_env, "K=V, repeatable");
+  add_json(push);
+  push->callback([&] {
+    run = [&]() -> int {
+      std::string command = app_command;
+      if (command.empty()) {
+        auto procfile = ReadFile(app_path + "/Procfile");
+        if (procfile) {
+          std::istringstream lines(*procfile);
+          for (std::string l; std::getline(lines, l);)
+            if (l.rfind("web:", 0) == 0) command = l.substr(4);
+          command.erase(0, command.find_first_not_of(" \t"));
+        }
+      }
+      json body{{"name", app_name}};
+      if (!command.empty()) body["command"] = command;
+      if (app_instances) body["instances"] = app_instances;
+      if (app_memory) body["memory"] = app_memory;
+      if (!app_env.empty()) {
+        json env = json::object();
+        for (const auto& kv : app_env) {
+          auto eq = kv.find('=');
+          if (eq == std::string::npos || eq == 0) return fail("--env takes K=V, not '" + kv + "'");
+          env[kv.substr(0, eq)] = kv.substr(eq + 1);
+        }
+        body["env"] = env;
+      }
+      struct stat st {};
+      if (stat(app_path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        return fail("--path " + app_path + " is not a directory");
+      auto bits = Capture({"tar", "-C", app_path, "-czf", "-", "."});
+      if (!bits) return fail("cannot archive " + app_path + ": " + bits.error());
+      int status = 0;
+      auto existing = AppApi(g, api, "GET", "/v2/apps/" + app_name, "", false, &status);
+      if (!existing && status != 404) return fail(existing.error());
+      if (!existing) {
+        if (command.empty())
+          return fail("no --command and no Procfile with a web: line in " + app_path);
+        std::cerr << "  creating app " << app_name << "\n";
+        if (auto r = AppApi(g, api, "POST", "/v2/apps", body.dump()); !r) return fail(r.error());
+      } else {
+        body.erase("name");
+        std::cerr << "  updating app " << app_name << "\n";
+        if (auto r = AppApi(g, api, "PUT", "/v2/apps/" + app_name, body.dump()); !r)
+          return fail(r.error());
+      }
+      std::cerr << "  uploading " << bits->size() << " bytes\n";
+      auto up = AppApi(g, api, "PUT", "/v2/apps/" + app_name + "/bits", *bits, true);
+      if (!up) return fail(up.error());
+      int64_t version = (*up)["version"].get<int64_t>();
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+      std::set<int> shown;
+      for (;;) {
+        auto a = AppApi(g, api, "GET", "/v2/apps/" + app_name, "");
+        if (!a) return fail(a.error());
+        int running = 0;
+        for (const auto& i : (*a)["instance_list"]) {
+          if (i["state"] == "RUNNING") {
+            ++running;
+            if (shown.insert(i["index"].get<int>()).second && !g.json_out)
+              std::cerr << "  instance " << i["index"].get<int>() << " RUNNING on "
+                        << i["node_ip"].get<std::string>() << ":" << i["port"].get<int>() << "\n";
+          }
+          if (i["state"] == "CRASHED")
+            return fail("instance " + std::to_string(i["index"].get<int>()) + " of " + app_name +
+                        " crashed: " + i.value("message", std::string("no message")));
+        }
+        if ((*a)["version"].get<int64_t>() == version && running >= (*a)["instances"].get<int>() &&
+            (*a)["instance_list"].size() >= static_cast<size_t>((*a)["instances"].get<int>())) {
+          print_app(*a);
+          return 0;
+        }
+        if (std::chrono::steady_clock::now() > deadline)
+          return fail("app " + app_name + " is not running after 120 s (" +
+                      std::to_string(running) + " of " + std::to_string((*a)["instances"].get<int>()) +
+                      " instances RUNNING); see `kato app info " + app_name + "`");
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // polling a condition, bounded
+      }
+    };
+  });
+  auto* alist = appc->add_subcommand("list", "every app");
+  add_json(alist);
+  alist->callback([&] {
+    run = [&]() -> int {
+      auto r = AppApi(g, api, "GET", "/v2/apps", "");
+      if (!r) return fail(r.error());
+      if (g.json_out) {
+        std::cout << r->dump(2) << "\n";
+      } else {
+        for (const auto& a : *r) print_app(a);
+      }
+      return 0;
+    };
+  });
+  auto* ainfo = appc->add_subcommand("info", "one app and its instances");
+  ainfo->add_option("NAME", app_name, "the app")->required();
+  add_json(ainfo);
+  ainfo->callback([&] {
+    run = [&]() -> int {
+      auto r = AppApi(g, api, "GET", "/v2/apps/" + app_name, "");
+      if (!r) return fail(r.error());
+      print_app(*r);
+      return 0;
+    };
+  });
+  int scale_to = 0;
+  auto* ascale = appc->add_subcommand("scale", "set the number of instances");
+  ascale->add_option("NAME", app_name, "the app")->required();
+  ascale->add_option("N", scale_to, "instances")->required()->check(CLI::Range(0, 64));
+  add_json(ascale);
+  ascale->callback([&] {
+    run = [&]() -> int {
+      auto r = AppApi(g, api, "PUT", "/v2/apps/" + app_name, json{{"instances", scale_to}}.dump());
+      if (!r) return fail(r.error());
+      print_app(*r);
+      return 0;
+    };
+  });
+  for (std::string verb : {"start", "stop", "restart", "delete"}) {
+    auto* c = appc->add_subcommand(verb, verb + " an app");
+    c->add_option("NAME", app_name, "the app")->required();
+    add_json(c);
+    c->callback([&, verb] {
+      run = [&, verb]() -> int {
+        Result<json> r = verb == "delete"    ? AppApi(g, api, "DELETE", "/v2/apps/" + app_name, "")
+                         : verb == "restart" ? AppApi(g, api, "POST", "/v2/apps/" + app_name + "/restart", "")
+                                             : AppApi(g, api, "PUT", "/v2/apps/" + app_name,
+                                                      json{{"state", verb == "start" ? "STARTED" : "STOPPED"}}.dump());
+        if (!r) return fail(r.error());
+        if (g.json_out) std::cout << r->dump(2) << "\n";
+        else if (verb == "delete") std::cout << "deleted " << app_name << "\n";
+        else print_app(*r);
+        return 0;
+      };
+    });
+  }
+  auto* alogs = appc->add_subcommand("logs", "an app's recent logs");
+  alogs->add_option("NAME", app_name, "the app")->required();
+  alogs->allow_extras();
+  alogs->callback([&] {
+    run = [&]() -> int {
+      return fail("app logs are not available in kato " KATO_VERSION
+                  " yet: each instance's output is in DATA_DIR/dea/instances/ID/logs/app.log on its DEA");
+    };
+  });
 
   // ---- op ----
   auto* op = app.add_subcommand("op", "operating-system chores");

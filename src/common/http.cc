@@ -22,7 +22,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "common/http_parse.h"
@@ -40,9 +42,9 @@ using tcp = net::ip::tcp;
 using RequestParser = http::request_parser<http::string_body>;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 
-// A peer gets this long for the TLS handshake, for each request, and for
-// reading each response: enough for any real client, short enough that idle or
-// stuck connections do not pile up.
+// A peer gets this long for the TLS handshake, for each request header, for
+// each stretch of a request body, and for reading each response: enough for
+// any real client, short enough that idle or stuck connections do not pile up.
 constexpr auto kIoDeadline = std::chrono::seconds(10);
 constexpr auto kCloseDeadline = std::chrono::seconds(2);
 constexpr uint64_t kMaxResponseBodyBytes = 64ull * 1024 * 1024;
@@ -50,9 +52,17 @@ constexpr uint32_t kMaxResponseHeaderBytes = 64 * 1024;
 
 // --- Request parsing, shared by the server and ParseHttpRequest. ---
 
-void ConfigureParser(RequestParser& parser) {
+void ConfigureParser(RequestParser& parser, uint64_t body_limit) {
   parser.header_limit(kMaxRequestHeaderBytes);
-  parser.body_limit(kMaxRequestBodyBytes);
+  parser.body_limit(body_limit);
+}
+
+// "1 MiB", "64 KiB", "1000 bytes".
+std::string SizeText(uint64_t bytes) {
+  constexpr uint64_t kKiB = 1024, kMiB = 1024 * 1024;
+  if (bytes >= kMiB && bytes % kMiB == 0) return std::to_string(bytes / kMiB) + " MiB";
+  if (bytes >= kKiB && bytes % kKiB == 0) return std::to_string(bytes / kKiB) + " KiB";
+  return std::to_string(bytes) + " bytes";
 }
 
 int RejectStatus(const beast::error_code& ec) {
@@ -61,8 +71,8 @@ int RejectStatus(const beast::error_code& ec) {
   return 400;
 }
 
-std::string RejectReason(const beast::error_code& ec) {
-  if (ec == http::error::body_limit) return "request body over 1 MiB";
+std::string RejectReason(const beast::error_code& ec, uint64_t body_limit) {
+  if (ec == http::error::body_limit) return "request body over " + SizeText(body_limit);
   if (ec == http::error::header_limit) return "request header over 8 KiB";
   if (ec == http::error::partial_message || ec == http::error::need_more ||
       ec == http::error::end_of_stream) {
@@ -88,6 +98,26 @@ HttpRequest ToHttpRequest(http::request<http::string_body>&& req) {
   }
   out.body = std::move(req.body());
   return out;
+}
+
+// Header names and values go on the wire as given: refuse what would let them
+// end the header line (CR, LF) or is not a token (RFC 9110 5.1, 5.5).
+bool IsHeaderName(std::string_view name) {
+  static constexpr std::string_view kPunct = "!#$%&'*+-.^_`|~";
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || kPunct.find(static_cast<char>(c)) != std::string_view::npos;
+  });
+}
+
+bool IsHeaderValue(std::string_view value) {
+  return std::none_of(value.begin(), value.end(),
+                      [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+}
+
+// Framing headers that the server and the client compute themselves.
+bool IsFramingHeader(beast::string_view name) {
+  return beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding") ||
+         beast::iequals(name, "connection");
 }
 
 // --- TLS helpers. ---
@@ -170,7 +200,15 @@ Status UseCertAndKey(ssl::context& ctx, const std::string& cert_pem, const std::
 
 // --- Server. ---
 
-class Session;
+// What the server needs from a connection of either kind.
+class SessionBase {
+ public:
+  virtual ~SessionBase() = default;
+  virtual void Start() = 0;
+  // Only from HttpServer::Stop(), once no I/O thread runs.
+  virtual void CloseNow() = 0;
+  virtual void ReleaseStream() = 0;
+};
 
 // What sessions and responders share with the server. It outlives the server
 // when a handler keeps a Responder past Stop(): `stopped` then turns the
@@ -178,9 +216,10 @@ class Session;
 struct ServerShared {
   explicit ServerShared(HttpHandler h) : handler(std::move(h)) {}
   const HttpHandler handler;
+  std::atomic<uint64_t> body_limit{kMaxRequestBodyBytes};
   std::mutex mu;
-  bool stopped = false;                          // GUARDED_BY(mu)
-  std::vector<std::weak_ptr<Session>> sessions;  // GUARDED_BY(mu)
+  bool stopped = false;                              // GUARDED_BY(mu)
+  std::vector<std::weak_ptr<SessionBase>> sessions;  // GUARDED_BY(mu)
 
   bool Stopped() {
     std::lock_guard<std::mutex> lock(mu);
@@ -195,16 +234,28 @@ HttpResponse ErrorResponse(int status, const std::string& reason) {
   return r;
 }
 
-// One TLS connection. All its I/O runs on its strand; responses from other
-// threads are posted there. Kept alive by its pending operation, or by the
-// Responder of the request being handled.
-class Session : public std::enable_shared_from_this<Session> {
- public:
-  Session(tcp::socket socket, ssl::context& ctx, std::shared_ptr<ServerShared> shared)
-      : stream_(std::in_place, std::move(socket), ctx), shared_(std::move(shared)) {}
+// One connection, plain (Stream = beast::tcp_stream) or TLS (TlsStream). All
+// its I/O runs on its strand; responses from other threads are posted there.
+// Kept alive by its pending operation, or by the Responder of the request
+// being handled.
+template <class Stream>
+class Session : public SessionBase, public std::enable_shared_from_this<Session<Stream>> {
+  static constexpr bool kTls = std::is_same_v<Stream, TlsStream>;
 
-  void Start() {
-    net::dispatch(stream_->get_executor(), [self = shared_from_this()] { self->Handshake(); });
+ public:
+  // `ctx` is used in TLS mode only.
+  Session(tcp::socket socket, ssl::context* ctx, std::shared_ptr<ServerShared> shared)
+      : shared_(std::move(shared)) {
+    if constexpr (kTls) {
+      stream_.emplace(std::move(socket), *ctx);
+    } else {
+      (void)ctx;
+      stream_.emplace(std::move(socket));
+    }
+  }
+
+  void Start() override {
+    net::dispatch(stream_->get_executor(), [self = this->shared_from_this()] { self->Begin(); });
   }
 
   // Called from any thread, at most once per request (see ResponseGuard).
@@ -212,24 +263,29 @@ class Session : public std::enable_shared_from_this<Session> {
     std::lock_guard<std::mutex> lock(shared_->mu);
     if (shared_->stopped) return;  // stream_ may be gone; nobody is listening anyway
     net::post(stream_->get_executor(),
-              [self = shared_from_this(), r = std::move(response)] { self->Write(r); });
+              [self = this->shared_from_this(), r = std::move(response)] { self->Write(r); });
   }
 
-  // Only from HttpsServer::Stop(), once no I/O thread runs.
-  void CloseNow() { beast::get_lowest_layer(*stream_).close(); }
-  void ReleaseStream() { stream_.reset(); }
+  void CloseNow() override { Lowest().close(); }
+  void ReleaseStream() override { stream_.reset(); }
 
  private:
-  void Handshake() {
+  beast::tcp_stream& Lowest() { return beast::get_lowest_layer(*stream_); }
+
+  void Begin() {
     beast::error_code ec;
-    auto endpoint = beast::get_lowest_layer(*stream_).socket().remote_endpoint(ec);
+    auto endpoint = Lowest().socket().remote_endpoint(ec);
     if (!ec) peer_ip_ = endpoint.address().to_string();
-    beast::get_lowest_layer(*stream_).expires_after(kIoDeadline);
-    stream_->async_handshake(ssl::stream_base::server,
-                             [self = shared_from_this()](beast::error_code ec) {
-                               if (ec) return;  // bad client cert, garbage, timeout: drop it
-                               self->OnHandshake();
-                             });
+    if constexpr (kTls) {
+      Lowest().expires_after(kIoDeadline);
+      stream_->async_handshake(ssl::stream_base::server,
+                               [self = this->shared_from_this()](beast::error_code ec) {
+                                 if (ec) return;  // bad client cert, garbage, timeout: drop it
+                                 self->OnHandshake();
+                               });
+    } else {
+      Read();
+    }
   }
 
   void OnHandshake() {
@@ -240,14 +296,28 @@ class Session : public std::enable_shared_from_this<Session> {
     Read();
   }
 
+  // The header has to arrive within one deadline. The body, which may be large
+  // (uploads), only has to keep arriving: each read renews the deadline.
   void Read() {
     if (shared_->Stopped()) return;
     parser_.emplace();
-    ConfigureParser(*parser_);
-    beast::get_lowest_layer(*stream_).expires_after(kIoDeadline);
-    http::async_read(
-        *stream_, buffer_, *parser_,
-        [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRead(ec); });
+    ConfigureParser(*parser_, shared_->body_limit.load());
+    Lowest().expires_after(kIoDeadline);
+    http::async_read_header(*stream_, buffer_, *parser_,
+                            [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                              if (ec) return self->OnRead(ec);
+                              self->ReadBody();
+                            });
+  }
+
+  void ReadBody() {
+    if (parser_->is_done()) return OnRead({});
+    Lowest().expires_after(kIoDeadline);
+    http::async_read_some(*stream_, buffer_, *parser_,
+                          [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                            if (ec) return self->OnRead(ec);
+                            self->ReadBody();
+                          });
   }
 
   void OnRead(beast::error_code ec) {
@@ -256,7 +326,7 @@ class Session : public std::enable_shared_from_this<Session> {
       if (!IsHttpParseError(ec)) return;  // timeout, reset, TLS error: nothing to answer
       keep_alive_ = false;
       rejected_ = true;
-      return Write(ErrorResponse(RejectStatus(ec), RejectReason(ec)));
+      return Write(ErrorResponse(RejectStatus(ec), RejectReason(ec, shared_->body_limit.load())));
     }
     keep_alive_ = parser_->get().keep_alive();
     version_ = parser_->get().version();
@@ -276,7 +346,7 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     };
     auto guard = std::make_shared<ResponseGuard>();
-    guard->session = shared_from_this();
+    guard->session = this->shared_from_this();
     Responder respond = [guard](HttpResponse r) {
       if (!guard->done.exchange(true)) guard->session->PostResponse(std::move(r));
     };
@@ -297,16 +367,25 @@ class Session : public std::enable_shared_from_this<Session> {
     res_.result(r.status >= 100 && r.status <= 599 ? static_cast<unsigned>(r.status) : 500u);
     res_.set(http::field::server, "kato");
     if (!r.content_type.empty()) res_.set(http::field::content_type, r.content_type);
+    for (const auto& [name, value] : r.headers) {
+      if (IsFramingHeader(name)) continue;
+      if (!IsHeaderName(name) || !IsHeaderValue(value)) {
+        LogError("HTTP handler gave an invalid response header '{}': not sent", name);
+        continue;
+      }
+      res_.set(name, value);
+    }
     res_.body() = r.body;
     res_.keep_alive(keep_alive_);
     res_.prepare_payload();
-    beast::get_lowest_layer(*stream_).expires_after(kIoDeadline);
-    http::async_write(*stream_, res_, [self = shared_from_this()](beast::error_code ec, size_t) {
-      if (ec) return;
-      if (self->keep_alive_) return self->Read();
-      if (self->rejected_) return self->Linger();
-      self->Close();
-    });
+    Lowest().expires_after(kIoDeadline);
+    http::async_write(*stream_, res_,
+                      [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec) return;
+                        if (self->keep_alive_) return self->Read();
+                        if (self->rejected_) return self->Linger();
+                        self->Close();
+                      });
   }
 
   // After rejecting a request the client may still be sending its body.
@@ -315,26 +394,30 @@ class Session : public std::enable_shared_from_this<Session> {
   // discard input until the client closes or the close deadline passes.
   void Linger() {
     beast::error_code ec;
-    beast::get_lowest_layer(*stream_).socket().shutdown(tcp::socket::shutdown_send, ec);
-    beast::get_lowest_layer(*stream_).expires_after(kCloseDeadline);
+    Lowest().socket().shutdown(tcp::socket::shutdown_send, ec);
+    Lowest().expires_after(kCloseDeadline);
     drain_.resize(16 * 1024);
     Discard();
   }
 
   void Discard() {
     if (shared_->Stopped()) return;
-    beast::get_lowest_layer(*stream_).async_read_some(
-        net::buffer(drain_), [self = shared_from_this()](beast::error_code ec, size_t) {
-          if (!ec) self->Discard();
-        });
+    Lowest().async_read_some(net::buffer(drain_),
+                             [self = this->shared_from_this()](beast::error_code ec, size_t) {
+                               if (!ec) self->Discard();
+                             });
   }
 
   void Close() {
-    beast::get_lowest_layer(*stream_).expires_after(kCloseDeadline);
-    stream_->async_shutdown([self = shared_from_this()](beast::error_code) {});
+    if constexpr (kTls) {
+      Lowest().expires_after(kCloseDeadline);
+      stream_->async_shutdown([self = this->shared_from_this()](beast::error_code) {});
+    } else {
+      Linger();  // plain TCP has no close handshake of its own: FIN, then wait for the client's
+    }
   }
 
-  std::optional<TlsStream> stream_;
+  std::optional<Stream> stream_;
   const std::shared_ptr<ServerShared> shared_;
   beast::flat_buffer buffer_;
   std::optional<RequestParser> parser_;
@@ -351,7 +434,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
 Result<HttpRequest> ParseHttpRequest(std::string_view raw, int* reject_status) {
   RequestParser parser;
-  ConfigureParser(parser);
+  ConfigureParser(parser, kMaxRequestBodyBytes);
   parser.eager(true);
   beast::error_code ec;
   size_t used = 0;
@@ -374,29 +457,38 @@ Result<HttpRequest> ParseHttpRequest(std::string_view raw, int* reject_status) {
   }
   if (ec) {
     if (reject_status) *reject_status = RejectStatus(ec);
-    return Err(RejectReason(ec));
+    return Err(RejectReason(ec, kMaxRequestBodyBytes));
   }
   return ToHttpRequest(parser.release());
 }
 
-struct HttpsServer::Impl {
-  Impl(ServerTls t, HttpHandler h, int n)
+struct HttpServer::Impl {
+  Impl(std::optional<ServerTls> t, HttpHandler h, int n)
       : tls(std::move(t)),
         threads(std::max(n, 1)),
-        shared(std::make_shared<ServerShared>(std::move(h))) {}
+        shared(std::make_shared<ServerShared>(std::move(h))) {
+    if (tls) ctx.emplace(ssl::context::tls_server);
+  }
+
+  const char* Kind() const { return tls ? "HTTPS" : "HTTP"; }
 
   void Accept() {
     acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
       if (ec == net::error::operation_aborted || shared->Stopped()) return;
       if (ec) {  // e.g. out of file descriptors: back off instead of spinning
-        LogWarn("HTTPS server on port {}: accept failed: {}", bound_port, ec.message());
+        LogWarn("{} server on port {}: accept failed: {}", Kind(), bound_port, ec.message());
         retry.expires_after(std::chrono::milliseconds(100));
         retry.async_wait([this](beast::error_code ec) {
           if (!ec) Accept();
         });
         return;
       }
-      auto session = std::make_shared<Session>(std::move(socket), ctx, shared);
+      std::shared_ptr<SessionBase> session;
+      if (ctx) {
+        session = std::make_shared<Session<TlsStream>>(std::move(socket), &*ctx, shared);
+      } else {
+        session = std::make_shared<Session<beast::tcp_stream>>(std::move(socket), nullptr, shared);
+      }
       {
         std::lock_guard<std::mutex> lock(shared->mu);
         auto& all = shared->sessions;
@@ -409,12 +501,12 @@ struct HttpsServer::Impl {
     });
   }
 
-  const ServerTls tls;
+  const std::optional<ServerTls> tls;  // none: plain HTTP
   const int threads;
   const std::shared_ptr<ServerShared> shared;
   // Declared first among the I/O objects so that it is destroyed last.
   net::io_context ioc;
-  ssl::context ctx{ssl::context::tls_server};
+  std::optional<ssl::context> ctx;  // set when tls is
   tcp::acceptor acceptor{ioc};
   net::steady_timer retry{ioc};
   std::vector<std::thread> workers;
@@ -422,26 +514,36 @@ struct HttpsServer::Impl {
   bool started = false;
 };
 
-HttpsServer::HttpsServer(ServerTls tls, HttpHandler handler, int threads)
+HttpServer::HttpServer(ServerTls tls, HttpHandler handler, int threads)
     : impl_(std::make_unique<Impl>(std::move(tls), std::move(handler), threads)) {}
 
-HttpsServer::~HttpsServer() { Stop(); }
+HttpServer::HttpServer(HttpHandler handler, int threads)
+    : impl_(std::make_unique<Impl>(std::nullopt, std::move(handler), threads)) {}
 
-Status HttpsServer::Start(const std::string& ip, int port) {
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::SetBodyLimit(size_t bytes) { impl_->shared->body_limit = bytes; }
+
+Status HttpServer::Start(const std::string& ip, int port) {
   Impl& s = *impl_;
-  if (s.started || s.shared->Stopped()) return Err("the HTTPS server was already started");
+  if (s.started || s.shared->Stopped()) {
+    return Err(std::string("the ") + s.Kind() + " server was already started");
+  }
   const std::string where = ip + ":" + std::to_string(port);
   if (port < 0 || port > 65535) return Err("invalid port " + std::to_string(port));
-  KATO_TRY(CommonTlsSetup(s.ctx, "HTTPS server"));
-  KATO_TRY(UseCertAndKey(s.ctx, s.tls.cert_pem, s.tls.chain_pem, s.tls.key_pem, "the server"));
   beast::error_code ec;
-  s.ctx.add_certificate_authority(net::buffer(s.tls.ca_pem), ec);
-  if (ec) return Err("the server's CA certificate is not valid PEM: " + ec.message());
-  // Request a client certificate and verify it when given; requests without
-  // one reach the handler with an empty peer_cn.
-  s.ctx.set_verify_mode(ssl::verify_peer);
-  static const unsigned char kSessionContext[] = "kato";
-  SSL_CTX_set_session_id_context(s.ctx.native_handle(), kSessionContext, 4);
+  if (s.tls) {
+    KATO_TRY(CommonTlsSetup(*s.ctx, "HTTPS server"));
+    KATO_TRY(
+        UseCertAndKey(*s.ctx, s.tls->cert_pem, s.tls->chain_pem, s.tls->key_pem, "the server"));
+    s.ctx->add_certificate_authority(net::buffer(s.tls->ca_pem), ec);
+    if (ec) return Err("the server's CA certificate is not valid PEM: " + ec.message());
+    // Request a client certificate and verify it when given; requests without
+    // one reach the handler with an empty peer_cn.
+    s.ctx->set_verify_mode(ssl::verify_peer);
+    static const unsigned char kSessionContext[] = "kato";
+    SSL_CTX_set_session_id_context(s.ctx->native_handle(), kSessionContext, 4);
+  }
 
   auto address = net::ip::make_address(ip, ec);
   if (ec) return Err("cannot listen on " + where + ": '" + ip + "' is not an IP address");
@@ -465,7 +567,7 @@ Status HttpsServer::Start(const std::string& ip, int port) {
           s.ioc.run();
           return;
         } catch (const std::exception& e) {
-          LogError("HTTPS server I/O thread: {}", e.what());
+          LogError("{} server I/O thread: {}", s.Kind(), e.what());
         }
       }
     });
@@ -473,9 +575,9 @@ Status HttpsServer::Start(const std::string& ip, int port) {
   return Ok();
 }
 
-int HttpsServer::port() const { return impl_->bound_port; }
+int HttpServer::port() const { return impl_->bound_port; }
 
-void HttpsServer::Stop() {
+void HttpServer::Stop() {
   Impl& s = *impl_;
   {
     std::lock_guard<std::mutex> lock(s.shared->mu);
@@ -489,7 +591,7 @@ void HttpsServer::Stop() {
   beast::error_code ec;
   s.acceptor.close(ec);
   s.retry.cancel();
-  std::vector<std::shared_ptr<Session>> live;
+  std::vector<std::shared_ptr<SessionBase>> live;
   {
     std::lock_guard<std::mutex> lock(s.shared->mu);
     for (auto& w : s.shared->sessions) {
@@ -605,46 +707,57 @@ Result<std::shared_ptr<ssl::context>> CachedClientContext(const ClientTls& tls) 
   return made;
 }
 
-Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int port,
-                          const std::string& method, const std::string& target,
-                          const std::string& body, std::chrono::milliseconds timeout) {
-  const std::string where = host + ":" + std::to_string(port);
+using Request = http::request<http::string_body>;
+
+// One call's deadline, and the errors that name its peer.
+struct CallDeadline {
+  CallDeadline(const std::string& host, int port, std::chrono::milliseconds t)
+      : where(host + ":" + std::to_string(port)),
+        timeout(t),
+        deadline(std::chrono::steady_clock::now() + t) {}
+
+  std::chrono::steady_clock::duration Remaining() const {
+    return std::max(std::chrono::steady_clock::duration::zero(),
+                    deadline - std::chrono::steady_clock::now());
+  }
+  Error TimedOut() const {
+    return Err("timed out after " + std::to_string(timeout.count()) + " ms talking to " + where);
+  }
+
+  const std::string where;
+  const std::chrono::milliseconds timeout;
+  const std::chrono::steady_clock::time_point deadline;
+};
+
+// Checks what both calls share and builds their request (one per connection).
+Result<Request> BuildRequest(const std::string& host, int port, const std::string& method,
+                             const std::string& target, const std::string& body,
+                             const std::map<std::string, std::string>& headers) {
   const http::verb verb = http::string_to_verb(method);
   if (verb == http::verb::unknown) return Err("unsupported HTTP method '" + method + "'");
   if (target.empty() || target[0] != '/') return Err("request target must start with '/'");
-  if (port < 1 || port > 65535) return Err("invalid port in " + where);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  auto remaining = [&] {
-    return std::max(std::chrono::steady_clock::duration::zero(),
-                    deadline - std::chrono::steady_clock::now());
-  };
-  auto timed_out = [&] {
-    return Err("timed out after " + std::to_string(timeout.count()) + " ms talking to " + where);
-  };
-
-  net::io_context ioc;  // first: destroyed last, after everything that refers to it
-  PinCheck pin;
-  beast::error_code ec;
-  std::shared_ptr<ssl::context> ctx;
-  if (!tls.pin_ca_sha256.empty()) {
-    // The verify callback points at this call's PinCheck: a context of its own.
-    auto made = NewClientContext(tls);
-    if (!made) return Err(made.error());
-    ctx = *made;
-    pin.pin = tls.pin_ca_sha256;
-    std::transform(pin.pin.begin(), pin.pin.end(), pin.pin.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    SSL_CTX_set_cert_verify_callback(ctx->native_handle(), VerifyPinned, &pin);
-  } else {
-    if (tls.ca_pem.empty()) return Err("no CA certificate to verify " + where + " against");
-    auto cached = CachedClientContext(tls);
-    if (!cached) return Err(cached.error());
-    ctx = *cached;
+  if (port < 1 || port > 65535) return Err("invalid port in " + host + ":" + std::to_string(port));
+  Request req{verb, target, 11};
+  req.set(http::field::host, host);
+  req.set(http::field::user_agent, "kato/" KATO_VERSION);
+  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  for (const auto& [name, value] : headers) {
+    if (!IsHeaderName(name) || !IsHeaderValue(value)) {
+      return Err("invalid HTTP header '" + name +
+                 "': names are tokens, values hold no line breaks");
+    }
+    if (!IsFramingHeader(name)) req.set(name, value);
   }
+  req.body() = body;
+  req.keep_alive(false);
+  req.prepare_payload();
+  return req;
+}
 
-  TlsStream stream(ioc, *ctx);
-  beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
-
+// Resolves `host` and connects `stream` to it before the deadline.
+Status Connect(net::io_context& ioc, beast::tcp_stream& stream, const std::string& host, int port,
+               const CallDeadline& d) {
+  beast::error_code ec;
   std::vector<tcp::endpoint> endpoints;
   auto address = net::ip::make_address(host, ec);
   if (!ec) {
@@ -658,51 +771,25 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
                              for (const auto& r : results) endpoints.push_back(r.endpoint());
                              resolved = true;
                            });
-    ioc.run_for(remaining());
-    if (!resolved) return timed_out();
-    if (ec) return Err("cannot resolve " + host + ": " + ec.message());
+    ioc.run_for(d.Remaining());
     ioc.restart();
+    if (!resolved) return d.TimedOut();
+    if (ec) return Err("cannot resolve " + host + ": " + ec.message());
   }
-
-  lowest.expires_after(remaining());
-  lowest.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+  stream.expires_after(d.Remaining());
+  stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
   ioc.run();
   ioc.restart();
-  if (ec == beast::error::timeout) return timed_out();
-  if (ec) return Err("cannot connect to " + where + ": " + ec.message());
+  if (ec == beast::error::timeout) return d.TimedOut();
+  if (ec) return Err("cannot connect to " + d.where + ": " + ec.message());
+  return Ok();
+}
 
-  lowest.expires_after(remaining());
-  stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
-  ioc.run();
-  ioc.restart();
-  if (ec == beast::error::timeout) return timed_out();
-  if (pin.mismatch) {
-    return Err("server at " + where +
-               " is not the cluster the token was made for (CA fingerprint mismatch)");
-  }
-  if (!pin.error.empty()) {
-    return Err("TLS handshake with " + where +
-               " failed: its certificate does not chain to the pinned cluster CA (" + pin.error +
-               ")");
-  }
-  if (ec) {
-    std::string why = Describe(ec);
-    long verify = SSL_get_verify_result(stream.native_handle());
-    if (verify != X509_V_OK) {
-      why = "its certificate does not verify against the cluster CA (" +
-            std::string(X509_verify_cert_error_string(verify)) + ")";
-    }
-    return Err("TLS handshake with " + where + " failed: " + why);
-  }
-
-  http::request<http::string_body> req{verb, target, 11};
-  req.set(http::field::host, host);
-  req.set(http::field::user_agent, "kato/" KATO_VERSION);
-  if (!body.empty()) req.set(http::field::content_type, "application/json");
-  req.body() = body;
-  req.keep_alive(false);
-  req.prepare_payload();
-
+// Sends `req` on a connected stream and reads the response.
+template <class Stream>
+Result<HttpResponse> Exchange(net::io_context& ioc, Stream& stream, const Request& req,
+                              const CallDeadline& d) {
+  beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
   // Write and read at once: a server may answer early (413) and close while
   // the body is still being sent; the answer is what the caller needs.
   http::response_parser<http::string_body> parser;
@@ -711,7 +798,7 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
   beast::flat_buffer buffer;
   beast::error_code write_ec, read_ec;
   bool write_done = false;
-  lowest.expires_after(remaining());
+  lowest.expires_after(d.Remaining());
   http::async_write(stream, req, [&](beast::error_code e, size_t) {
     write_ec = e;
     write_done = true;
@@ -722,31 +809,126 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
   });
   ioc.run();
   if (read_ec) {
-    if (read_ec == beast::error::timeout || write_ec == beast::error::timeout) return timed_out();
+    if (read_ec == beast::error::timeout || write_ec == beast::error::timeout) return d.TimedOut();
     const beast::error_code& first = write_ec ? write_ec : read_ec;
-    if (IsTlsError(first))
-      return Err("TLS connection with " + where + " failed: " + Describe(first));
-    if (write_ec) return Err("sending the request to " + where + " failed: " + Describe(write_ec));
-    return Err("reading the response from " + where + " failed: " + Describe(read_ec));
+    if (IsTlsError(first)) {
+      return Err("TLS connection with " + d.where + " failed: " + Describe(first));
+    }
+    if (write_ec) {
+      return Err("sending the request to " + d.where + " failed: " + Describe(write_ec));
+    }
+    return Err("reading the response from " + d.where + " failed: " + Describe(read_ec));
   }
   auto& res = parser.get();
   HttpResponse out;
   out.status = static_cast<int>(res.result_int());
   out.content_type = std::string(res[http::field::content_type]);
+  for (const auto& field : res) {
+    std::string name(field.name_string());
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    auto [it, inserted] = out.headers.emplace(name, std::string(field.value()));
+    if (!inserted) it->second += ", " + std::string(field.value());
+  }
   out.body = std::move(res.body());
-  out.peer_ca_pem = pin.ca_pem;
   return out;
+}
+
+Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int port,
+                          const std::string& method, const std::string& target,
+                          const std::string& body, std::chrono::milliseconds timeout,
+                          const std::map<std::string, std::string>& headers) {
+  auto req = BuildRequest(host, port, method, target, body, headers);
+  if (!req) return std::move(req).take_error();
+  const CallDeadline d(host, port, timeout);
+
+  net::io_context ioc;  // first: destroyed last, after everything that refers to it
+  PinCheck pin;
+  std::shared_ptr<ssl::context> ctx;
+  if (!tls.pin_ca_sha256.empty()) {
+    // The verify callback points at this call's PinCheck: a context of its own.
+    auto made = NewClientContext(tls);
+    if (!made) return Err(made.error());
+    ctx = *made;
+    pin.pin = tls.pin_ca_sha256;
+    std::transform(pin.pin.begin(), pin.pin.end(), pin.pin.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    SSL_CTX_set_cert_verify_callback(ctx->native_handle(), VerifyPinned, &pin);
+  } else {
+    if (tls.ca_pem.empty()) return Err("no CA certificate to verify " + d.where + " against");
+    auto cached = CachedClientContext(tls);
+    if (!cached) return Err(cached.error());
+    ctx = *cached;
+  }
+
+  TlsStream stream(ioc, *ctx);
+  beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
+  KATO_TRY(Connect(ioc, lowest, host, port, d));
+
+  beast::error_code ec;
+  lowest.expires_after(d.Remaining());
+  stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+  ioc.run();
+  ioc.restart();
+  if (ec == beast::error::timeout) return d.TimedOut();
+  if (pin.mismatch) {
+    return Err("server at " + d.where +
+               " is not the cluster the token was made for (CA fingerprint mismatch)");
+  }
+  if (!pin.error.empty()) {
+    return Err("TLS handshake with " + d.where +
+               " failed: its certificate does not chain to the pinned cluster CA (" + pin.error +
+               ")");
+  }
+  if (ec) {
+    std::string why = Describe(ec);
+    long verify = SSL_get_verify_result(stream.native_handle());
+    if (verify != X509_V_OK) {
+      why = "its certificate does not verify against the cluster CA (" +
+            std::string(X509_verify_cert_error_string(verify)) + ")";
+    }
+    return Err("TLS handshake with " + d.where + " failed: " + why);
+  }
+
+  auto out = Exchange(ioc, stream, *req, d);
+  if (out) out->peer_ca_pem = pin.ca_pem;
+  return out;
+}
+
+Result<HttpResponse> PlainCall(const std::string& host, int port, const std::string& method,
+                               const std::string& target, const std::string& body,
+                               std::chrono::milliseconds timeout,
+                               const std::map<std::string, std::string>& headers) {
+  auto req = BuildRequest(host, port, method, target, body, headers);
+  if (!req) return std::move(req).take_error();
+  const CallDeadline d(host, port, timeout);
+  net::io_context ioc;  // first: destroyed last, after everything that refers to it
+  beast::tcp_stream stream(ioc);
+  KATO_TRY(Connect(ioc, stream, host, port, d));
+  return Exchange(ioc, stream, *req, d);
 }
 
 }  // namespace
 
 Result<HttpResponse> HttpsCall(const ClientTls& tls, const std::string& host, int port,
                                const std::string& method, const std::string& target,
-                               const std::string& body, std::chrono::milliseconds timeout) {
+                               const std::string& body, std::chrono::milliseconds timeout,
+                               const std::map<std::string, std::string>& headers) {
   try {
-    return Call(tls, host, port, method, target, body, timeout);
+    return Call(tls, host, port, method, target, body, timeout, headers);
   } catch (const std::exception& e) {  // allocation failure, or a Beast precondition
     return Err("HTTPS call to " + host + ":" + std::to_string(port) + " failed: " + e.what());
+  }
+}
+
+Result<HttpResponse> HttpCall(const std::string& host, int port, const std::string& method,
+                              const std::string& target, const std::string& body,
+                              std::chrono::milliseconds timeout,
+                              const std::map<std::string, std::string>& headers) {
+  try {
+    return PlainCall(host, port, method, target, body, timeout, headers);
+  } catch (const std::exception& e) {  // allocation failure, or a Beast precondition
+    return Err("HTTP call to " + host + ":" + std::to_string(port) + " failed: " + e.what());
   }
 }
 

@@ -1,14 +1,18 @@
-// Minimal HTTPS (HTTP/1.1 over TLS) server and client for node-to-node traffic.
+// Minimal HTTP/1.1 server and client, plain or over TLS (HTTPS), for
+// node-to-node traffic and the cluster's REST APIs.
 //
 // Built on Boost.Beast/Asio + OpenSSL; this header keeps them out of includers.
-// Every request has a deadline: the client never waits longer than its timeout,
-// the server drops connections that send nothing for 10 s. Malformed requests
-// get 400 and the connection is closed. Bodies over 1 MiB get 413, headers
-// over 8 KiB get 431. Connections are kept alive between requests when the
-// client asks for it; HttpsCall sends one request per connection.
+// Every request has a deadline: the client never waits longer than its timeout;
+// the server drops connections that send nothing for 10 s (a request body may
+// take longer as long as bytes keep arriving). Malformed requests get 400 and
+// the connection is closed. Bodies over the server's limit (1 MiB unless
+// raised) get 413, headers over 8 KiB get 431. Connections are kept alive
+// between requests when the client asks for it; HttpCall and HttpsCall send one
+// request per connection.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <map>
 #include <memory>
@@ -32,6 +36,11 @@ struct HttpResponse {
   std::string body;
   std::string content_type = "application/json";
   std::string peer_ca_pem;  // client side, pinned mode: the CA the server chained to
+  // Client side: every response header, lowercase names, repeated ones joined
+  // with ", ". Server side: extra headers to send; Content-Length,
+  // Transfer-Encoding and Connection are the server's own and are ignored here,
+  // a Content-Type here wins over content_type.
+  std::map<std::string, std::string> headers;
 };
 
 // Called once per request, possibly concurrently from several I/O threads;
@@ -49,16 +58,24 @@ struct ServerTls {
   std::string chain_pem;  // extra certificates sent after cert_pem (the CA, for pinning)
 };
 
-class HttpsServer {
+// Serves HTTP (plain) or HTTPS, chosen at construction. Thread-safe apart from
+// the ordering rules below.
+class HttpServer {
  public:
-  // Client certificates are requested and verified against tls.ca_pem when
-  // presented (one that does not verify fails the TLS handshake); requests
+  // HTTPS. Client certificates are requested and verified against tls.ca_pem
+  // when presented (one that does not verify fails the TLS handshake); requests
   // without one have an empty peer_cn (the handler decides).
-  HttpsServer(ServerTls tls, HttpHandler handler, int threads = 2);
-  ~HttpsServer();
-  HttpsServer(const HttpsServer&) = delete;
-  HttpsServer& operator=(const HttpsServer&) = delete;
+  HttpServer(ServerTls tls, HttpHandler handler, int threads = 2);
+  // Plain HTTP, for APIs served behind a TLS-terminating router or on a
+  // trusted network: peer_cn is always empty, the handler authenticates.
+  explicit HttpServer(HttpHandler handler, int threads = 2);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
 
+  // Largest request body accepted (default 1 MiB); larger ones get 413. Bodies
+  // are held in memory. Call before Start().
+  void SetBodyLimit(size_t bytes);
   // Binds ip:port (port 0: any) and starts serving on background threads.
   Status Start(const std::string& ip, int port);
   int port() const;
@@ -71,6 +88,9 @@ class HttpsServer {
   std::unique_ptr<Impl> impl_;
 };
 
+// The name from before plain HTTP existed; the same class.
+using HttpsServer = HttpServer;
+
 struct ClientTls {
   std::string ca_pem;    // verify the server against this CA (when pin is empty)
   std::string cert_pem;  // optional client certificate
@@ -81,10 +101,20 @@ struct ClientTls {
   std::string pin_ca_sha256;
 };
 
-// One request on a new connection. Errors: cannot connect / TLS failure /
-// timeout, each naming host:port. A non-2xx status is not an error.
+// One request on a new connection. `headers` are sent as given (after Host,
+// User-Agent and, with a body, Content-Type: application/json, which they can
+// replace); Content-Length and Connection are set by the call. Errors: bad
+// arguments / cannot connect / TLS failure / timeout, each naming host:port. A
+// non-2xx status is not an error.
 Result<HttpResponse> HttpsCall(const ClientTls& tls, const std::string& host, int port,
                                const std::string& method, const std::string& target,
-                               const std::string& body, std::chrono::milliseconds timeout);
+                               const std::string& body, std::chrono::milliseconds timeout,
+                               const std::map<std::string, std::string>& headers = {});
+
+// The same without TLS.
+Result<HttpResponse> HttpCall(const std::string& host, int port, const std::string& method,
+                              const std::string& target, const std::string& body,
+                              std::chrono::milliseconds timeout,
+                              const std::map<std::string, std::string>& headers = {});
 
 }  // namespace kato

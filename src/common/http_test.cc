@@ -14,6 +14,7 @@
 #include <future>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "common/http_parse.h"
 #include "common/pki.h"
@@ -442,6 +443,265 @@ TEST_F(HttpsTest, ClientArgumentErrors) {
   EXPECT_THAT(Call(ClientTls{ca_.cert_pem, client_id_.cert_pem, server_id_.key_pem, ""}, "GET", "/")
                   .error(),
               HasSubstr("does not belong"));
+}
+
+TEST_F(HttpsTest, ExtraHeadersGoBothWays) {
+  StartServer([](const HttpRequest& req, Responder respond) {
+    HttpResponse r;
+    r.body = req.headers.count("x-kato-token") ? req.headers.at("x-kato-token") : "-";
+    r.headers["X-Kato-Seen"] = "yes";
+    respond(std::move(r));
+  });
+  auto r = HttpsCall(Trusting(), "127.0.0.1", server_->port(), "GET", "/", "", kCallTimeout,
+                     {{"X-Kato-Token", "t0k"}});
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r->body, "t0k");
+  EXPECT_EQ(r->headers["x-kato-seen"], "yes");
+}
+
+// --- Plain HTTP. ---
+
+// Sends `data` on a new plain TCP connection and returns everything the server
+// sends until it closes the connection.
+std::string RawExchange(int port, const std::vector<std::string>& pieces) {
+  int fd = ConnectTcp(port);
+  for (const auto& piece : pieces) {
+    EXPECT_EQ(write(fd, piece.data(), piece.size()), static_cast<ssize_t>(piece.size()));
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
+class HttpTest : public ::testing::Test {
+ protected:
+  // Starts a plain server on 127.0.0.1, port 0. The default handler echoes the
+  // request, with the X-Echo header if any.
+  void StartServer(HttpHandler handler = nullptr, size_t body_limit = 0) {
+    if (!handler) {
+      handler = [this](const HttpRequest& req, Responder respond) {
+        ++handled_;
+        HttpResponse r;
+        r.status = req.method == "POST" ? 201 : 200;
+        r.content_type = "text/plain";
+        auto header = [&](const std::string& name) {
+          auto it = req.headers.find(name);
+          return it == req.headers.end() ? std::string("-") : it->second;
+        };
+        r.body = req.method + " " + req.target + " [" +
+                 (req.body.size() > 100 ? std::to_string(req.body.size()) + " bytes" : req.body) +
+                 "] cn=" + req.peer_cn + " ip=" + req.peer_ip + " ct=" + header("content-type") +
+                 " echo=" + header("x-echo");
+        respond(std::move(r));
+      };
+    }
+    server_ = std::make_unique<HttpServer>(std::move(handler));
+    if (body_limit) server_->SetBodyLimit(body_limit);
+    auto started = server_->Start("127.0.0.1", 0);
+    ASSERT_TRUE(started.ok()) << started.error();
+    ASSERT_GT(server_->port(), 0);
+  }
+
+  Result<HttpResponse> Call(const std::string& method, const std::string& target,
+                            const std::string& body = "",
+                            const std::map<std::string, std::string>& headers = {}) {
+    return HttpCall("127.0.0.1", server_->port(), method, target, body, kCallTimeout, headers);
+  }
+
+  std::atomic<int> handled_{0};
+  std::unique_ptr<HttpServer> server_;
+};
+
+TEST_F(HttpTest, GetAndPostRoundTrip) {
+  StartServer();
+  auto get = Call("GET", "/v1/apps?limit=3");
+  ASSERT_TRUE(get.ok()) << get.error();
+  EXPECT_EQ(get->status, 200);
+  EXPECT_EQ(get->content_type, "text/plain");
+  EXPECT_EQ(get->body, "GET /v1/apps?limit=3 [] cn= ip=127.0.0.1 ct=- echo=-");
+
+  auto post = Call("POST", "/v1/apps", R"({"name":"x"})");
+  ASSERT_TRUE(post.ok()) << post.error();
+  EXPECT_EQ(post->status, 201);
+  EXPECT_EQ(post->body,
+            R"(POST /v1/apps [{"name":"x"}] cn= ip=127.0.0.1 ct=application/json echo=-)");
+  EXPECT_EQ(handled_, 2);
+}
+
+// Includes a body that arrives in pieces, as large uploads do.
+TEST_F(HttpTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  StartServer();
+  std::string all = RawExchange(
+      server_->port(), {"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+                        "POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nab",
+                        "cd", "ef", "GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"});
+  EXPECT_THAT(all, StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_THAT(all, HasSubstr("GET /one []"));
+  EXPECT_THAT(all, HasSubstr("POST /two [abcdef]"));
+  EXPECT_THAT(all, HasSubstr("GET /three []"));
+  EXPECT_THAT(all, HasSubstr("Connection: close"));
+  EXPECT_EQ(handled_, 3);
+}
+
+TEST_F(HttpTest, ExtraRequestHeadersReachTheHandler) {
+  StartServer();
+  auto r = Call("PUT", "/v1/apps/x/bits", "zipbytes",
+                {{"X-Echo", "hello"}, {"Content-Type", "application/zip"}});
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r->body,
+            "PUT /v1/apps/x/bits [zipbytes] cn= ip=127.0.0.1 ct=application/zip echo=hello");
+
+  // Framing is the call's own: a caller's Content-Length cannot desynchronize it.
+  auto framed = Call("POST", "/", "abc", {{"Content-Length", "1"}});
+  ASSERT_TRUE(framed.ok()) << framed.error();
+  EXPECT_THAT(framed->body, HasSubstr("[abc]"));
+
+  EXPECT_THAT(Call("GET", "/", "", {{"X-Bad", "a\r\nInjected: 1"}}).error(),
+              HasSubstr("invalid HTTP header 'X-Bad'"));
+  EXPECT_THAT(Call("GET", "/", "", {{"Bad Name", "a"}}).error(), HasSubstr("invalid HTTP header"));
+  EXPECT_EQ(handled_, 2);
+}
+
+TEST_F(HttpTest, ResponseHeadersReachTheClient) {
+  StartServer([](const HttpRequest&, Responder respond) {
+    HttpResponse r;
+    r.status = 201;
+    r.body = "{}";
+    r.headers = {{"Location", "/v1/apps/7"},
+                 {"Content-Length", "999"},  // the server's own: ignored
+                 {"X-Bad", "a\r\nInjected: 1"}};
+    respond(std::move(r));
+  });
+  auto r = Call("POST", "/v1/apps", "{}");
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(r->body, "{}");
+  EXPECT_EQ(r->headers["location"], "/v1/apps/7");
+  EXPECT_EQ(r->headers["content-length"], "2");
+  EXPECT_EQ(r->headers["content-type"], "application/json");
+  EXPECT_EQ(r->headers["server"], "kato");
+  EXPECT_EQ(r->headers.count("x-bad"), 0u);
+  EXPECT_EQ(r->headers.count("injected"), 0u);
+}
+
+TEST_F(HttpTest, DefaultBodyLimitRefusesTwoMiB) {
+  StartServer();
+  auto over = Call("POST", "/", std::string(2 * 1024 * 1024, 'a'));
+  ASSERT_TRUE(over.ok()) << over.error();
+  EXPECT_EQ(over->status, 413);
+  EXPECT_EQ(over->body, R"({"error":"request body over 1 MiB"})");
+  EXPECT_EQ(handled_, 0);
+}
+
+TEST_F(HttpTest, RaisedBodyLimitAcceptsLargeUploads) {
+  StartServer(nullptr, 6 * 1024 * 1024);
+  auto five = Call("POST", "/v1/bits", std::string(5 * 1024 * 1024, 'a'));
+  ASSERT_TRUE(five.ok()) << five.error();
+  EXPECT_EQ(five->status, 201);
+  EXPECT_EQ(five->body,
+            "POST /v1/bits [5242880 bytes] cn= ip=127.0.0.1 ct=application/json echo=-");
+  auto over = Call("POST", "/v1/bits", std::string(6 * 1024 * 1024 + 1, 'a'));
+  ASSERT_TRUE(over.ok()) << over.error();
+  EXPECT_EQ(over->status, 413);
+  EXPECT_EQ(over->body, R"({"error":"request body over 6 MiB"})");
+  EXPECT_EQ(handled_, 1);
+}
+
+TEST_F(HttpTest, GarbageGets400AndClose) {
+  StartServer();
+  EXPECT_THAT(RawExchange(server_->port(), {"\x16\x03\x01garbage\r\n\r\n"}),
+              StartsWith("HTTP/1.1 400 "));
+  EXPECT_THAT(RawExchange(server_->port(), {"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"}),
+              StartsWith("HTTP/1.1 400 "));
+  EXPECT_THAT(RawExchange(server_->port(), {"GET / HTTP/1.1\r\nHost: x\r\n" +
+                                            std::string(9000, 'X') + ": y\r\n\r\n"}),
+              StartsWith("HTTP/1.1 431 "));
+  // A TLS client on the plain port is garbage too.
+  auto tls = HttpsCall(ClientTls{"unused", "", "", ""}, "127.0.0.1", server_->port(), "GET", "/",
+                       "", kCallTimeout);
+  EXPECT_FALSE(tls.ok());
+  EXPECT_EQ(handled_, 0);
+  auto r = Call("GET", "/still-here");
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, DelayedAndDroppedResponders) {
+  Mailbox<Responder> pending;
+  StartServer([&](const HttpRequest& req, Responder respond) {
+    if (req.target == "/later") pending.Put(std::move(respond));
+  });
+  auto call = std::async(std::launch::async, [&] { return Call("GET", "/later"); });
+  auto respond = pending.Take();
+  ASSERT_TRUE(respond);
+  (*respond)(HttpResponse{202, "later"});
+  auto got = call.get();
+  ASSERT_TRUE(got.ok()) << got.error();
+  EXPECT_EQ(got->status, 202);
+  EXPECT_EQ(got->body, "later");
+
+  auto dropped = Call("GET", "/dropped");
+  ASSERT_TRUE(dropped.ok()) << dropped.error();
+  EXPECT_EQ(dropped->status, 500);
+}
+
+TEST_F(HttpTest, StopWithAnOutstandingLongPollReturnsPromptly) {
+  Mailbox<Responder> pending;
+  StartServer([&](const HttpRequest&, Responder respond) { pending.Put(std::move(respond)); });
+  auto call = std::async(std::launch::async, [&] { return Call("GET", "/v1/watch"); });
+  auto respond = pending.Take();
+  ASSERT_TRUE(respond);
+
+  auto start = std::chrono::steady_clock::now();
+  server_->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+  auto got = call.get();  // the connection was closed under it
+  EXPECT_FALSE(got.ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  (*respond)(HttpResponse{});
+  server_.reset();
+  (*respond)(HttpResponse{});
+}
+
+TEST_F(HttpTest, ClientTimesOutAgainstAServerThatNeverAnswers) {
+  SilentListener silent;
+  auto start = std::chrono::steady_clock::now();
+  auto r = HttpCall("127.0.0.1", silent.port, "GET", "/", "", milliseconds(300));
+  auto elapsed = std::chrono::steady_clock::now() - start;
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error(),
+            "timed out after 300 ms talking to 127.0.0.1:" + std::to_string(silent.port));
+  EXPECT_GE(elapsed, milliseconds(250));
+  EXPECT_LT(elapsed, milliseconds(3000));
+}
+
+TEST_F(HttpTest, ClientErrors) {
+  int port;
+  {
+    SilentListener closed_soon;
+    port = closed_soon.port;
+  }
+  auto refused = HttpCall("127.0.0.1", port, "GET", "/", "", kCallTimeout);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error(),
+            "cannot connect to 127.0.0.1:" + std::to_string(port) + ": Connection refused");
+  EXPECT_THAT(HttpCall("127.0.0.1", 80, "FETCH", "/", "", kCallTimeout).error(),
+              HasSubstr("unsupported HTTP method"));
+  EXPECT_THAT(HttpCall("127.0.0.1", 80, "GET", "v1", "", kCallTimeout).error(),
+              HasSubstr("must start with '/'"));
+  EXPECT_THAT(HttpCall("127.0.0.1", 0, "GET", "/", "", kCallTimeout).error(),
+              HasSubstr("invalid port in 127.0.0.1:0"));
+}
+
+TEST_F(HttpTest, StartTwiceAndPortInUse) {
+  StartServer();
+  HttpServer same_port([](const HttpRequest&, Responder) {});
+  EXPECT_THAT(same_port.Start("127.0.0.1", server_->port()).error(),
+              StartsWith("cannot listen on 127.0.0.1:" + std::to_string(server_->port())));
+  EXPECT_EQ(server_->Start("127.0.0.1", 0).error(), "the HTTP server was already started");
 }
 
 TEST(ParseHttpRequestTest, ParsesARequest) {

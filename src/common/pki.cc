@@ -335,4 +335,31 @@ Result<JoinToken> ParseJoinToken(const std::string& text) {
   return JoinToken{Lower(parts[1]), Lower(parts[2])};
 }
 
+std::string Base64Encode(const std::string& data) {
+  std::string out(4 * ((data.size() + 2) / 3), '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(data.data()),
+                          static_cast<int>(data.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+Result<std::string> Base64Decode(const std::string& text) {
+  if (text.size() % 4 != 0) return Err("not base64: length is not a multiple of 4");
+  for (char c : text)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/' && c != '=')
+      return Err("not base64: unexpected character");
+  std::string out(3 * (text.size() / 4), '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(text.data()),
+                          static_cast<int>(text.size()));
+  if (n < 0) return Err("not base64");
+  // EVP_DecodeBlock counts padding as data: drop one byte per '='.
+  size_t pad = 0;
+  for (size_t i = text.size(); i > 0 && text[i - 1] == '='; --i) ++pad;
+  if (pad > 2) return Err("not base64: too much padding");
+  out.resize(static_cast<size_t>(n) - pad);
+  return out;
+}
+
 }  // namespace kato

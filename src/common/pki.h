@@ -49,6 +49,10 @@ std::string RandomHex(size_t n);
 // Lowercase hex SHA-256 of arbitrary bytes.
 std::string Sha256Hex(const std::string& data);
 
+// Standard base64 (RFC 4648, with padding). Decoding refuses anything else.
+std::string Base64Encode(const std::string& data);
+Result<std::string> Base64Decode(const std::string& text);
+
 // Join token: KATO1.<ca-sha256-hex>.<secret-hex>.
 struct JoinToken {
   std::string ca_hash;  // 64 hex chars

@@ -241,3 +241,20 @@ TEST(JoinTokenTest, ErrorsSayWhatIsWrong) {
 
 }  // namespace
 }  // namespace kato
+
+namespace kato {
+namespace {
+TEST(Base64Test, RoundTripsAndRefusesGarbage) {
+  for (std::string s : {std::string(""), std::string("a"), std::string("ab"), std::string("abc"),
+                        std::string("\x00\xff\x1f\x8b", 4), std::string(1000, 'x')}) {
+    auto d = Base64Decode(Base64Encode(s));
+    ASSERT_TRUE(d.ok()) << d.error();
+    EXPECT_EQ(*d, s);
+  }
+  EXPECT_EQ(Base64Encode("hello"), "aGVsbG8=");
+  EXPECT_FALSE(Base64Decode("abc").ok());
+  EXPECT_FALSE(Base64Decode("ab$=").ok());
+  EXPECT_FALSE(Base64Decode("a===").ok());
+}
+}  // namespace
+}  // namespace kato

@@ -118,6 +118,7 @@ struct PrimaryService::Impl {
   struct Live {
     SteadyTime last_seen;
     int64_t last_seen_ms = 0;
+    int64_t last_report_ms = 0;  // a DEA's instance report (every 500 ms while it runs)
     json processes = json::array();
   };
   std::map<std::string, Live> live;  // by node id; guarded by mu
@@ -175,6 +176,7 @@ struct PrimaryService::Impl {
     bool up = IsUp(n.id);
     j["state"] = up ? "up" : "down";
     j["last_seen_ms"] = it == live.end() ? 0 : it->second.last_seen_ms;
+    j["last_report_ms"] = it == live.end() ? 0 : it->second.last_report_ms;
     j["processes"] = it == live.end() ? json::array() : it->second.processes;
     return j;
   }
@@ -185,6 +187,9 @@ struct PrimaryService::Impl {
     auto endpoint = store.GetSetting("endpoint");
     j["core_ip"] = core_ip && *core_ip ? **core_ip : "";
     j["endpoint"] = endpoint && *endpoint ? **endpoint : "";
+    // Members check the API's admin credential against this (a hash of 256 random bits).
+    auto admin = store.GetSetting("admin_token_hash");
+    j["admin_token_hash"] = admin && *admin ? **admin : "";
     j["version"] = cfg.version;
     j["revision"] = Revision();
     j["nodes"] = json::array();
@@ -262,7 +267,7 @@ struct PrimaryService::Impl {
     if (auto s = store.PutNode(rec); !s) return ErrorReply(409, s.error());
     if (auto s = store.ClearRemoved(node_id); !s) return ErrorReply(500, s.error());
     Audit(body, "node attach " + ip);
-    live[node_id] = Live{clock.now(), clock.wall_ms(), json::array()};
+    live[node_id] = Live{.last_seen = clock.now(), .last_seen_ms = clock.wall_ms()};
     json reply = ClusterJson();
     reply["cert"] = *cert;
     reply["ca"] = ca.cert_pem;
@@ -487,7 +492,11 @@ struct PrimaryService::Impl {
     if (!body.contains("instances") || !body["instances"].is_array())
       return ErrorReply(400, "a report needs {\"instances\": [...]}");
     std::lock_guard lock(mu);
-    std::string value = json{{"instances", body["instances"]}}.dump();
+    live[id].last_report_ms = clock.wall_ms();
+    json doc{{"instances", body["instances"]}};
+    if (body.contains("memory_mb") && body["memory_mb"].is_number_integer())
+      doc["memory_mb"] = body["memory_mb"];
+    std::string value = doc.dump();
     auto current = store.GetDoc("instances", id);
     if (!current) return ErrorReply(500, current.error());
     if (!*current || **current != value) {

@@ -7,6 +7,7 @@
 #include "common/fs.h"
 #include "common/layout.h"
 #include "common/log.h"
+#include "common/signals.h"
 #include "primary/primary.h"
 #include "roles/roles.h"
 
@@ -14,11 +15,7 @@ namespace kato {
 
 int RunPrimary(const PrimaryConfig& config) {
   DataLayout layout{config.data_dir};
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  sigset_t set = BlockStopSignals();
 
   auto store = OpenSqliteStore(layout.state_db());
   if (!store) {

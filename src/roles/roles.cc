@@ -24,9 +24,6 @@ const char kPath[] = "/usr/sbin:/usr/bin:/sbin:/bin";
 // Roles whose processes come with a later release, and why they are absent.
 const std::map<std::string, std::string>& NotYetAvailable() {
   static const auto* m = new std::map<std::string, std::string>{
-      {"controller", "the controller, router and dea roles arrive together with app support"},
-      {"router", "the controller, router and dea roles arrive together with app support"},
-      {"dea", "the controller, router and dea roles arrive together with app support"},
       {"filesystem", "the filesystem service arrives with app support"},
       {"harbor", "the harbor port service arrives with app support"},
       {"mdns", "mdns serves micro clouds only; clusters use real DNS"},
@@ -259,6 +256,18 @@ std::vector<ProcessSpec> RoleProcesses(const std::string& role, const NodeContex
     s.env = {{"PATH", kPath}, {"LANG", "C.UTF-8"}};
     s.order = StartOrder(role);
     s.ready = ReadinessCheck{ip, kPrimaryPort};
+    return {s};
+  }
+  if (role == "controller" || role == "router" || role == "dea") {
+    // kato's own role processes: `katod ROLE`, on the node's address.
+    ProcessSpec s;
+    s.name = role;
+    s.argv = {node.katod_path, role, "--data-dir", node.data_dir, "--ip", ip};
+    s.env = {{"PATH", kPath}, {"LANG", "C.UTF-8"}};
+    s.order = StartOrder(role);
+    if (role == "controller") s.ready = ReadinessCheck{ip, kControllerPort};
+    if (role == "router") s.ready = ReadinessCheck{ip, kRouterHealthPort};
+    s.stop_timeout = std::chrono::seconds(15);
     return {s};
   }
   if (role == "postgresql") {
@@ -529,7 +538,8 @@ std::vector<std::string> RoleProcessNames(const std::string& role) {
   static const auto* names = new std::map<std::string, std::vector<std::string>>{
       {"primary", {"primary"}}, {"postgresql", {"postgresql"}}, {"mysql", {"mysql"}},
       {"redis", {"redis"}},     {"memcached", {"memcached"}},   {"rabbit", {"rabbitmq"}},
-      {"mongodb", {"mongodb"}},
+      {"mongodb", {"mongodb"}}, {"controller", {"controller"}}, {"router", {"router"}},
+      {"dea", {"dea"}},
   };
   auto it = names->find(role);
   return it == names->end() ? std::vector<std::string>{} : it->second;

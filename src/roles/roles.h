@@ -83,5 +83,12 @@ std::vector<std::string> RoleProcessNames(const std::string& role);
 // Ports kato uses: for the docs' port table and for tests.
 constexpr int kPrimaryPort = 9440;  // cluster state service (primary), TLS
 constexpr int kAgentPort = 9441;    // node agent API, TLS
+constexpr int kControllerPort = 9022;          // controller REST API, HTTP (routers front it)
+constexpr int kControllerInternalPort = 9023;  // controller: droplets for DEAs, TLS
+constexpr int kRouterHttpPort = 80;
+constexpr int kRouterHttpsPort = 443;
+constexpr int kRouterHealthPort = 9444;  // router: GET /health for load balancers
+constexpr int kInstancePortLo = 61000;   // app instances on DEAs
+constexpr int kInstancePortHi = 64999;
 
 }  // namespace kato

@@ -65,14 +65,13 @@ TEST(Catalog, OrderAndGroups) {
 TEST(Availability, LaterReleaseRolesSayWhy) {
   FakeEnv env = AllServers();
   for (const char* r :
-       {"controller", "router", "dea", "filesystem", "harbor", "mdns", "load_balancer"}) {
+       {"filesystem", "harbor", "mdns", "load_balancer"}) {
     Availability a = RoleAvailability(r, env);
     EXPECT_FALSE(a.available) << r;
     EXPECT_THAT(a.reason, HasSubstr(std::string(r) + ": not yet available in kato " KATO_VERSION));
   }
-  EXPECT_THAT(RoleAvailability("controller", env).reason, HasSubstr("arrive together"));
-  for (const char* r :
-       {"base", "primary", "postgresql", "mysql", "redis", "memcached", "rabbit", "mongodb"}) {
+  for (const char* r : {"base", "primary", "controller", "router", "dea", "postgresql", "mysql",
+                        "redis", "memcached", "rabbit", "mongodb"}) {
     EXPECT_TRUE(RoleAvailability(r, env).available) << r;
   }
 }
@@ -142,9 +141,9 @@ TEST(ExpandRoles, UnknownRolesAreNamedWithTheValidOnes) {
 }
 
 TEST(ExpandRoles, ExplicitUnavailableRoleIsAnError) {
-  auto later = ExpandRoles({"dea"}, AllServers());
+  auto later = ExpandRoles({"harbor"}, AllServers());
   ASSERT_FALSE(later.ok());
-  EXPECT_THAT(later.error(), HasSubstr("dea: not yet available in kato"));
+  EXPECT_THAT(later.error(), HasSubstr("harbor: not yet available in kato"));
 
   auto missing = ExpandRoles({"redis", "postgresql"}, FakeEnv{});
   ASSERT_FALSE(missing.ok());
@@ -167,8 +166,8 @@ TEST(ExpandRoles, DeduplicatesInCatalogOrder) {
 TEST(AllRolesBut, EverythingAvailableButPrimaryAndLoadBalancer) {
   auto all = AllRolesBut({}, AllServers());
   ASSERT_TRUE(all.ok()) << all.error();
-  EXPECT_THAT(all->roles, ElementsAre("mongodb", "mysql", "postgresql", "rabbit", "redis",
-                                      "memcached", "base"));
+  EXPECT_THAT(all->roles, ElementsAre("controller", "router", "dea", "mongodb", "mysql",
+                                      "postgresql", "rabbit", "redis", "memcached", "base"));
   EXPECT_THAT(all->skipped, Not(IsEmpty()));
   for (const auto& s : all->skipped) {
     EXPECT_THAT(s, Not(HasSubstr("load_balancer"))) << "left out by definition, not skipped";
@@ -176,12 +175,13 @@ TEST(AllRolesBut, EverythingAvailableButPrimaryAndLoadBalancer) {
 
   auto but = AllRolesBut({"mdns,redis", "mongodb"}, AllServers());
   ASSERT_TRUE(but.ok());
-  EXPECT_THAT(but->roles, ElementsAre("mysql", "postgresql", "rabbit", "memcached", "base"));
+  EXPECT_THAT(but->roles, ElementsAre("controller", "router", "dea", "mysql", "postgresql",
+                                      "rabbit", "memcached", "base"));
   for (const auto& s : but->skipped) EXPECT_THAT(s, Not(HasSubstr("mdns")));
 
   auto no_data = AllRolesBut({"data-services"}, AllServers());
   ASSERT_TRUE(no_data.ok());
-  EXPECT_THAT(no_data->roles, ElementsAre("base"));
+  EXPECT_THAT(no_data->roles, ElementsAre("controller", "router", "dea", "base"));
 
   FakeEnv env = AllServers();
   env.bins.erase("memcached");
@@ -236,10 +236,12 @@ TEST(ProcessesForRoles, EachProcessOnceAndOnlyForAvailableRoles) {
   auto specs = ProcessesForRoles(every, Node(), AllServers());
   std::set<std::string> unique;
   for (const auto& s : specs) EXPECT_TRUE(unique.insert(s.name).second) << s.name;
-  EXPECT_EQ(unique.size(), 7u);
+  EXPECT_EQ(unique.size(), 10u);
 
   EXPECT_THAT(ProcessesForRoles({"base"}, Node(), AllServers()), IsEmpty());
-  EXPECT_THAT(ProcessesForRoles({"base", "controller", "dea"}, Node(), AllServers()), IsEmpty());
+  EXPECT_THAT(Names(ProcessesForRoles({"base", "controller", "dea"}, Node(), AllServers())),
+              ElementsAre("controller", "dea"));
+  EXPECT_THAT(ProcessesForRoles({"base", "harbor"}, Node(), AllServers()), IsEmpty());
   EXPECT_THAT(Names(ProcessesForRoles({"base", "redis", "mysql"}, Node(), FakeEnv{})), IsEmpty());
   // Pure: the same input gives the same specs (the agent diffs them).
   EXPECT_EQ(specs, ProcessesForRoles(every, Node(), AllServers()));
@@ -248,8 +250,10 @@ TEST(ProcessesForRoles, EachProcessOnceAndOnlyForAvailableRoles) {
 TEST(ProcessesForRoles, ServersBindTheNodeAddressOnly) {
   std::set<std::string> every(AllRoles().begin(), AllRoles().end());
   for (const auto& s : ProcessesForRoles(every, Node("10.1.2.3"), AllServers())) {
-    ASSERT_TRUE(s.ready.has_value()) << s.name;
-    EXPECT_EQ(s.ready->host, "10.1.2.3") << s.name;
+    if (s.name != "dea") {  // the DEA serves no port of its own: it is RUNNING once alive
+      ASSERT_TRUE(s.ready.has_value()) << s.name;
+      EXPECT_EQ(s.ready->host, "10.1.2.3") << s.name;
+    }
     bool told = std::find(s.argv.begin(), s.argv.end(), "10.1.2.3") != s.argv.end();
     for (const auto& [k, v] : s.env) told = told || v == "10.1.2.3";
     EXPECT_TRUE(told) << s.name << " is not given the node's address";
@@ -259,7 +263,7 @@ TEST(ProcessesForRoles, ServersBindTheNodeAddressOnly) {
     EXPECT_EQ(s.argv[0][0], '/') << s.name;
     EXPECT_EQ(s.env.at("PATH"), "/usr/sbin:/usr/bin:/sbin:/bin") << s.name;
     EXPECT_EQ(s.env.at("LANG"), "C.UTF-8") << s.name;
-    if (s.name != "primary") {
+    if (s.name != "primary" && s.name != "controller" && s.name != "router" && s.name != "dea") {
       EXPECT_EQ(s.stop_timeout, std::chrono::seconds(20)) << s.name;
       EXPECT_EQ(s.start_retries, 3) << s.name;
     }
@@ -335,7 +339,8 @@ TEST(ProcessesForRoles, WrapperScriptsAreValidShell) {
 TEST(RoleProcessNames, MatchTheSpecs) {
   EXPECT_THAT(RoleProcessNames("base"), IsEmpty());
   EXPECT_THAT(RoleProcessNames("rabbit"), ElementsAre("rabbitmq"));
-  EXPECT_THAT(RoleProcessNames("controller"), IsEmpty());
+  EXPECT_THAT(RoleProcessNames("controller"), ElementsAre("controller"));
+  EXPECT_THAT(RoleProcessNames("harbor"), IsEmpty());
   EXPECT_THAT(RoleProcessNames("bogus"), IsEmpty());
   for (const auto& role : AllRoles()) {
     EXPECT_EQ(RoleProcessNames(role), Names(ProcessesForRoles({role}, Node(), AllServers())))

@@ -16,9 +16,9 @@ def test_setup_core_attach_info_status(cluster):
         assert key in info
     assert info["ip"] == core.ip and info["core_ip"] == core.ip
     assert info["endpoint"] == "api.kato.test"
-    assert set(info["roles"]["assigned"]) == {"primary", "base"}
+    assert set(info["roles"]["assigned"]) == {"primary", "controller", "router", "base"}
     assert "redis" in info["roles"]["available"]
-    assert "router" not in info["roles"]["available"]  # not yet implemented: never faked
+    assert "harbor" not in info["roles"]["available"]  # not yet implemented: never faked
 
     n2 = cluster.node(2)
     # A node that is not in a cluster says so, and still exits 0.

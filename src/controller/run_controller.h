@@ -1,0 +1,20 @@
+// `katod controller`: the controller role's process. Serves the REST API
+// (HTTP, kControllerPort) and app archives to DEAs (TLS with node
+// certificates, kControllerInternalPort), and runs the health manager: every
+// 250 ms it compares the apps with what the DEAs report and writes instance
+// assignments ("assignment/APP/INDEX") that the DEAs carry out.
+#pragma once
+
+#include <string>
+
+namespace kato {
+
+struct ControllerConfig {
+  std::string data_dir;
+  std::string ip;
+  std::string version;
+};
+
+int RunController(const ControllerConfig& config);
+
+}  // namespace kato

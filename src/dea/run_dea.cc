@@ -1,0 +1,335 @@
+#include "dea/run_dea.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "agent/cluster_client.h"
+#include "common/fs.h"
+#include "common/http.h"
+#include "common/log.h"
+#include "common/signals.h"
+#include "dea/cgroup.h"
+#include "dea/port.h"
+#include "dea/sandbox.h"
+#include "dea/unpack.h"
+#include "roles/roles.h"
+#include "supervisor/launcher.h"
+
+namespace kato {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr int kDefaultMemoryMb = 4096;
+constexpr Millis kStopGrace{5000};
+constexpr Millis kStartTimeout{60000};
+
+// Names from assignments become path components: letters, digits and '-' only.
+bool SafeName(const std::string& s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (char c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+  return true;
+}
+
+struct Instance {
+  std::string id, app;
+  int index = 0;
+  int64_t version = 0;
+  int memory_mb = 256;
+  int port = 0;
+  pid_t pid = 0;
+  std::string state = "STARTING";  // STARTING RUNNING CRASHED STOPPED
+  int64_t since_ms = 0;
+  SteadyTime started, stop_sent;
+  bool stopping = false;
+  std::string dir;
+  std::string message;
+};
+
+class Dea {
+ public:
+  Dea(const DeaConfig& c, ClusterClient& client, RemoteStore& store,
+      std::unique_ptr<CgroupManager> cgroups)
+      : config_(c), client_(client), store_(store), cgroups_(std::move(cgroups)),
+        root_(c.data_dir + "/dea") {}
+
+  Status Init(const std::string& node_id) {
+    node_id_ = node_id;
+    KATO_TRY(MakeDirs(root_ + "/instances", 0755));
+    KATO_TRY(MakeDirs(root_ + "/droplets", 0700));
+    // Instances left by an earlier run (killed with the agent) are gone or orphaned: clear them.
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(root_ + "/instances", ec)) {
+      if (cgroups_) (void)cgroups_->Remove(e.path().filename().string());
+      std::filesystem::remove_all(e.path(), ec);
+    }
+    if (auto m = store_.GetConfig("dea", "memory_mb"); m && *m) {
+      json v = json::parse((*m)->value_json, nullptr, false);
+      if (v.is_number_integer()) memory_mb_ = v.get<int>();
+    }
+    return Ok();
+  }
+
+  void Round() {
+    Reap();
+    CheckReadiness();
+    auto assignments = store_.ListDocs("assignment");
+    if (assignments) {
+      std::set<std::string> wanted;
+      for (const auto& [key, value] : *assignments) {
+        json a = json::parse(value, nullptr, false);
+        if (!a.is_object() || a.value("node_id", "") != node_id_) continue;
+        std::string id = a.value("instance_id", "");
+        wanted.insert(id);
+        if (!instances_.count(id)) Start(a);
+      }
+      for (auto& [id, inst] : instances_)
+        if (!wanted.count(id) && !inst.stopping) Stop(inst);
+    }
+    EnforceStops();
+    Report();
+  }
+
+  void StopAll() {
+    for (auto& [id, inst] : instances_)
+      if (!inst.stopping) Stop(inst);
+    auto deadline = std::chrono::steady_clock::now() + kStopGrace + Millis(2000);
+    while (!instances_.empty() && std::chrono::steady_clock::now() < deadline) {
+      Reap();
+      EnforceStops();
+      std::this_thread::sleep_for(Millis(50));  // waiting for exits, bounded
+    }
+  }
+
+ private:
+  void SetState(Instance& i, const std::string& state, const std::string& message = "") {
+    if (i.state == state) return;
+    LogInfo("dea: instance {} ({} #{}) {} -> {} {}", i.id, i.app, i.index, i.state, state, message);
+    i.state = state;
+    i.message = message;
+    i.since_ms = RealClock::instance().wall_ms();
+  }
+
+  Result<std::string> FetchDroplet(const std::string& app, int64_t version) {
+    std::string path = root_ + "/droplets/" + app + "-" + std::to_string(version) + ".tar.gz";
+    if (PathExists(path)) return path;
+    auto id = client_.Load();
+    if (!id) return Err(id.error());
+    auto nodes = store_.ListNodes();
+    if (!nodes) return Err(nodes.error());
+    std::string last = "no controller in the cluster";
+    for (const auto& n : *nodes) {
+      if (std::find(n.roles.begin(), n.roles.end(), "controller") == n.roles.end()) continue;
+      auto r = HttpsCall(ClientTls{id->ca_pem, id->cert_pem, id->key_pem, ""}, n.ip,
+                         kControllerInternalPort, "GET",
+                         "/v1/droplets/" + app + "/" + std::to_string(version), "", Millis(30000));
+      if (!r) {
+        last = r.error();
+        continue;
+      }
+      if (r->status != 200) {
+        last = "controller " + n.ip + " answered HTTP " + std::to_string(r->status);
+        continue;
+      }
+      KATO_TRY(WriteFileAtomic(path, r->body, 0600));
+      return path;
+    }
+    return Err("cannot fetch app " + app + " version " + std::to_string(version) + ": " + last);
+  }
+
+  void Start(const json& a) {
+    Instance inst;
+    inst.id = a.value("instance_id", "");
+    inst.app = a.value("app", "");
+    inst.index = a.value("index", 0);
+    inst.version = a.value("version", static_cast<int64_t>(0));
+    inst.dir = root_ + "/instances/" + inst.id;
+    inst.since_ms = RealClock::instance().wall_ms();
+    inst.started = std::chrono::steady_clock::now();
+    if (!SafeName(inst.id) || !SafeName(inst.app)) {
+      LogWarn("dea: ignoring a malformed assignment {}", a.dump());
+      return;
+    }
+    auto fail = [&](const std::string& why) {
+      SetState(inst, "CRASHED", why);
+      LogWarn("dea: instance {} of {} cannot start: {}", inst.id, inst.app, why);
+      instances_[inst.id] = inst;
+    };
+    auto app_doc = store_.GetDoc("app", inst.app);
+    if (!app_doc || !*app_doc) return fail("the app is gone");
+    json app = json::parse(**app_doc, nullptr, false);
+    inst.memory_mb = app.value("memory_mb", 256);
+    auto droplet = FetchDroplet(inst.app, inst.version);
+    if (!droplet) return fail(droplet.error());
+    for (auto d : {inst.dir + "/app", inst.dir + "/home", inst.dir + "/logs"})
+      if (auto s = MakeDirs(d, 0755); !s) return fail(s.error());
+    ::chown((inst.dir + "/home").c_str(), 65534, 65534);
+    if (auto s = UnpackArchive(*droplet, inst.dir + "/app/droplet", UnpackLimits{}); !s)
+      return fail("the app's archive was refused: " + s.error());
+    std::set<int> in_use;
+    for (const auto& [id, i] : instances_) in_use.insert(i.port);
+    auto port = AllocatePort(kInstancePortLo, kInstancePortHi, in_use);
+    if (!port) return fail(port.error());
+    inst.port = *port;
+    InstanceConfig c;
+    c.instance_id = inst.id;
+    c.app_name = inst.app;
+    c.instance_index = inst.index;
+    auto endpoint = store_.GetSetting("endpoint");
+    std::string domain = endpoint && *endpoint ? **endpoint : "";
+    if (domain.rfind("api.", 0) == 0) domain = domain.substr(4);
+    c.uris = {inst.app + "." + domain};
+    c.app_dir = inst.dir + "/app/droplet";
+    c.home_dir = inst.dir + "/home";
+    c.command = app.value("command", "");
+    if (app.contains("env") && app["env"].is_object())
+      for (const auto& [k, v] : app["env"].items())
+        if (v.is_string()) c.env[k] = v.get<std::string>();
+    c.port = inst.port;
+    c.memory_mb = inst.memory_mb;
+    c.hidden_paths = {config_.data_dir};
+    if (cgroups_) {
+      if (auto s = cgroups_->Create(inst.id, InstanceLimits(c)); !s) return fail(s.error());
+      c.cgroup_procs_files = cgroups_->ProcsFiles(inst.id);
+    }
+    if (c.command.empty()) return fail("the app has no command (push it with --command or a Procfile)");
+    auto spec = InstanceSpec(c);
+    if (!spec) return fail(spec.error());
+    auto pid = launcher_.launch(*spec, inst.dir + "/logs/app.log");
+    if (!pid) return fail(pid.error());
+    inst.pid = *pid;
+    LogInfo("dea: started {} #{} as instance {} on port {} (pid {})", inst.app, inst.index, inst.id,
+            inst.port, inst.pid);
+    instances_[inst.id] = inst;
+  }
+
+  void Stop(Instance& inst) {
+    inst.stopping = true;
+    inst.stop_sent = std::chrono::steady_clock::now();
+    if (inst.pid > 0 && cgroups_) SignalInstance(*cgroups_, inst.id, inst.pid, SIGTERM);
+    else if (inst.pid > 0) launcher_.kill_group(inst.pid, SIGTERM);
+  }
+
+  void EnforceStops() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto it = instances_.begin(); it != instances_.end();) {
+      Instance& i = it->second;
+      if (i.stopping && i.pid > 0 && now - i.stop_sent > kStopGrace) launcher_.kill_group(i.pid, SIGKILL);
+      if (i.stopping && i.pid == 0) {
+        Cleanup(i);
+        it = instances_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void Cleanup(const Instance& i) {
+    if (cgroups_) (void)cgroups_->Remove(i.id);
+    std::error_code ec;
+    std::filesystem::remove_all(i.dir, ec);
+  }
+
+  void Reap() {
+    for (const auto& e : launcher_.reap()) {
+      for (auto& [id, i] : instances_) {
+        if (i.pid != e.pid) continue;
+        i.pid = 0;
+        if (i.stopping) break;
+        std::string why = WIFEXITED(e.status) ? "exited with status " + std::to_string(WEXITSTATUS(e.status))
+                                              : "killed by signal " + std::to_string(WTERMSIG(e.status));
+        if (cgroups_)
+          if (auto m = cgroups_->ReadMemoryEvents(i.id); m && m->oom_kills > 0)
+            why = "killed: out of memory (limit " + std::to_string(i.memory_mb) + " MB)";
+        SetState(i, "CRASHED", why);
+        break;
+      }
+    }
+  }
+
+  void CheckReadiness() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto& [id, i] : instances_) {
+      if (i.stopping || i.pid == 0) continue;
+      bool up = prober_.ready({"127.0.0.1", i.port});
+      if (i.state == "STARTING" && up) SetState(i, "RUNNING");
+      else if (i.state == "RUNNING" && !up) SetState(i, "STARTING", "port " + std::to_string(i.port) + " stopped answering");
+      else if (i.state == "STARTING" && now - i.started > kStartTimeout) {
+        SetState(i, "CRASHED", "not listening on its port after 60 s");
+        Stop(i);
+      }
+    }
+  }
+
+  void Report() {
+    json list = json::array();
+    for (const auto& [id, i] : instances_) {
+      if (i.stopping) continue;
+      list.push_back({{"instance_id", i.id}, {"app", i.app}, {"index", i.index},
+                      {"version", i.version}, {"state", i.state}, {"port", i.port},
+                      {"since_ms", i.since_ms}, {"memory_mb", i.memory_mb},
+                      {"message", i.message}});
+    }
+    auto r = client_.Call("POST", "/v1/report",
+                          json{{"memory_mb", memory_mb_}, {"instances", list}}.dump(), Millis(2000));
+    if (!r) LogWarn("dea: cannot report to the core: {}", r.error());
+  }
+
+  DeaConfig config_;
+  ClusterClient& client_;
+  RemoteStore& store_;
+  std::unique_ptr<CgroupManager> cgroups_;
+  std::string root_;
+  std::string node_id_;
+  int memory_mb_ = kDefaultMemoryMb;
+  PosixLauncher launcher_;
+  TcpProber prober_;
+  std::map<std::string, Instance> instances_;
+};
+
+}  // namespace
+
+int RunDea(const DeaConfig& config) {
+  sigset_t set = BlockStopSignals();
+  ClusterClient client(config.data_dir);
+  auto id = client.Load();
+  if (!id) {
+    LogError("dea: {}", id.error());
+    return 1;
+  }
+  RemoteStore store(client);
+  auto cg = ProbeCgroups();
+  if (!cg) LogWarn("dea: running instances without cgroup limits: {}", cg.error());
+  Dea dea(config, client, store, cg ? std::move(*cg) : nullptr);
+  if (auto s = dea.Init(id->node_id); !s) {
+    LogError("dea: {}", s.error());
+    return 1;
+  }
+  LogInfo("dea: running instances for node {}", id->node_id);
+  std::atomic<bool> done{false};
+  std::thread signals([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    done = true;
+  });
+  while (!done) {
+    dea.Round();
+    std::this_thread::sleep_for(Millis(250));  // the report period is 500 ms at most
+  }
+  signals.join();
+  dea.StopAll();
+  return 0;
+}
+
+}  // namespace kato

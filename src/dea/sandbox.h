@@ -1,0 +1,80 @@
+// InstanceSpec: the ProcessSpec that runs one app instance in a sandbox.
+//
+// The command line, run by the supervisor's launcher as root, is three steps:
+//   1. /bin/sh joins the instance's cgroups (writes its own pid to each of
+//      `cgroup_procs_files`) and execs step 2, so that the cgroup holds the
+//      sandbox before any app code runs and every descendant inherits it;
+//   2. setpriv drops to the app's uid/gid (no supplementary groups, no new
+//      privileges) and execs step 3;
+//   3. bwrap, now unprivileged, makes a user namespace mapping only the app's
+//      uid/gid plus its own PID, IPC, UTS and mount namespaces: a tmpfs root
+//      holding the host's system directories read-only, private /tmp, /run and
+//      /home, fresh /proc and /dev, `hidden_paths` covered by empty tmpfs (or
+//      /dev/null for a file such as a socket), the droplet read-only at /app and
+//      the instance's home writable at /home/app. The network stays shared:
+//      apps bind 0.0.0.0:$PORT and the router reaches them on the host.
+// bwrap runs after dropping privileges because as root without a user
+// namespace it cannot switch uid, and with one the app's uid would map to root
+// outside. The app user must therefore be able to reach `app_dir` and
+// `home_dir` (search permission on each directory above them): InstanceSpec
+// checks this and says what to fix.
+//
+// Stopping: signalling the launcher's process group reaches bwrap only (the
+// app is in its own session); bwrap dies and the kernel SIGKILLs the rest of
+// the PID namespace at once. For a graceful stop use SignalInstance first.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "dea/cgroup.h"
+#include "supervisor/process_spec.h"
+
+namespace kato {
+
+struct InstanceConfig {
+  std::string instance_id;  // unique on the host; names the process and the cgroup
+  std::string app_name;
+  int instance_index = 0;
+  std::vector<std::string> uris;           // e.g. "myapp.example.com"
+  std::string app_dir;                     // the unpacked droplet, read-only at /app
+  std::string home_dir;                    // writable, at /home/app (HOME)
+  std::string command;                     // run by /bin/sh -c in /app
+  std::map<std::string, std::string> env;  // the user's; PORT and VCAP_* always win
+  int port = 0;
+  int memory_mb = 256;
+  int cpu_shares = 1024;
+  int pids_max = 1024;
+  uid_t uid = 65534;  // nobody
+  gid_t gid = 65534;  // nogroup
+  // Host paths the app must not see: at least the node's data dir (which holds
+  // the agent socket and the other instances' directories).
+  std::vector<std::string> hidden_paths;
+  // From CgroupManager::ProcsFiles; empty runs without cgroups.
+  std::vector<std::string> cgroup_procs_files;
+  std::string bwrap = "/usr/bin/bwrap";
+  std::string setpriv = "/usr/bin/setpriv";
+};
+
+// Where things are inside the sandbox.
+inline constexpr const char* kSandboxAppDir = "/app";
+inline constexpr const char* kSandboxHomeDir = "/home/app";
+
+Result<ProcessSpec> InstanceSpec(const InstanceConfig& c);
+
+// The cgroup limits the config asks for.
+CgroupLimits InstanceLimits(const InstanceConfig& c);
+
+// Sends `sig` to the instance's app processes: every process in its cgroup but
+// `sandbox_pid` (bwrap, the pid the launcher returned), whose death would take
+// the PID namespace down before the app could finish. bwrap's init inside the
+// namespace ignores signals from outside it, and exits with the app's status
+// once the app exits. Processes that are gone already are skipped.
+void SignalInstance(const CgroupManager& cgroups, const std::string& id, pid_t sandbox_pid,
+                    int sig);
+
+}  // namespace kato

@@ -1,0 +1,558 @@
+// RouteTable unit tests and Router integration tests: a real Router on
+// 127.0.0.1 port 0 in front of small fake backends written here.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/pki.h"
+#include "router/proxy.h"
+#include "router/route_table.h"
+
+namespace kato {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using ErrorCode = boost::system::error_code;
+using ::testing::HasSubstr;
+
+// --- RouteTable ---
+
+TEST(NormalizeHostTest, LowercasesAndDropsPort) {
+  std::string out;
+  NormalizeHost("App.Example.COM:8080", &out);
+  EXPECT_EQ(out, "app.example.com");
+  NormalizeHost("api.kato.local.", &out);
+  EXPECT_EQ(out, "api.kato.local");
+  NormalizeHost("[::1]:80", &out);
+  EXPECT_EQ(out, "[::1]");
+  NormalizeHost("", &out);
+  EXPECT_EQ(out, "");
+}
+
+TEST(RouteTableTest, FindsCaseInsensitivelyAndIgnoresPort) {
+  RouteTable table;
+  table.Replace({{"App.Example", {{"10.0.0.1", 80}}}, {"empty.example", {}}});
+  auto routes = table.Snapshot();
+  std::string scratch;
+  const HostRoute* r = RouteTable::Find(*routes, "APP.example:80", &scratch);
+  ASSERT_NE(r, nullptr);
+  ASSERT_EQ(r->backends.size(), 1u);
+  EXPECT_EQ(r->backends[0]->key, "10.0.0.1:80");
+  const HostRoute* empty = RouteTable::Find(*routes, "empty.example", &scratch);
+  ASSERT_NE(empty, nullptr);
+  EXPECT_TRUE(empty->backends.empty());
+  EXPECT_EQ(RouteTable::Find(*routes, "other.example", &scratch), nullptr);
+}
+
+TEST(RouteTableTest, RoundRobinsAndSkipsTried) {
+  RouteTable table;
+  table.Replace({{"a", {{"10.0.0.1", 80}, {"10.0.0.2", 80}, {"10.0.0.3", 80}}}});
+  auto routes = table.Snapshot();
+  std::string scratch;
+  const HostRoute& r = *RouteTable::Find(*routes, "a", &scratch);
+  EXPECT_EQ(table.Pick(r, 0), 0);
+  EXPECT_EQ(table.Pick(r, 0), 1);
+  EXPECT_EQ(table.Pick(r, 0), 2);
+  EXPECT_EQ(table.Pick(r, 0), 0);
+  EXPECT_EQ(table.Pick(r, 0b011), 2);
+  EXPECT_EQ(table.Pick(r, 0b111), -1);
+}
+
+TEST(RouteTableTest, FailedBackendIsSkippedForASecondAndMarksSurviveReplace) {
+  FakeClock clock;
+  RouteTable table(clock);
+  table.Replace({{"a", {{"10.0.0.1", 80}, {"10.0.0.2", 80}}}});
+  std::string scratch;
+  {
+    auto routes = table.Snapshot();
+    const HostRoute& r = *RouteTable::Find(*routes, "a", &scratch);
+    table.MarkFailed(*r.backends[0]);
+  }
+  table.Replace({{"a", {{"10.0.0.1", 80}, {"10.0.0.2", 80}}}, {"b", {{"10.0.0.3", 80}}}});
+  auto routes = table.Snapshot();
+  const HostRoute& r = *RouteTable::Find(*routes, "a", &scratch);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(table.Pick(r, 0), 1);
+  // Only the failed one left: better to try it than to fail without trying.
+  EXPECT_EQ(table.Pick(r, 0b10), 0);
+  clock.advance(RouteTable::kFailedFor);
+  std::vector<int> picks;
+  for (int i = 0; i < 4; ++i) picks.push_back(table.Pick(r, 0));
+  EXPECT_THAT(picks, ::testing::UnorderedElementsAre(0, 0, 1, 1));
+}
+
+TEST(RouteTableTest, CacheFollowsVersion) {
+  RouteTable table;
+  RouteCache cache(table);
+  std::string scratch;
+  EXPECT_EQ(RouteTable::Find(cache.Get(), "a", &scratch), nullptr);
+  table.Replace({{"a", {{"10.0.0.1", 80}}}});
+  EXPECT_NE(RouteTable::Find(cache.Get(), "a", &scratch), nullptr);
+}
+
+// --- Fake backend ---
+
+// A blocking HTTP/1.1 server on 127.0.0.1:0, one thread per connection. It
+// answers every request with 200 and body `name_`, records what it saw, and
+// for a WebSocket upgrade answers 101 and then echoes bytes.
+class FakeBackend {
+ public:
+  explicit FakeBackend(std::string name, bool close_after_response = false)
+      : name_(std::move(name)), close_after_response_(close_after_response), acceptor_(ioc_) {
+    tcp::endpoint ep(net::ip::make_address("127.0.0.1"), 0);
+    acceptor_.open(ep.protocol());
+    acceptor_.bind(ep);
+    acceptor_.listen();
+    port_ = acceptor_.local_endpoint().port();
+    accept_thread_ = std::thread([this] { AcceptLoop(); });
+  }
+  ~FakeBackend() {
+    ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
+    accept_thread_.join();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : threads_) t.join();
+  }
+
+  uint16_t port() const { return port_; }
+  int connections() const { return connections_; }
+  int requests() const { return requests_; }
+  http::request<http::string_body> last() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_;
+  }
+
+ private:
+  void AcceptLoop() {
+    for (;;) {
+      ErrorCode ec;
+      tcp::socket s(ioc_);
+      acceptor_.accept(s, ec);
+      if (ec) return;
+      ++connections_;
+      std::lock_guard<std::mutex> lock(mu_);
+      fds_.push_back(s.native_handle());
+      threads_.emplace_back([this, s = std::move(s)]() mutable { Serve(std::move(s)); });
+    }
+  }
+
+  void Serve(tcp::socket s) {
+    ServeRequests(s);
+    // Forget the descriptor before closing it, so that the destructor never
+    // shuts down an unrelated socket that reuses the number.
+    std::lock_guard<std::mutex> lock(mu_);
+    std::erase(fds_, s.native_handle());
+    ErrorCode ec;
+    s.close(ec);
+  }
+
+  void ServeRequests(tcp::socket& s) {
+    beast::flat_buffer buf;
+    for (;;) {
+      http::request<http::string_body> req;
+      ErrorCode ec;
+      http::read(s, buf, req, ec);
+      if (ec) return;
+      ++requests_;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        last_ = req;
+      }
+      if (beast::iequals(req[http::field::upgrade], "websocket")) return Echo(s, buf);
+      http::response<http::string_body> res(http::status::ok, 11);
+      res.body() = name_;
+      res.keep_alive(req.keep_alive());
+      res.prepare_payload();
+      http::write(s, res, ec);
+      if (ec || !req.keep_alive() || close_after_response_) return;
+    }
+  }
+
+  void Echo(tcp::socket& s, beast::flat_buffer& buf) {
+    std::string head =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    ErrorCode ec;
+    net::write(s, net::buffer(head), ec);
+    if (buf.size() > 0) net::write(s, buf.data(), ec);
+    char data[1024];
+    for (;;) {
+      size_t n = s.read_some(net::buffer(data), ec);
+      if (ec) return;
+      net::write(s, net::buffer(data, n), ec);
+      if (ec) return;
+    }
+  }
+
+  std::string name_;
+  bool close_after_response_;
+  net::io_context ioc_;
+  tcp::acceptor acceptor_;
+  uint16_t port_ = 0;
+  std::thread accept_thread_;
+  std::mutex mu_;
+  std::vector<int> fds_;
+  std::vector<std::thread> threads_;
+  http::request<http::string_body> last_;
+  std::atomic<int> connections_{0};
+  std::atomic<int> requests_{0};
+};
+
+// A port nothing listens on: connecting is refused.
+uint16_t ClosedPort() {
+  net::io_context ioc;
+  tcp::acceptor a(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  return a.local_endpoint().port();  // closed when `a` goes
+}
+
+// --- Client ---
+
+class Client {
+ public:
+  explicit Client(int port) : socket_(ioc_) {
+    socket_.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)));
+  }
+
+  http::response<http::string_body> Get(
+      const std::string& host, const std::string& target = "/",
+      const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+    http::request<http::empty_body> req(http::verb::get, target, 11);
+    req.set(http::field::host, host);
+    for (const auto& [k, v] : headers) req.set(k, v);
+    http::write(socket_, req);
+    return Read();
+  }
+
+  http::response<http::string_body> Read() {
+    http::response<http::string_body> res;
+    ErrorCode ec;
+    http::read(socket_, buf_, res, ec);
+    if (ec) res.result(599);  // no response: shows up as a failed expectation
+    return res;
+  }
+
+  void SendRaw(const std::string& raw) { net::write(socket_, net::buffer(raw)); }
+  std::string ReadSome() {
+    if (buf_.size() > 0) {
+      std::string s = beast::buffers_to_string(buf_.data());
+      buf_.consume(buf_.size());
+      return s;
+    }
+    char data[1024];
+    ErrorCode ec;
+    size_t n = socket_.read_some(net::buffer(data), ec);
+    return ec ? "" : std::string(data, n);
+  }
+  // True when the router closed the connection (after any buffered bytes).
+  bool Closed() {
+    char c;
+    ErrorCode ec;
+    socket_.read_some(net::buffer(&c, 1), ec);
+    return ec == net::error::eof || ec == net::error::connection_reset;
+  }
+
+ private:
+  net::io_context ioc_;
+  tcp::socket socket_;
+  beast::flat_buffer buf_;
+};
+
+class RouterTest : public ::testing::Test {
+ protected:
+  void StartRouter(RouterOptions opt = {}) {
+    opt.health_port = 0;
+    router_ = std::make_unique<Router>(opt, table_);
+    auto s = router_->Start();
+    ASSERT_TRUE(s.ok()) << s.error();
+  }
+
+  RouteTable table_;
+  std::unique_ptr<Router> router_;
+};
+
+TEST_F(RouterTest, RoutesByHostCaseInsensitively) {
+  FakeBackend a("A"), b("B");
+  table_.Replace(
+      {{"a.example", {{"127.0.0.1", a.port()}}}, {"b.example", {{"127.0.0.1", b.port()}}}});
+  StartRouter();
+  Client c(router_->port());
+  EXPECT_EQ(c.Get("a.example").body(), "A");
+  EXPECT_EQ(c.Get("B.Example:80").body(), "B");
+  EXPECT_EQ(c.Get("a.example", "/path?q=1").body(), "A");
+  EXPECT_EQ(a.last().target(), "/path?q=1");
+}
+
+TEST_F(RouterTest, UnknownHostIs404AndHostWithoutInstanceIs503) {
+  table_.Replace({{"idle.example", {}}});
+  StartRouter();
+  Client c(router_->port());
+  auto r404 = c.Get("nope.example");
+  EXPECT_EQ(r404.result_int(), 404);
+  EXPECT_THAT(r404.body(), HasSubstr("kato router: no app or API at host nope.example"));
+  auto r503 = c.Get("idle.example");  // same connection: errors keep it alive
+  EXPECT_EQ(r503.result_int(), 503);
+  EXPECT_THAT(r503.body(), HasSubstr("idle.example has no running instance"));
+}
+
+TEST_F(RouterTest, RoundRobinsAcrossBackends) {
+  FakeBackend a("A"), b("B");
+  table_.Replace({{"app", {{"127.0.0.1", a.port()}, {"127.0.0.1", b.port()}}}});
+  StartRouter();
+  Client c(router_->port());
+  int as = 0, bs = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto body = c.Get("app").body();
+    as += body == "A";
+    bs += body == "B";
+  }
+  EXPECT_EQ(as, 5);
+  EXPECT_EQ(bs, 5);
+}
+
+TEST_F(RouterTest, RetriesAnotherBackendWhenConnectIsRefused) {
+  FakeBackend up("UP");
+  table_.Replace({{"app", {{"127.0.0.1", ClosedPort()}, {"127.0.0.1", up.port()}}}});
+  StartRouter();
+  Client c(router_->port());
+  for (int i = 0; i < 20; ++i) {
+    auto res = c.Get("app");
+    ASSERT_EQ(res.result_int(), 200) << res.body();
+    EXPECT_EQ(res.body(), "UP");
+  }
+}
+
+TEST_F(RouterTest, AllBackendsDownIs502) {
+  table_.Replace({{"app", {{"127.0.0.1", ClosedPort()}, {"127.0.0.1", ClosedPort()}}}});
+  StartRouter();
+  Client c(router_->port());
+  auto res = c.Get("app");
+  EXPECT_EQ(res.result_int(), 502);
+  EXPECT_THAT(res.body(), HasSubstr("could be reached"));
+}
+
+TEST_F(RouterTest, SetsForwardedHeaders) {
+  FakeBackend a("A");
+  table_.Replace({{"app.example", {{"127.0.0.1", a.port()}}}});
+  StartRouter();
+  Client c(router_->port());
+  ASSERT_EQ(c.Get("App.Example:8080").result_int(), 200);
+  auto seen = a.last();
+  EXPECT_EQ(seen["X-Forwarded-For"], "127.0.0.1");
+  EXPECT_EQ(seen["X-Forwarded-Proto"], "http");
+  EXPECT_EQ(seen["X-Forwarded-Host"], "App.Example:8080");
+  EXPECT_EQ(seen[http::field::host], "App.Example:8080");
+  ASSERT_EQ(c.Get("app.example", "/", {{"X-Forwarded-For", "203.0.113.7"}}).result_int(), 200);
+  EXPECT_EQ(a.last()["X-Forwarded-For"], "203.0.113.7, 127.0.0.1");
+}
+
+TEST_F(RouterTest, ForwardsRequestBodies) {
+  FakeBackend a("A");
+  table_.Replace({{"app", {{"127.0.0.1", a.port()}}}});
+  StartRouter();
+  Client c(router_->port());
+  c.SendRaw(
+      "POST /up HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+  EXPECT_EQ(c.Read().result_int(), 200);
+  EXPECT_EQ(a.last().body(), "hello world");
+  EXPECT_EQ(a.last()[http::field::content_length], "11");
+}
+
+TEST_F(RouterTest, KeepsUpstreamConnectionsAlive) {
+  FakeBackend a("A");
+  table_.Replace({{"app", {{"127.0.0.1", a.port()}}}});
+  StartRouter();
+  for (int conn = 0; conn < 3; ++conn) {
+    Client c(router_->port());
+    for (int i = 0; i < 10; ++i) ASSERT_EQ(c.Get("app").result_int(), 200);
+  }
+  EXPECT_EQ(a.requests(), 30);
+  EXPECT_EQ(a.connections(), 1);  // one router thread, sequential requests: one pooled connection
+}
+
+TEST_F(RouterTest, RetriesWhenPooledConnectionWasClosedByBackend) {
+  // The backend promises keep-alive but closes after each response, as one
+  // does when its idle timeout hits: every reuse of a pooled connection fails.
+  FakeBackend a("A", /*close_after_response=*/true);
+  table_.Replace({{"app", {{"127.0.0.1", a.port()}}}});
+  StartRouter();
+  Client c(router_->port());
+  for (int i = 0; i < 10; ++i) {
+    auto res = c.Get("app");
+    ASSERT_EQ(res.result_int(), 200) << res.body();
+  }
+  EXPECT_EQ(a.requests(), 10);
+}
+
+TEST_F(RouterTest, TunnelsWebSocketUpgrades) {
+  FakeBackend a("A");
+  table_.Replace({{"ws", {{"127.0.0.1", a.port()}}}});
+  StartRouter();
+  Client c(router_->port());
+  c.SendRaw(
+      "GET /chat HTTP/1.1\r\nHost: ws\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+  std::string got;
+  while (got.find("\r\n\r\n") == std::string::npos) got += c.ReadSome();
+  EXPECT_THAT(got, HasSubstr("101 Switching Protocols"));
+  EXPECT_EQ(a.last()[http::field::upgrade], "websocket");
+  EXPECT_EQ(a.last()["Sec-WebSocket-Key"], "dGhlIHNhbXBsZSBub25jZQ==");
+  std::string rest = got.substr(got.find("\r\n\r\n") + 4);
+  c.SendRaw("ping-1");
+  while (rest.size() < 6) rest += c.ReadSome();
+  EXPECT_EQ(rest, "ping-1");
+  c.SendRaw(std::string(100000, 'x'));
+  std::string echoed;
+  while (echoed.size() < 100000) {
+    std::string s = c.ReadSome();
+    ASSERT_FALSE(s.empty());
+    echoed += s;
+  }
+  EXPECT_EQ(echoed, std::string(100000, 'x'));
+}
+
+TEST_F(RouterTest, HealthAndDraining) {
+  StartRouter();
+  Client c(router_->health_port());
+  auto ok = c.Get("whatever", "/health");
+  EXPECT_EQ(ok.result_int(), 200);
+  EXPECT_EQ(ok.body(), "ok\n");
+  router_->SetDraining(true);
+  EXPECT_EQ(c.Get("whatever", "/health").result_int(), 503);
+  router_->SetDraining(false);
+  EXPECT_EQ(c.Get("whatever", "/health").result_int(), 200);
+  EXPECT_EQ(c.Get("whatever", "/other").result_int(), 404);
+}
+
+TEST_F(RouterTest, GarbageIs400AndCloses) {
+  StartRouter();
+  Client c(router_->port());
+  c.SendRaw("\x16\x03\x01 this is not HTTP\r\n\r\n");
+  auto res = c.Read();
+  EXPECT_EQ(res.result_int(), 400);
+  EXPECT_TRUE(c.Closed());
+}
+
+TEST_F(RouterTest, OversizedHeaderIs431) {
+  StartRouter();
+  Client c(router_->port());
+  auto res = c.Get("app", "/", {{"X-Big", std::string(20000, 'a')}});
+  EXPECT_EQ(res.result_int(), 431);
+  EXPECT_TRUE(c.Closed());
+}
+
+TEST_F(RouterTest, OversizedBodyIs413) {
+  FakeBackend a("A");
+  table_.Replace({{"app", {{"127.0.0.1", a.port()}}}});
+  RouterOptions opt;
+  opt.max_request_body = 10;
+  StartRouter(opt);
+  Client c(router_->port());
+  c.SendRaw("POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 11\r\n\r\nhello world");
+  EXPECT_EQ(c.Read().result_int(), 413);
+  EXPECT_EQ(a.requests(), 0);
+}
+
+TEST_F(RouterTest, UpstreamTimeoutIs504) {
+  // A listener that never accepts: the connect succeeds (backlog), no answer comes.
+  net::io_context ioc;
+  tcp::acceptor silent(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  table_.Replace({{"app", {{"127.0.0.1", silent.local_endpoint().port()}}}});
+  RouterOptions opt;
+  opt.upstream_timeout = std::chrono::milliseconds(300);
+  StartRouter(opt);
+  Client c(router_->port());
+  auto res = c.Get("app");
+  EXPECT_EQ(res.result_int(), 504);
+  EXPECT_THAT(res.body(), HasSubstr("did not answer in time"));
+}
+
+TEST_F(RouterTest, ReplaceWhileRequestsRun) {
+  FakeBackend a("A"), b("B");
+  table_.Replace({{"app", {{"127.0.0.1", a.port()}}}});
+  RouterOptions opt;
+  opt.threads = 2;
+  StartRouter(opt);
+  std::atomic<int> failures{0}, done{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      Client c(router_->port());
+      for (int i = 0; i < 200; ++i) {
+        if (c.Get("app").result_int() != 200) ++failures;
+      }
+      ++done;
+    });
+  }
+  int flips = 0;
+  while (done < 4) {
+    ++flips;
+    if (flips % 2) {
+      table_.Replace({{"app", {{"127.0.0.1", b.port()}}}, {"other", {}}});
+    } else {
+      table_.Replace({{"app", {{"127.0.0.1", a.port()}, {"127.0.0.1", b.port()}}}});
+    }
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failures, 0);
+  EXPECT_GT(flips, 1);
+  EXPECT_EQ(a.requests() + b.requests(), 800);
+}
+
+TEST_F(RouterTest, ServesHttpsWithForwardedProto) {
+  auto ca = CreateCa("router-test");
+  ASSERT_TRUE(ca.ok()) << ca.error();
+  auto kc = CreateKeyAndCsr("router");
+  ASSERT_TRUE(kc.ok());
+  auto cert = SignCsr(*ca, kc->csr_pem, "router", 1);
+  ASSERT_TRUE(cert.ok());
+  FakeBackend a("A");
+  table_.Replace({{"app", {{"127.0.0.1", a.port()}}}});
+  RouterOptions opt;
+  opt.tls = ServerTls{"", *cert, kc->key_pem, ca->cert_pem};
+  StartRouter(opt);
+
+  net::io_context ioc;
+  net::ssl::context ctx(net::ssl::context::tls_client);
+  ctx.set_verify_mode(net::ssl::verify_none);
+  net::ssl::stream<tcp::socket> s(ioc, ctx);
+  s.next_layer().connect(tcp::endpoint(net::ip::make_address("127.0.0.1"),
+                                       static_cast<uint16_t>(router_->tls_port())));
+  s.handshake(net::ssl::stream_base::client);
+  for (int i = 0; i < 2; ++i) {
+    http::request<http::empty_body> req(http::verb::get, "/", 11);
+    req.set(http::field::host, "app");
+    http::write(s, req);
+    beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::read(s, buf, res);
+    EXPECT_EQ(res.body(), "A");
+  }
+  EXPECT_EQ(a.last()["X-Forwarded-Proto"], "https");
+}
+
+TEST_F(RouterTest, StartFailsOnBusyPort) {
+  StartRouter();
+  RouterOptions opt;
+  opt.port = router_->port();
+  Router second(opt, table_);
+  auto s = second.Start();
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.error(), HasSubstr("cannot listen"));
+}
+
+}  // namespace
+}  // namespace kato

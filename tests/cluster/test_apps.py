@@ -1,0 +1,181 @@
+"""Apps on a real cluster: the guide's five-node example (a core with primary,
+controller and router; a data-services node; three DEAs), a DEA killed while
+a client keeps sending requests, and instance isolation."""
+import http.client
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from conftest import wait_for
+
+APPS = os.path.join(os.path.dirname(__file__), "apps")
+
+
+def get(ip, host, path="/", timeout=3):
+    c = http.client.HTTPConnection(ip, 80, timeout=timeout)
+    try:
+        c.request("GET", path, headers={"Host": host})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def running_instances(core, app):
+    info = core.json("app", "info", app)
+    return [i for i in info["instances"] if i["state"] == "RUNNING"]
+
+
+def kill_node(node):
+    """kill -9 of a node's agent and everything under it (its role processes and instances)."""
+    node.proc.kill()
+    node.proc.wait()
+    node.proc = None
+    subprocess.run(["pkill", "-9", "-f", node.data_dir], check=False)
+
+
+def test_five_node_failover(cluster):
+    core = cluster.core(1, "api.five.test")
+    assert set(core.json("info")["roles"]["assigned"]) == {"primary", "controller", "router", "base"}
+    data = cluster.node(2)
+    cluster.attach(data, core, "redis", "memcached")
+    deas = [cluster.node(i) for i in (3, 4, 5)]
+    for d in deas:
+        cluster.attach(d, core, "dea")
+
+    t0 = time.monotonic()
+    r = core.ok("app", "push", "web", "--path", os.path.join(APPS, "web"), "--instances", "3",
+                "--memory", "128")
+    push_seconds = time.monotonic() - t0
+    info = core.json("app", "info", "web")
+    assert {"name", "state", "urls", "instances"} <= set(info)
+    assert info["urls"] == ["web.five.test"]
+    insts = info["instances"]
+    assert len(insts) == 3 and all(i["state"] == "RUNNING" for i in insts)
+    for i in insts:
+        assert {"index", "state", "node_ip", "port"} <= set(i)
+    # Spread: one instance per DEA.
+    assert len({i["node_ip"] for i in insts}) == 3
+    status, body = get(core.ip, "web.five.test")
+    assert status == 200 and json.loads(body)["port"]
+    assert get(core.ip, "nope.five.test")[0] == 404
+
+    # A client keeps sending requests while one DEA dies with everything under it.
+    failures, total = [], [0]
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                s, _ = get(core.ip, "web.five.test", timeout=5)
+                if s != 200:
+                    failures.append(s)
+            except Exception as e:  # a failed request, whatever the cause
+                failures.append(repr(e))
+            total[0] += 1
+
+    th = threading.Thread(target=client)
+    th.start()
+    wait_for("some traffic", lambda: total[0] > 20)
+    victim = next(d for d in deas if d.ip == insts[0]["node_ip"])
+    t_kill = time.monotonic()
+    kill_node(victim)
+    survivors = {d.ip for d in deas if d is not victim}
+
+    def recovered():
+        run = running_instances(core, "web")
+        return len(run) == 3 and all(i["node_ip"] in survivors for i in run) and run
+
+    wait_for("3 instances running on the remaining DEAs", recovered, timeout=30, interval=0.05)
+    failover_seconds = time.monotonic() - t_kill
+    wait_for("more traffic after failover", lambda: total[0] > 100)
+    stop.set()
+    th.join()
+    print(f"push {push_seconds:.2f}s, failover {failover_seconds:.2f}s, "
+          f"requests {total[0]}, failed {len(failures)}")
+    assert failures == [], failures[:5]
+    assert failover_seconds < 10
+
+    # The DEA comes back: no duplicate instances remain.
+    victim.start()
+    wait_for("the returning DEA to report", lambda: any(
+        n["ip"] == victim.ip and n["state"] == "up" for n in core.json("node", "list")), timeout=15)
+    wait_for("exactly 3 instances", lambda: len(core.json("app", "info", "web")["instances"]) == 3
+             and len(running_instances(core, "web")) == 3, timeout=15)
+    assert len(running_instances(core, "web")) == 3
+
+    # Scale, stop, delete.
+    core.ok("app", "scale", "web", "1")
+    wait_for("scaled to 1", lambda: len(core.json("app", "info", "web")["instances"]) == 1, 15)
+    core.ok("app", "delete", "web")
+    wait_for("route gone", lambda: get(core.ip, "web.five.test")[0] == 404, timeout=10)
+
+
+def test_api_needs_credential_and_bad_input(cluster):
+    core = cluster.core(1, "api.auth.test")
+    c = http.client.HTTPConnection(core.ip, 80, timeout=5)
+    c.request("GET", "/v2/apps", headers={"Host": "api.auth.test"})
+    assert c.getresponse().status == 401
+    token = core.ok("node", "token", "--api").out.strip()
+    c = http.client.HTTPConnection(core.ip, 80, timeout=5)
+    c.request("GET", "/v2/info", headers={"Host": "api.auth.test",
+                                         "Authorization": "Bearer " + token})
+    r = c.getresponse()
+    assert r.status == 200 and json.loads(r.read())["endpoint"] == "api.auth.test"
+    # Remote use with --api and KATO_API_TOKEN.
+    r = core.kato("app", "--api", f"http://{core.ip}:9022", "list", "--json",
+                  env={"KATO_API_TOKEN": token})
+    assert r.rc == 0 and json.loads(r.out) == []
+    r = core.kato("app", "--api", f"http://{core.ip}:9022", "list", env={"KATO_API_TOKEN": "bad"})
+    assert r.rc != 0 and "admin credential" in r.err
+    # Bad input: clear errors, nothing created.
+    r = core.kato("app", "push", "Bad_Name", "--path", os.path.join(APPS, "web"))
+    assert r.rc != 0 and "not valid" in r.err
+    r = core.kato("app", "push", "web", "--path", "/nonexistent")
+    assert r.rc != 0 and "not a directory" in r.err
+    r = core.kato("app", "push", "web", "--path", os.path.join(APPS, "web"), "--env", "=x")
+    assert r.rc != 0 and "K=V" in r.err
+    assert core.json("app", "list") == []  # nothing was created
+
+
+def test_instance_isolation(cluster):
+    core = cluster.core(1, "api.iso.test")
+    dea = cluster.node(2)
+    cluster.attach(dea, core, "dea")
+    core.ok("app", "push", "probe", "--path", os.path.join(APPS, "probe"), "--memory", "64")
+    core.ok("app", "push", "other", "--path", os.path.join(APPS, "web"))
+    host = "probe.iso.test"
+
+    def see(path):
+        s, body = get(core.ip, host, "/see?path=" + path)
+        assert s == 200
+        return json.loads(body)
+
+    sock = os.path.join(dea.data_dir, "kato.sock")
+    assert os.path.exists(sock)
+    assert see(sock) == {"exists": False, "readable": False, "connect": False}
+    assert not see(os.path.join(dea.data_dir, "node.json"))["exists"]
+    assert not see(os.path.join(dea.data_dir, "pki", "node.key"))["exists"]
+    other = [d for d in os.listdir(os.path.join(dea.data_dir, "dea", "instances"))]
+    assert len(other) == 2
+    for d in other:
+        assert not see(os.path.join(dea.data_dir, "dea", "instances", d))["exists"]
+    assert see("/etc/hostname")["readable"]  # the system is there, read-only
+    s, body = get(core.ip, host, "/write?path=/usr/kato-test")
+    assert json.loads(body)["wrote"] is False
+    who = json.loads(get(core.ip, host, "/whoami")[1])
+    assert who["uid"] != 0 and who["pid"] < 10  # unprivileged, own PID namespace
+    # Over its memory limit, the instance is killed and restarted.
+    before = core.json("app", "info", "probe")["instances"][0]
+    try:
+        get(core.ip, host, "/alloc?mb=256", timeout=10)
+    except Exception:
+        pass
+    wait_for("a new instance after the OOM kill", lambda: (lambda i: i and i[0]["state"] == "RUNNING"
+             and i[0]["instance_id"] != before["instance_id"] and i)(
+        core.json("app", "info", "probe")["instances"]), timeout=30)
+    dea_log = open(os.path.join(dea.data_dir, "logs", "dea.log")).read()
+    assert "out of memory" in dea_log
