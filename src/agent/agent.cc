@@ -1016,6 +1016,35 @@ struct Agent::Impl {
     std::string path = req.target.substr(0, req.target.find('?'));
     if (path == "/v1/status" && req.method == "GET") {
       respond(reply(200, LocalStatus()));
+    } else if (path.rfind("/v1/instances/", 0) == 0 && req.method == "GET") {
+      // /v1/instances/ID/log?lines=N: the tail of an app instance's output on this DEA.
+      std::string rest = path.substr(14);
+      std::string id = rest.substr(0, rest.find('/'));
+      int lines = 100;
+      auto q = req.target.find("lines=");
+      if (q != std::string::npos) lines = std::clamp(std::atoi(req.target.c_str() + q + 6), 1, 10000);
+      bool ok_id = !id.empty() && id.size() <= 64 && rest == id + "/log" &&
+                   id.find_first_not_of("0123456789abcdef") == std::string::npos;
+      auto text = ok_id ? ReadFile(opt.data_dir + "/dea/instances/" + id + "/logs/app.log")
+                        : Result<std::string>(Err("bad instance id"));
+      if (!text) {
+        respond(reply(404, {{"error", "no log for instance " + id + " on this node"}}));
+        return;
+      }
+      // The last `lines` lines, and how many the log has in all (for --follow).
+      size_t total = static_cast<size_t>(std::count(text->begin(), text->end(), '\n'));
+      size_t pos = text->size();
+      int seen = 0;
+      while (pos > 0 && seen <= lines) {
+        pos = text->rfind('\n', pos - 1);
+        if (pos == std::string::npos) {
+          pos = 0;
+          break;
+        }
+        ++seen;
+      }
+      std::string tail = text->substr(pos == 0 ? 0 : pos + 1);
+      respond(reply(200, {{"total_lines", total}, {"text", tail}}));
     } else if (path == "/v1/detach" && req.method == "POST") {
       // A nudge from the core: the next heartbeat learns whether this node was removed.
       Wake();

@@ -689,9 +689,17 @@ int RunCli(int argc, char** argv) {
               std::cerr << "  instance " << i["index"].get<int>() << " RUNNING on "
                         << i["node_ip"].get<std::string>() << ":" << i["port"].get<int>() << "\n";
           }
-          if (i["state"] == "CRASHED")
+          if (i["state"] == "CRASHED") {
+            // Show what the app said before it died.
+            auto logs = AppApi(g, api, "GET", "/v2/apps/" + app_name + "/logs?lines=20", "");
+            if (logs)
+              for (const auto& l : *logs)
+                if (l.value("instance_id", "") == i.value("instance_id", "") && l.contains("text"))
+                  std::cerr << "  last lines of instance " << i["index"].get<int>() << ":\n"
+                            << l["text"].get<std::string>();
             return fail("instance " + std::to_string(i["index"].get<int>()) + " of " + app_name +
                         " crashed: " + i.value("message", std::string("no message")));
+          }
         }
         if ((*a)["version"].get<int64_t>() == version && running >= (*a)["instances"].get<int>() &&
             (*a)["instance_list"].size() >= static_cast<size_t>((*a)["instances"].get<int>())) {
@@ -762,13 +770,44 @@ int RunCli(int argc, char** argv) {
       };
     });
   }
-  auto* alogs = appc->add_subcommand("logs", "an app's recent logs");
+  int log_lines = 50;
+  bool follow = false;
+  auto* alogs = appc->add_subcommand("logs", "the recent output of each instance");
   alogs->add_option("NAME", app_name, "the app")->required();
-  alogs->allow_extras();
+  alogs->add_option("-n,--lines", log_lines, "lines per instance")->check(CLI::Range(1, 10000));
+  alogs->add_flag("-f,--follow", follow, "keep printing new lines (Ctrl-C to stop)");
+  add_json(alogs);
   alogs->callback([&] {
     run = [&]() -> int {
-      return fail("app logs are not available in kato " KATO_VERSION
-                  " yet: each instance's output is in DATA_DIR/dea/instances/ID/logs/app.log on its DEA");
+      std::map<std::string, long> printed;  // instance id -> lines printed so far
+      for (bool first = true;; first = false) {
+        auto r = AppApi(g, api, "GET",
+                        "/v2/apps/" + app_name + "/logs?lines=" + std::to_string(log_lines), "");
+        if (!r) return fail(r.error());
+        if (g.json_out) {
+          std::cout << r->dump(2) << "\n";
+          return 0;
+        }
+        for (const auto& i : *r) {
+          std::string id = i.value("instance_id", "");
+          std::string prefix = "[" + std::to_string(i.value("index", 0)) + "] ";
+          if (i.contains("error")) {
+            if (first) std::cerr << prefix << "(" << i["error"].get<std::string>() << ")\n";
+            continue;
+          }
+          long total = i.value("total_lines", 0L);
+          std::vector<std::string> lines;
+          std::istringstream text(i.value("text", ""));
+          for (std::string l; std::getline(text, l);) lines.push_back(l);
+          long skip = printed.count(id) ? printed[id] - (total - static_cast<long>(lines.size())) : 0;
+          for (size_t k = static_cast<size_t>(std::max(0L, skip)); k < lines.size(); ++k)
+            std::cout << prefix << lines[k] << "\n";
+          printed[id] = total;
+        }
+        std::cout << std::flush;
+        if (!follow) return 0;
+        std::this_thread::sleep_for(std::chrono::seconds(1));  // --follow polls once a second
+      }
     };
   });
 

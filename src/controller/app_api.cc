@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -348,6 +349,27 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
       app->updated_ms = clock_.wall_ms();
       if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return Fail(500, s.error());
       return Reply(200, AppView(c, *app, true));
+    }
+    if (sub == "/logs" && m == "GET") {
+      if (!options_.fetch_log) return Fail(501, "instance logs are not available here");
+      int lines = 100;
+      auto q = req.target.find("lines=");
+      if (q != std::string::npos) lines = std::clamp(std::atoi(req.target.c_str() + q + 6), 1, 10000);
+      json out = json::array();
+      for (const auto& inst : Instances(c, *app)) {
+        json entry{{"index", inst["index"]}, {"instance_id", inst["instance_id"]},
+                   {"node_ip", inst["node_ip"]}, {"state", inst["state"]}};
+        auto log = options_.fetch_log(inst["node_ip"], inst["instance_id"], lines);
+        json body = log ? json::parse(*log, nullptr, false) : json();
+        if (log && body.is_object()) {
+          entry["total_lines"] = body.value("total_lines", 0);
+          entry["text"] = body.value("text", "");
+        } else {
+          entry["error"] = log ? "the DEA sent a malformed log" : log.error();
+        }
+        out.push_back(entry);
+      }
+      return Reply(200, out);
     }
     if (sub == "/restart" && m == "POST") {
       ++app->version;

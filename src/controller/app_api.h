@@ -12,6 +12,7 @@
 //   PUT    /v2/apps/NAME                 change {instances, memory, command, env, state}
 //   PUT    /v2/apps/NAME/bits            upload the app's archive (new version)
 //   POST   /v2/apps/NAME/restart         new instances for every index
+//   GET    /v2/apps/NAME/logs?lines=N   recent output of each instance
 //   DELETE /v2/apps/NAME
 //
 // State lives in the store as documents: "app/NAME" (what the operator asked
@@ -21,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -78,6 +80,11 @@ class ControllerApi {
     size_t max_bits_bytes = 64u << 20;
     int max_instances = 64;
     int max_memory_mb = 16384;
+    // Fetches the tail of one instance's log from its DEA: {"total_lines", "text"}
+    // as JSON text. Unset: logs are not available.
+    std::function<Result<std::string>(const std::string& node_ip, const std::string& instance_id,
+                                      int lines)>
+        fetch_log;
   };
   ControllerApi(Options options, Store& store, const DropletStore& droplets, const Clock& clock);
 

@@ -170,5 +170,30 @@ TEST_F(AppApiTest, DropletDirMustBeWritable) {
   EXPECT_THAT(s.error(), HasSubstr("/proc/kato-droplets"));
 }
 
+TEST_F(AppApiTest, LogsComeFromEachInstancesDea) {
+  ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web","instances":2})").status, 201);
+  // Without a fetcher (no DEA access), logs are refused plainly.
+  EXPECT_EQ(Call("GET", "/v2/apps/web/logs").status, 501);
+  ControllerApi::Options o;
+  o.admin_token_hash = Sha256Hex("sesame");
+  std::vector<std::string> asked;
+  o.fetch_log = [&](const std::string& ip, const std::string& id, int lines) -> Result<std::string> {
+    asked.push_back(ip + " " + id + " " + std::to_string(lines));
+    if (id == "i2") return Err("cannot reach the node agent");
+    return std::string(R"({"total_lines":7,"text":"hello\n"})");
+  };
+  api_ = std::make_unique<ControllerApi>(o, *store_, *droplets_, clock_);
+  ASSERT_TRUE(store_->PutDoc("assignment", "web/0", R"({"index":0,"instance_id":"i1","node_id":"n2"})").ok());
+  ASSERT_TRUE(store_->PutDoc("assignment", "web/1", R"({"index":1,"instance_id":"i2","node_id":"n2"})").ok());
+  auto r = Call("GET", "/v2/apps/web/logs?lines=5");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = Json(r);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["text"], "hello\n");
+  EXPECT_EQ(j[0]["total_lines"], 7);
+  EXPECT_THAT(j[1]["error"].get<std::string>(), HasSubstr("cannot reach"));
+  EXPECT_THAT(asked, ::testing::ElementsAre("10.0.0.2 i1 5", "10.0.0.2 i2 5"));
+}
+
 }  // namespace
 }  // namespace kato

@@ -139,6 +139,17 @@ int RunController(const ControllerConfig& config) {
   options.admin_token_hash = admin && *admin ? **admin : "";
   if (options.admin_token_hash.empty())
     LogWarn("controller: the cluster has no admin credential yet; every API request gets 401");
+  options.fetch_log = [&client](const std::string& ip, const std::string& instance,
+                                int lines) -> Result<std::string> {
+    auto me = client.Load();
+    if (!me) return Err(me.error());
+    auto r = HttpsCall(ClientTls{me->ca_pem, me->cert_pem, me->key_pem, ""}, ip, kAgentPort, "GET",
+                       "/v1/instances/" + instance + "/log?lines=" + std::to_string(lines), "",
+                       Millis(3000));
+    if (!r) return Err(r.error());
+    if (r->status != 200) return Err("the DEA at " + ip + " has no log for " + instance);
+    return r->body;
+  };
   ControllerApi api(options, store, droplets, RealClock::instance());
 
   // API requests call the primary (several round trips): off the I/O threads.

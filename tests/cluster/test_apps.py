@@ -179,3 +179,19 @@ def test_instance_isolation(cluster):
         core.json("app", "info", "probe")["instances"]), timeout=30)
     dea_log = open(os.path.join(dea.data_dir, "logs", "dea.log")).read()
     assert "out of memory" in dea_log
+
+
+def test_logs_and_a_crashing_push(cluster):
+    core = cluster.core(1, "api.logs.test")
+    dea = cluster.node(2)
+    cluster.attach(dea, core, "dea")
+    core.ok("app", "push", "web", "--path", os.path.join(APPS, "web"), "--instances", "2")
+    out = core.ok("app", "logs", "web").out
+    assert out.count("web: serving on port") == 2 and "[0] " in out and "[1] " in out
+    logs = core.json("app", "logs", "web")
+    assert len(logs) == 2 and all("serving on port" in l["text"] for l in logs)
+    # An app that dies at once: the push fails and shows what it said.
+    r = core.kato("app", "push", "boom", "--path", os.path.join(APPS, "web"),
+                  "--command", "echo boom-from-the-app; exit 3", timeout=150)
+    assert r.rc != 0
+    assert "crashed" in r.err and "boom-from-the-app" in r.err, r
