@@ -612,7 +612,9 @@ int RunCli(int argc, char** argv) {
       std::cout << out.dump(2) << "\n";
       return;
     }
-    std::cout << a["name"].get<std::string>() << "  " << a["state"].get<std::string>() << "  "
+    std::string health = a.contains("health") ? a["health"].value("state", "") : "";
+    std::cout << a["name"].get<std::string>() << "  " << a["state"].get<std::string>()
+              << (health.empty() ? "" : " (" + health + ")") << "  "
               << a["running"].get<int>() << "/" << a["instances"].get<int>() << " running  "
               << a["memory_mb"].get<int>() << " MB  " << Join(a["urls"]) << "\n";
     if (a.contains("instance_list"))
@@ -700,6 +702,12 @@ int RunCli(int argc, char** argv) {
             return fail("instance " + std::to_string(i["index"].get<int>()) + " of " + app_name +
                         " crashed: " + i.value("message", std::string("no message")));
           }
+        }
+        if (a->contains("health")) {
+          std::string h = (*a)["health"].value("state", "");
+          if (h == "UNPLACEABLE" || h == "FLAPPING")
+            return fail("app " + app_name + " is " + h + ": " +
+                        (*a)["health"].value("message", std::string("")));
         }
         if ((*a)["version"].get<int64_t>() == version && running >= (*a)["instances"].get<int>() &&
             (*a)["instance_list"].size() >= static_cast<size_t>((*a)["instances"].get<int>())) {

@@ -209,6 +209,10 @@ json AppView(Ctx& c, const AppRecord& a, bool with_instances) {
          {"version", a.version},
          {"has_bits", !a.droplet_sha256.empty()},
          {"urls", json::array({a.name + "." + domain})}};
+  if (c.options.app_health) {
+    auto [state, message] = c.options.app_health(a.name);
+    j["health"] = {{"state", state}, {"message", message}};
+  }
   json inst = Instances(c, a);
   int running = 0;
   for (const auto& i : inst) running += i["state"] == "RUNNING";

@@ -85,6 +85,9 @@ class ControllerApi {
     std::function<Result<std::string>(const std::string& node_ip, const std::string& instance_id,
                                       int lines)>
         fetch_log;
+    // The health manager's verdict on an app: {state, message} (e.g. FLAPPING,
+    // UNPLACEABLE with the scheduler's reason). Unset: not shown.
+    std::function<std::pair<std::string, std::string>(const std::string& app)> app_health;
   };
   ControllerApi(Options options, Store& store, const DropletStore& droplets, const Clock& clock);
 

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -98,6 +99,10 @@ class Reconciler {
   }
 
   void SetLastReports(std::map<std::string, int64_t> r) { last_report_ = std::move(r); }
+  std::pair<std::string, std::string> Health(const std::string& app) const {
+    auto h = hm_.AppHealth(app);
+    return {h.state, h.message};
+  }
 
  private:
   int64_t LastReport(const std::string& node) {
@@ -149,6 +154,13 @@ int RunController(const ControllerConfig& config) {
     if (!r) return Err(r.error());
     if (r->status != 200) return Err("the DEA at " + ip + " has no log for " + instance);
     return r->body;
+  };
+  // The health manager runs in the loop thread below; the API reads its verdicts.
+  std::mutex hm_mu;
+  Reconciler reconciler(store, RealClock::instance());  // guarded by hm_mu
+  options.app_health = [&](const std::string& app) {
+    std::lock_guard lock(hm_mu);
+    return reconciler.Health(app);
   };
   ControllerApi api(options, store, droplets, RealClock::instance());
 
@@ -205,7 +217,6 @@ int RunController(const ControllerConfig& config) {
 
   std::atomic<bool> done{false};
   std::thread loop([&] {
-    Reconciler reconciler(store, RealClock::instance());
     while (!done) {
       auto cluster = client.Call("GET", "/v1/cluster");
       if (cluster) {
@@ -214,6 +225,7 @@ int RunController(const ControllerConfig& config) {
         if (c.is_object() && c.contains("nodes") && c["nodes"].is_array())
           for (const auto& n : c["nodes"])
             reports[n.value("id", "")] = n.value("last_report_ms", static_cast<int64_t>(0));
+        std::lock_guard lock(hm_mu);
         reconciler.SetLastReports(std::move(reports));
         reconciler.Round();
       }

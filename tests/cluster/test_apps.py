@@ -195,3 +195,10 @@ def test_logs_and_a_crashing_push(cluster):
                   "--command", "echo boom-from-the-app; exit 3", timeout=150)
     assert r.rc != 0
     assert "crashed" in r.err and "boom-from-the-app" in r.err, r
+    # An instance no DEA can fit: the push says so at once, with the scheduler's reason.
+    r = core.kato("app", "push", "big", "--path", os.path.join(APPS, "web"), "--memory", "16000",
+                  timeout=60)
+    assert r.rc != 0 and "UNPLACEABLE" in r.err and "no DEA can fit" in r.err, r
+    assert r.elapsed < 30
+    info = core.json("app", "info", "big")
+    assert info["health"]["state"] == "UNPLACEABLE"
