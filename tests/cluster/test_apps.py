@@ -41,7 +41,7 @@ def test_five_node_failover(cluster):
     core = cluster.core(1, "api.five.test")
     assert set(core.json("info")["roles"]["assigned"]) == {"primary", "controller", "router", "base"}
     data = cluster.node(2)
-    cluster.attach(data, core, "redis", "memcached")
+    cluster.attach(data, core, "data-services")
     deas = [cluster.node(i) for i in (3, 4, 5)]
     for d in deas:
         cluster.attach(d, core, "dea")
