@@ -8,6 +8,7 @@
 #include "router/proxy.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/buffers_iterator.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -16,6 +17,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <charconv>
+#include <ctime>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
@@ -46,6 +49,14 @@ constexpr auto kLingerFor = std::chrono::seconds(2);
 constexpr uint32_t kMaxUpstreamHeader = 64 * 1024;
 constexpr size_t kTunnelBuffer = 16 * 1024;
 
+// Deadlines only need the sweep's precision: the coarse clock (a few ms) is
+// a plain memory read, where steady_clock costs a TSC read per I/O step.
+Steady::time_point CoarseNow() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);  // the clock steady_clock reads, coarsely
+  return Steady::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
+}
+
 bool IsParseError(const ErrorCode& ec) {
   return ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
          ec != http::error::end_of_stream && ec != http::error::partial_message;
@@ -64,53 +75,6 @@ bool ContainsToken(BView list, BView token) {
     i = comma + 1;
   }
   return false;
-}
-
-// Removes the hop-by-hop fields (RFC 9110 7.6.1), including those the
-// Connection field names.
-template <class Fields>
-void EraseHopByHop(Fields& f) {
-  // Most messages carry at most a Connection field: one scan instead of six lookups.
-  bool any = false;
-  for (const auto& field : f) {
-    switch (field.name()) {
-      case http::field::connection:
-      case http::field::keep_alive:
-      case http::field::proxy_connection:
-      case http::field::te:
-      case http::field::trailer:
-      case http::field::upgrade:
-        any = true;
-        break;
-      default:
-        break;
-    }
-  }
-  if (!any) return;
-  auto connection = f[http::field::connection];
-  if (!connection.empty()) {
-    std::vector<std::string> named;
-    size_t i = 0;
-    while (i < connection.size()) {
-      size_t comma = connection.find(',', i);
-      if (comma == BView::npos) comma = connection.size();
-      BView item = connection.substr(i, comma - i);
-      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-      if (!item.empty() && !beast::iequals(item, "close") && !beast::iequals(item, "keep-alive") &&
-          !beast::iequals(item, "upgrade")) {
-        named.emplace_back(item.data(), item.size());
-      }
-      i = comma + 1;
-    }
-    for (const auto& name : named) f.erase(name);
-    f.erase(http::field::connection);
-  }
-  f.erase(http::field::keep_alive);
-  f.erase(http::field::proxy_connection);
-  f.erase(http::field::te);
-  f.erase(http::field::trailer);
-  f.erase(http::field::upgrade);
 }
 
 std::string Printable(std::string_view s) {
@@ -147,7 +111,8 @@ struct Upstream {
 using UpstreamPtr = std::unique_ptr<Upstream>;
 
 struct Worker {
-  explicit Worker(Shared& s) : shared(s), ioc(1), sweep(ioc), cache(s.table) {}
+  Worker(Shared& s, int concurrency_hint)
+      : shared(s), ioc(concurrency_hint), sweep(ioc), cache(s.table) {}
 
   void StartSweep() {
     sweep.expires_after(kSweepEvery);
@@ -187,7 +152,7 @@ struct Worker {
     auto it = pool.find(key);
     if (it == pool.end()) it = pool.emplace(std::string(key), std::vector<UpstreamPtr>()).first;
     if (it->second.size() >= shared.opt.max_idle_upstreams) return;
-    u->idle_since = Steady::now();
+    u->idle_since = CoarseNow();
     it->second.push_back(std::move(u));
   }
 
@@ -251,7 +216,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
  private:
   void Arm(State s, std::chrono::milliseconds timeout) {
     state_ = s;
-    deadline = Steady::now() + timeout;
+    deadline = CoarseNow() + timeout;
   }
 
   void CloseAll() {
@@ -352,35 +317,73 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     Reply(http::status::ok, "ok\n");
   }
 
-  void PrepareUpstreamRequest(Request& req) {
+  // Renders the request for the backend into up_head_ by hand: Beast's
+  // serializer walks a chain of buffer views per field, and editing the parsed
+  // fields (erase, set) allocates per field. The body was de-chunked by the
+  // parser, so it goes out with a Content-Length.
+  void PrepareUpstreamRequest(const Request& req) {
     websocket_ = ContainsToken(req[http::field::connection], "upgrade") &&
                  beast::iequals(req[http::field::upgrade], "websocket");
-    std::string upgrade;
-    if (websocket_) upgrade = std::string(req[http::field::upgrade]);
     bool had_length = req.has_content_length() || req.chunked();
-    BView host = req[http::field::host];
-    req.set("X-Forwarded-Host", host);
-    EraseHopByHop(req);
-    req.version(11);
+    BView connection = req[http::field::connection];
+    std::string& h = up_head_;
+    h.clear();
+    BView method = req.method_string();
+    BView target = req.target();
+    h.append(method.data(), method.size()).append(" ");
+    h.append(target.data(), target.size()).append(" HTTP/1.1\r\n");
+    bool xff = false;
+    for (const auto& f : req) {
+      BView name = f.name_string();
+      BView value = f.value();
+      switch (f.name()) {
+        case http::field::content_length:
+        case http::field::transfer_encoding:
+        case http::field::connection:
+        case http::field::keep_alive:
+        case http::field::proxy_connection:
+        case http::field::te:
+        case http::field::trailer:
+        case http::field::upgrade:
+          continue;
+        case http::field::unknown:
+          if (beast::iequals(name, "X-Forwarded-Host") ||
+              beast::iequals(name, "X-Forwarded-Proto")) {
+            continue;
+          }
+          if (beast::iequals(name, "X-Forwarded-For")) {
+            // Earlier proxies' addresses first, ours last (several fields merge).
+            h.append(xff ? ", " : "X-Forwarded-For: ").append(value.data(), value.size());
+            xff = true;
+            continue;
+          }
+          break;
+        default:
+          break;
+      }
+      if (!connection.empty() && ContainsToken(connection, name)) continue;  // hop-by-hop too
+      AppendField(h, name, value);
+    }
+    h.append(xff ? ", " : "X-Forwarded-For: ").append(peer_ip_).append("\r\n");
+    h.append(kTls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+    AppendField(h, "X-Forwarded-Host", req[http::field::host]);
     if (websocket_) {
-      req.set(http::field::connection, "Upgrade");
-      req.set(http::field::upgrade, upgrade);
+      h.append("Connection: Upgrade\r\n");
+      AppendField(h, "Upgrade", req[http::field::upgrade]);
     }
-    BView prior = req["X-Forwarded-For"];
-    if (prior.empty()) {
-      req.set("X-Forwarded-For", peer_ip_);
-    } else {
-      std::string xff;
-      xff.reserve(prior.size() + 2 + peer_ip_.size());
-      xff.append(prior.data(), prior.size()).append(", ").append(peer_ip_);
-      req.set("X-Forwarded-For", xff);
-    }
-    req.set("X-Forwarded-Proto", kTls ? "https" : "http");
-    if (!req.body().empty() || had_length) {
-      req.content_length(req.body().size());
-    } else {
-      req.erase(http::field::transfer_encoding);
-    }
+    if (!req.body().empty() || had_length) AppendLength(h, req.body().size());
+    h.append("\r\n");
+  }
+
+  static void AppendField(std::string& h, BView name, BView value) {
+    h.append(name.data(), name.size()).append(": ").append(value.data(), value.size());
+    h.append("\r\n");
+  }
+
+  static void AppendLength(std::string& h, size_t n) {
+    char digits[24];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, n);
+    h.append("Content-Length: ").append(digits, end).append("\r\n");
   }
 
   // Picks the next untried backend; a new connection or an idle pooled one.
@@ -436,11 +439,13 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   void SendUpstream() {
     upstream_timed_out_ = false;
     Arm(State::kUpstream, opt_.upstream_timeout);
-    http::async_write(up_->socket, parser_->get(),
-                      [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
-                        if (ec) return self->OnUpstreamError(ec);
-                        self->ReadUpstream();
-                      });
+    const std::string& body = parser_->get().body();
+    std::array<net::const_buffer, 2> out{net::buffer(up_head_), net::buffer(body)};
+    net::async_write(up_->socket, out,
+                     [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
+                       if (ec) return self->OnUpstreamError(ec);
+                       self->ReadUpstream();
+                     });
   }
 
   void ReadUpstream() {
@@ -506,15 +511,6 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       w_.GiveBack(key_, std::move(up_));
     }
     up_.reset();
-    EraseHopByHop(res);
-    unsigned status = res.result_int();
-    if (head_ || status / 100 == 1 || status == 204 || status == 304) {
-      res.erase(http::field::transfer_encoding);
-    } else if (res.chunked() || !res.has_content_length()) {
-      res.content_length(res.body().size());  // the parser checked a Content-Length it had
-    }
-    res.version(version_);
-    res.keep_alive(keep_alive_);
     WriteResponse(res);
   }
 
@@ -533,9 +529,50 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     WriteResponse(*own_);
   }
 
-  void WriteResponse(Response& res) {
+  // Renders the header for the client by hand (see PrepareUpstreamRequest)
+  // into out_head_: hop-by-hop fields go, framing and Connection are ours.
+  void RenderResponseHead(const Response& res) {
+    unsigned status = res.result_int();
+    // No body follows whatever Content-Length says: pass that through as it is.
+    bool bodiless = head_ || status / 100 == 1 || status == 204 || status == 304;
+    BView connection = res[http::field::connection];
+    std::string& h = out_head_;
+    h.clear();
+    char code[4] = {char('0' + status / 100 % 10), char('0' + status / 10 % 10),
+                    char('0' + status % 10), ' '};
+    h.append(version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ").append(code, sizeof code);
+    BView reason = res.reason();
+    h.append(reason.data(), reason.size()).append("\r\n");
+    for (const auto& f : res) {
+      switch (f.name()) {
+        case http::field::content_length:
+          if (!bodiless) continue;
+          break;
+        case http::field::transfer_encoding:
+        case http::field::connection:
+        case http::field::keep_alive:
+        case http::field::proxy_connection:
+        case http::field::te:
+        case http::field::trailer:
+        case http::field::upgrade:
+          continue;
+        default:
+          break;
+      }
+      if (!connection.empty() && ContainsToken(connection, f.name_string())) continue;
+      AppendField(h, f.name_string(), f.value());
+    }
+    if (!bodiless) AppendLength(h, res.body().size());
+    if (version_ == 11 && !keep_alive_) h.append("Connection: close\r\n");
+    if (version_ == 10 && keep_alive_) h.append("Connection: keep-alive\r\n");
+    h.append("\r\n");
+  }
+
+  void WriteResponse(const Response& res) {
     Arm(State::kWriting, opt_.request_timeout);
-    http::async_write(stream_, res, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
+    RenderResponseHead(res);
+    std::array<net::const_buffer, 2> out{net::buffer(out_head_), net::buffer(res.body())};
+    net::async_write(stream_, out, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
       if (ec) return self->CloseAll();
       // Bodies can be large: hold no memory while the connection idles.
       self->own_.reset();
@@ -618,7 +655,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     stream_.async_read_some(
         net::buffer(to_up_), [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
           if (ec) return self->TunnelEnded(true);
-          self->deadline = Steady::now() + self->opt_.tunnel_idle_timeout;
+          self->deadline = CoarseNow() + self->opt_.tunnel_idle_timeout;
           net::async_write(self->up_->socket, net::buffer(self->to_up_.data(), n),
                            [self](const ErrorCode& ec, size_t) {
                              if (ec) return self->CloseAll();
@@ -631,7 +668,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     up_->socket.async_read_some(
         net::buffer(to_client_), [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
           if (ec) return self->TunnelEnded(false);
-          self->deadline = Steady::now() + self->opt_.tunnel_idle_timeout;
+          self->deadline = CoarseNow() + self->opt_.tunnel_idle_timeout;
           net::async_write(self->stream_, net::buffer(self->to_client_.data(), n),
                            [self](const ErrorCode& ec, size_t) {
                              if (ec) return self->CloseAll();
@@ -671,6 +708,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   bool websocket_ = false;
 
   std::string host_;
+  std::string up_head_, out_head_;  // rendered headers, capacity reused
   std::string key_;
   std::string backend_ip_;
   uint16_t backend_port_ = 0;
@@ -795,7 +833,14 @@ Status Router::Start() {
   const RouterOptions& opt = im.shared.opt;
   if (opt.tls) KATO_TRY(MakeTlsContext(*opt.tls, im.shared.tls));
   int threads = std::max(1, opt.threads);
-  for (int i = 0; i < threads; ++i) im.workers.push_back(std::make_unique<Worker>(im.shared));
+  // With one worker every socket and timer lives on its thread (Start sets
+  // them up before the thread runs), so the reactor's per-descriptor locks
+  // can go; Stop's ioc.stop() goes through the scheduler, which stays locked.
+  // Several workers share workers[0]'s acceptors: they need the locks.
+  int hint = threads == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : 1;
+  for (int i = 0; i < threads; ++i) {
+    im.workers.push_back(std::make_unique<Worker>(im.shared, hint));
+  }
 
   auto add = [&](Kind kind, int port, const char* what, int* bound) -> Status {
     auto l = std::make_unique<Listener>(im.shared, im.workers, kind);
