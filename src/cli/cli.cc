@@ -313,7 +313,7 @@ int RunCli(int argc, char** argv) {
   lb->callback([&] {
     run = [] {
       std::cerr << "kato: the load_balancer role is not yet available in kato " << KATO_VERSION
-                << " (it arrives with the router); nothing changed\n";
+                << " (it arrives with the multi-router layout); nothing changed\n";
       return 1;
     };
   });

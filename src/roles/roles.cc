@@ -24,10 +24,10 @@ const char kPath[] = "/usr/sbin:/usr/bin:/sbin:/bin";
 // Roles whose processes come with a later release, and why they are absent.
 const std::map<std::string, std::string>& NotYetAvailable() {
   static const auto* m = new std::map<std::string, std::string>{
-      {"filesystem", "the filesystem service arrives with app support"},
-      {"harbor", "the harbor port service arrives with app support"},
+      {"filesystem", "the shared filesystem service is not built yet"},
+      {"harbor", "the harbor TCP/UDP port service is not built yet"},
       {"mdns", "mdns serves micro clouds only; clusters use real DNS"},
-      {"load_balancer", "the nginx load balancer arrives with the router"},
+      {"load_balancer", "the nginx load balancer over several routers is not built yet"},
   };
   return *m;
 }
