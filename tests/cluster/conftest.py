@@ -127,8 +127,14 @@ class Node:
         self.proc = None
 
 
+def _subnet_range():
+    # KATO_TEST_SUBNETS=LO-HI keeps concurrent test runs on one machine apart.
+    lo, _, hi = os.environ.get("KATO_TEST_SUBNETS", "10-249").partition("-")
+    return iter(range(int(lo), int(hi) + 1))
+
+
 class Cluster:
-    _subnets = iter(range(10, 250))
+    _subnets = _subnet_range()
 
     def __init__(self, bins):
         self.bins = bins
