@@ -216,6 +216,27 @@ Result<bool> RemoteStore::DeleteDoc(const std::string& kind, const std::string& 
   return true;
 }
 
+Result<bool> RemoteStore::AcquireLease(const std::string& name, const std::string& holder,
+                                       int64_t, int64_t ttl_ms) {
+  auto j = ParsedCall(client_, "POST", "/v1/lease/" + name,
+                      json{{"holder", holder}, {"ttl_ms", ttl_ms}}.dump());
+  if (!j) return Err(j.error());
+  return j->value("held", false);
+}
+
+Status RemoteStore::ReleaseLease(const std::string& name, const std::string& holder) {
+  auto r = client_.Call("DELETE", "/v1/lease/" + name, json{{"holder", holder}}.dump());
+  return r ? Ok() : Status(Err(r.error()));
+}
+
+Result<std::optional<LeaseRecord>> RemoteStore::GetLease(const std::string& name) {
+  auto j = ParsedCall(client_, "GET", "/v1/lease/" + name);
+  if (!j) return Err(j.error());
+  if (!j->contains("holder")) return std::optional<LeaseRecord>();
+  return std::optional<LeaseRecord>(
+      LeaseRecord{name, j->value("holder", ""), j->value("expires_ms", static_cast<int64_t>(0))});
+}
+
 Status RemoteStore::AppendHistory(const HistoryEntry& e) {
   json body{{"audit", {{"node", e.node}, {"user", e.user}, {"command", e.command}}}};
   auto r = client_.Call("POST", "/v1/history", body.dump());

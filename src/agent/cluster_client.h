@@ -68,6 +68,11 @@ class RemoteStore final : public Store {
   Result<std::vector<std::pair<std::string, std::string>>> ListDocs(
       const std::string& kind) override;
   Result<bool> DeleteDoc(const std::string& kind, const std::string& key) override;
+  // Leases use the primary's clock: now_ms is ignored.
+  Result<bool> AcquireLease(const std::string& name, const std::string& holder, int64_t now_ms,
+                            int64_t ttl_ms) override;
+  Status ReleaseLease(const std::string& name, const std::string& holder) override;
+  Result<std::optional<LeaseRecord>> GetLease(const std::string& name) override;
   Status AppendHistory(const HistoryEntry& entry) override;
   Result<std::vector<HistoryEntry>> ListHistory(int limit) override;
 

@@ -486,6 +486,37 @@ struct PrimaryService::Impl {
     return ErrorReply(405, "method " + method + " not allowed on documents");
   }
 
+  // /v1/lease/NAME: POST {"holder", "ttl_ms"} takes or renews the lease (the
+  // primary's clock decides expiry), DELETE {"holder"} gives it up, GET reads it.
+  HttpResponse Lease(const std::string& method, const std::string& name, const json& body) {
+    if (!IsDocName(name, false)) return ErrorReply(400, "bad lease name '" + name + "'");
+    auto reply = [&](bool held) -> HttpResponse {
+      auto l = store.GetLease(name);
+      if (!l) return ErrorReply(500, l.error());
+      json out{{"name", name}, {"held", held}, {"now_ms", clock.wall_ms()}};
+      if (*l) out["holder"] = (*l)->holder, out["expires_ms"] = (*l)->expires_ms;
+      return JsonReply(200, out);
+    };
+    if (method == "GET") return reply(false);
+    std::string holder = Str(body, "holder");
+    if (holder.empty() || holder.size() > 200) return ErrorReply(400, "a lease needs a holder");
+    std::lock_guard lock(mu);
+    if (method == "POST") {
+      int64_t ttl = body.contains("ttl_ms") && body["ttl_ms"].is_number_integer()
+                        ? body["ttl_ms"].get<int64_t>() : 0;
+      if (ttl < 100 || ttl > 600'000)
+        return ErrorReply(400, "ttl_ms must be between 100 and 600000");
+      auto held = store.AcquireLease(name, holder, clock.wall_ms(), ttl);
+      if (!held) return ErrorReply(500, held.error());
+      return reply(*held);
+    }
+    if (method == "DELETE") {
+      if (auto st = store.ReleaseLease(name, holder); !st) return ErrorReply(500, st.error());
+      return reply(false);
+    }
+    return ErrorReply(405, "method " + method + " not allowed on leases");
+  }
+
   // A node's report of what it runs (a DEA's instances). Stored only when it
   // changed, so that watchers (routers, the controller) wake on real changes.
   HttpResponse Report(const std::string& id, const json& body) {
@@ -643,6 +674,8 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
     r = d.Config(path.substr(11), body);
   } else if (path.rfind("/v1/docs/", 0) == 0) {
     r = d.Docs(req.method, path.substr(9), body);
+  } else if (path.rfind("/v1/lease/", 0) == 0) {
+    r = d.Lease(req.method, path.substr(10), body);
   } else if (path == "/v1/report" && req.method == "POST") {
     r = d.Report(req.peer_cn, body);
   } else if (path == "/v1/settings" && req.method == "POST") {

@@ -748,5 +748,34 @@ TEST(VersionsCompatibleTest, SameMajorAndMinor) {
   }
 }
 
+// ---- leases -----------------------------------------------------------------
+
+TEST_F(PrimaryTest, LeaseIsHeldByOneHolderUntilItExpiresOnThePrimarysClock) {
+  Reply a = Core("POST", "/v1/lease/controller-leader", {{"holder", "a"}, {"ttl_ms", 3000}});
+  ASSERT_EQ(a.status, 200) << a.body.dump();
+  EXPECT_TRUE(a.body["held"].get<bool>());
+  EXPECT_EQ(a.body["holder"], "a");
+  Reply b = Core("POST", "/v1/lease/controller-leader", {{"holder", "b"}, {"ttl_ms", 3000}});
+  EXPECT_FALSE(b.body["held"].get<bool>());
+  EXPECT_EQ(b.body["holder"], "a");
+  clock_.advance(Millis(3001));
+  b = Core("POST", "/v1/lease/controller-leader", {{"holder", "b"}, {"ttl_ms", 3000}});
+  EXPECT_TRUE(b.body["held"].get<bool>());
+  EXPECT_EQ(Core("GET", "/v1/lease/controller-leader").body["holder"], "b");
+  EXPECT_EQ(Core("DELETE", "/v1/lease/controller-leader", {{"holder", "b"}}).status, 200);
+  EXPECT_FALSE(Core("GET", "/v1/lease/controller-leader").body.contains("holder"));
+}
+
+TEST_F(PrimaryTest, BadLeaseRequestsAreRefusedAndChangeNothing) {
+  int64_t before = Rev();
+  EXPECT_EQ(Core("POST", "/v1/lease/x", {{"holder", "a"}, {"ttl_ms", 0}}).status, 400);
+  EXPECT_EQ(Core("POST", "/v1/lease/x", {{"holder", "a"}, {"ttl_ms", "5"}}).status, 400);
+  EXPECT_EQ(Core("POST", "/v1/lease/x", {{"ttl_ms", 1000}}).status, 400);
+  EXPECT_EQ(Core("POST", "/v1/lease/..", {{"holder", "a"}, {"ttl_ms", 1000}}).status, 400);
+  EXPECT_EQ(Core("PUT", "/v1/lease/x", {{"holder", "a"}, {"ttl_ms", 1000}}).status, 405);
+  EXPECT_EQ(Call("POST", "/v1/lease/x", R"({"holder":"a","ttl_ms":1000})", "stranger").status, 403);
+  EXPECT_EQ(Rev(), before);
+}
+
 }  // namespace
 }  // namespace kato

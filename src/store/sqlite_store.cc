@@ -25,7 +25,7 @@ namespace {
 
 // Bump when the schema changes, and add the migration from the previous
 // version to Migrate() below.
-constexpr int64_t kSchemaVersion = 2;
+constexpr int64_t kSchemaVersion = 3;
 
 // Other processes (a CLI reading the store) may hold the write lock briefly.
 constexpr int kBusyTimeoutMs = 5000;
@@ -81,6 +81,15 @@ CREATE TABLE docs (
   key        TEXT NOT NULL,
   value_json TEXT NOT NULL,
   PRIMARY KEY (kind, key)
+);
+)sql";
+
+// Version 3: leases (the controllers' leader lock).
+constexpr const char* kSchemaV3 = R"sql(
+CREATE TABLE leases (
+  name       TEXT PRIMARY KEY,
+  holder     TEXT NOT NULL,
+  expires_ms INTEGER NOT NULL
 );
 )sql";
 
@@ -530,6 +539,8 @@ class SqliteStore final : public Store {
                  std::to_string(from));
     if (from < 2)
       KATO_TRY(ExecScript("cannot upgrade state store " + path_ + " to version 2", kSchemaV2));
+    if (from < 3)
+      KATO_TRY(ExecScript("cannot upgrade state store " + path_ + " to version 3", kSchemaV3));
     return Exec("cannot upgrade state store " + path_,
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", kSchemaVersion);
   }
@@ -587,6 +598,64 @@ class SqliteStore final : public Store {
     return deleted;
   }
 
+  Result<bool> AcquireLease(const std::string& name, const std::string& holder, int64_t now_ms,
+                            int64_t ttl_ms) override {
+    if (name.empty() || holder.empty()) return Err("a lease needs a name and a holder");
+    if (ttl_ms <= 0) return Err("a lease needs a positive duration");
+    std::lock_guard lock(mu_);
+    bool held = false;
+    KATO_TRY(ExecScript("cannot start a write transaction", "BEGIN IMMEDIATE"));
+    Status st = [&]() -> Status {
+      auto s = Prepare("SELECT holder, expires_ms FROM leases WHERE name = ?");
+      if (!s.ok()) return std::move(s).take_error();
+      std::string current;
+      int64_t expires = 0;
+      {
+        Stmt q(*s);
+        q.Bind(name);
+        int rc = q.Step();
+        if (rc == SQLITE_ROW) current = q.Text(0), expires = q.Int(1);
+        else if (rc != SQLITE_DONE) return Fail("cannot read lease " + name);
+      }
+      if (!current.empty() && current != holder && expires > now_ms) return Ok();
+      held = true;
+      KATO_TRY(Exec("cannot write lease " + name,
+                    "INSERT INTO leases (name, holder, expires_ms) VALUES (?, ?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                    "expires_ms = excluded.expires_ms",
+                    name, holder, now_ms + ttl_ms));
+      if (current == holder) return Ok();
+      return Exec("cannot bump the revision",
+                  "UPDATE meta SET value = value + 1 WHERE key = 'revision'");
+    }();
+    if (st.ok()) st = ExecScript("cannot commit", "COMMIT");
+    if (!st.ok()) {
+      RollbackIfOpen();
+      return std::move(st).take_error();
+    }
+    return held;
+  }
+
+  Status ReleaseLease(const std::string& name, const std::string& holder) override {
+    std::lock_guard lock(mu_);
+    return Write([&]() -> Status {
+      return Exec("cannot release lease " + name,
+                  "DELETE FROM leases WHERE name = ? AND holder = ?", name, holder);
+    });
+  }
+
+  Result<std::optional<LeaseRecord>> GetLease(const std::string& name) override {
+    std::lock_guard lock(mu_);
+    auto s = Prepare("SELECT holder, expires_ms FROM leases WHERE name = ?");
+    if (!s.ok()) return std::move(s).take_error();
+    Stmt st(*s);
+    st.Bind(name);
+    int rc = st.Step();
+    if (rc == SQLITE_DONE) return std::optional<LeaseRecord>();
+    if (rc != SQLITE_ROW) return Fail("cannot read lease " + name);
+    return std::optional<LeaseRecord>(LeaseRecord{name, st.Text(0), st.Int(1)});
+  }
+
   const std::string path_;
   std::mutex mu_;                               // serializes every call; guards everything below
   sqlite3* const db_;                           // one connection, used only under mu_
@@ -635,6 +704,7 @@ Status SqliteStore::Init() {
       KATO_TRY(ExecScript("", "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"));
       KATO_TRY(ExecScript("", kSchemaV1));
       KATO_TRY(ExecScript("", kSchemaV2));
+      KATO_TRY(ExecScript("", kSchemaV3));
       return Exec("", "INSERT INTO meta (key, value) VALUES ('schema_version', ?), ('revision', 0)",
                   kSchemaVersion);
     }

@@ -51,6 +51,14 @@ struct ConfigEntry {
   bool operator==(const ConfigEntry&) const = default;
 };
 
+// A named lock with an expiry: who leads among several controllers.
+struct LeaseRecord {
+  std::string name;
+  std::string holder;
+  int64_t expires_ms = 0;
+  bool operator==(const LeaseRecord&) const = default;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -96,6 +104,18 @@ class Store {
       const std::string& kind) = 0;
   // Ok(false) when there was no such document.
   virtual Result<bool> DeleteDoc(const std::string& kind, const std::string& key) = 0;
+
+  // Leases. AcquireLease takes or renews lease `name` for `holder` until
+  // now_ms + ttl_ms: Ok(true) when `holder` holds it afterwards (it was free,
+  // expired at now_ms, or already held by `holder`), Ok(false) when another
+  // holder's lease is still valid (then nothing changes). A change of holder
+  // bumps the revision; a renewal does not (renewals are frequent and nobody
+  // needs to wake for them). now_ms comes from one clock, the primary's.
+  virtual Result<bool> AcquireLease(const std::string& name, const std::string& holder,
+                                    int64_t now_ms, int64_t ttl_ms) = 0;
+  // Gives the lease up when `holder` holds it (no-op otherwise).
+  virtual Status ReleaseLease(const std::string& name, const std::string& holder) = 0;
+  virtual Result<std::optional<LeaseRecord>> GetLease(const std::string& name) = 0;
 
   // Appends a history entry (its id and nothing else are assigned by the store).
   virtual Status AppendHistory(const HistoryEntry& entry) = 0;

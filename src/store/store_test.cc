@@ -521,10 +521,37 @@ TEST_F(DocsTest, UpgradesAVersion1Store) {
   EXPECT_EQ(**(*store)->GetSetting("core_ip"), "10.0.0.1");
   EXPECT_EQ(*(*store)->Revision(), 7);
   EXPECT_TRUE((*store)->PutDoc("app", "web", "{}").ok());
+  EXPECT_TRUE(*(*store)->AcquireLease("leader", "a", 0, 1000));  // version 3's leases table
   store->reset();
-  auto again = OpenSqliteStore(path_);  // already at version 2: opens as is
+  auto again = OpenSqliteStore(path_);  // already at the current version: opens as is
   ASSERT_TRUE(again.ok()) << again.error();
   EXPECT_EQ(**(*again)->GetDoc("app", "web"), "{}");
+  EXPECT_EQ((*(*again)->GetLease("leader"))->holder, "a");
+}
+
+TEST_F(DocsTest, LeaseIsExclusiveUntilItExpires) {
+  auto store = OpenSqliteStore(path_);
+  ASSERT_TRUE(store.ok()) << store.error();
+  Store& s = **store;
+  EXPECT_FALSE(s.GetLease("leader")->has_value());
+  int64_t r0 = *s.Revision();
+  EXPECT_TRUE(*s.AcquireLease("leader", "a", 1000, 3000));
+  EXPECT_EQ(*s.Revision(), r0 + 1);  // a new holder wakes watchers
+  EXPECT_FALSE(*s.AcquireLease("leader", "b", 3999, 3000));
+  EXPECT_EQ(*s.Revision(), r0 + 1);  // refused: nothing changed
+  EXPECT_TRUE(*s.AcquireLease("leader", "a", 3500, 3000));  // renewal
+  EXPECT_EQ(*s.Revision(), r0 + 1);                         // renewals are silent
+  EXPECT_EQ(**s.GetLease("leader"), (LeaseRecord{"leader", "a", 6500}));
+  EXPECT_FALSE(*s.AcquireLease("leader", "b", 6499, 3000));
+  EXPECT_TRUE(*s.AcquireLease("leader", "b", 6500, 3000));  // expired: taken over
+  EXPECT_EQ((*s.GetLease("leader"))->holder, "b");
+  EXPECT_TRUE(s.ReleaseLease("leader", "a").ok());  // not a's any more: no-op
+  EXPECT_EQ((*s.GetLease("leader"))->holder, "b");
+  EXPECT_TRUE(s.ReleaseLease("leader", "b").ok());
+  EXPECT_FALSE(s.GetLease("leader")->has_value());
+  EXPECT_TRUE(*s.AcquireLease("leader", "a", 7000, 3000));  // free again at once
+  EXPECT_FALSE(s.AcquireLease("", "a", 0, 1).ok());
+  EXPECT_FALSE(s.AcquireLease("x", "a", 0, 0).ok());
 }
 
 }  // namespace
