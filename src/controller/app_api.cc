@@ -283,13 +283,21 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
 
     if (path == "/v2/info" && m == "GET") {
       json nodes = json::array();
+      json controllers = json::array();
+      auto lease = store_.GetLease(kLeaderLease);
+      std::string leader = lease && *lease ? (*lease)->holder : "";
       if (auto l = store_.ListNodes(); l)
-        for (const auto& n : *l) nodes.push_back({{"id", n.id}, {"ip", n.ip}, {"roles", n.roles}});
+        for (const auto& n : *l) {
+          nodes.push_back({{"id", n.id}, {"ip", n.ip}, {"roles", n.roles}});
+          if (std::count(n.roles.begin(), n.roles.end(), "controller"))
+            controllers.push_back({{"id", n.id}, {"ip", n.ip}, {"leader", n.id == leader}});
+        }
       auto core = store_.GetSetting("core_ip");
       return Reply(200, {{"version", options_.version},
                          {"endpoint", Endpoint(store_)},
                          {"core_ip", core && *core ? **core : ""},
-                         {"nodes", nodes}});
+                         {"nodes", nodes},
+                         {"controllers", controllers}});
     }
     if (path == "/v2/apps" && m == "GET") {
       auto docs = store_.ListDocs("app");

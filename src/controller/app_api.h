@@ -74,6 +74,10 @@ class DropletStore {
 
 class ControllerApi {
  public:
+  // The lease that makes one controller of several the leader: the one that
+  // runs the scheduler and the health manager (every controller serves the API).
+  static constexpr const char* kLeaderLease = "controller-leader";
+
   struct Options {
     std::string admin_token_hash;  // SHA-256 hex of the admin token
     std::string version;

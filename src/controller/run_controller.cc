@@ -32,11 +32,15 @@ class Reconciler {
  public:
   Reconciler(Store& store, const Clock& clock) : store_(store), hm_(clock) {}
 
-  void Round() {
+  // One round. A leader acts on the health manager's decisions; a standby only
+  // observes (so that it has heard from every DEA when it takes over) and
+  // judges the apps' health on a copy, for its API.
+  void Round(bool leader) {
     auto apps = store_.ListDocs("app");
     auto cluster = store_.ListNodes();
     auto reports = store_.ListDocs("instances");
-    auto assignments = store_.ListDocs("assignment");
+    using Docs = std::vector<std::pair<std::string, std::string>>;
+    auto assignments = leader ? store_.ListDocs("assignment") : Result<Docs>(Docs{});
     // Never decide on a partial picture: a missing app would read as "delete it".
     if (!apps || !cluster || !reports || !assignments) return;
     std::vector<AppSpec> specs;
@@ -67,6 +71,13 @@ class Reconciler {
                            i.value("memory_mb", 0)});
       hm_.ObserveDea(dea, insts);
     }
+    if (!leader) {
+      HealthManager shadow = hm_;
+      (void)shadow.Evaluate(specs);
+      for (const auto& spec : specs) shadow_health_[spec.name] = shadow.AppHealth(spec.name);
+      return;
+    }
+    shadow_health_.clear();
     std::map<std::string, std::string> assigned;  // "app/index" -> instance id
     for (const auto& [key, value] : *assignments)
       assigned[key] = json::parse(value, nullptr, false).value("instance_id", "");
@@ -100,7 +111,8 @@ class Reconciler {
 
   void SetLastReports(std::map<std::string, int64_t> r) { last_report_ = std::move(r); }
   std::pair<std::string, std::string> Health(const std::string& app) const {
-    auto h = hm_.AppHealth(app);
+    auto it = shadow_health_.find(app);
+    auto h = it != shadow_health_.end() ? it->second : hm_.AppHealth(app);
     return {h.state, h.message};
   }
 
@@ -113,7 +125,14 @@ class Reconciler {
   HealthManager hm_;
   std::map<std::string, int64_t> seen_;
   std::map<std::string, int64_t> last_report_;
+  std::map<std::string, AppHealthStatus> shadow_health_;  // a standby's verdicts
 };
+
+// Leadership among several controllers: a lease in the cluster store, renewed
+// every round. A controller that cannot renew (the core is away, another
+// holds it) stands by; a stopping leader gives the lease up so another takes
+// over at once. When a leader dies, the lease expires after kLeaseTtl.
+constexpr int64_t kLeaseTtlMs = 3000;
 
 }  // namespace
 
@@ -216,6 +235,8 @@ int RunController(const ControllerConfig& config) {
           kControllerInternalPort);
 
   std::atomic<bool> done{false};
+  bool leader = false;  // used by the loop thread only, then after it ends
+  std::chrono::steady_clock::time_point renewed;
   std::thread loop([&] {
     while (!done) {
       auto cluster = client.Call("GET", "/v1/cluster");
@@ -225,9 +246,27 @@ int RunController(const ControllerConfig& config) {
         if (c.is_object() && c.contains("nodes") && c["nodes"].is_array())
           for (const auto& n : c["nodes"])
             reports[n.value("id", "")] = n.value("last_report_ms", static_cast<int64_t>(0));
+        // A leader renews a third of the way into its lease; a standby asks every
+        // round (a refused attempt writes nothing), to take over soon after expiry.
+        auto now = std::chrono::steady_clock::now();
+        Result<bool> held = true;
+        if (!leader || now - renewed >= std::chrono::milliseconds(kLeaseTtlMs / 3)) {
+          held = store.AcquireLease(ControllerApi::kLeaderLease, id->node_id, 0, kLeaseTtlMs);
+          if (held && *held) renewed = now;
+        }
+        bool now_leader = held && *held;
+        if (now_leader != leader) {
+          if (now_leader) LogInfo("controller: leading: the scheduler and health manager run here");
+          else LogInfo("controller: standing by: {}", held ? "another controller leads" : held.error());
+          leader = now_leader;
+        }
         std::lock_guard lock(hm_mu);
         reconciler.SetLastReports(std::move(reports));
-        reconciler.Round();
+        reconciler.Round(leader);
+      } else if (leader) {
+        // Without the core the lease cannot be renewed: stop acting before it expires.
+        LogInfo("controller: standing by: {}", cluster.error());
+        leader = false;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(250));  // the health manager's period
     }
@@ -237,6 +276,7 @@ int RunController(const ControllerConfig& config) {
   LogInfo("controller: signal {}, stopping", sig);
   done = true;
   loop.join();
+  if (leader) (void)store.ReleaseLease(ControllerApi::kLeaderLease, id->node_id);
   server.Stop();
   internal.Stop();
   return 0;

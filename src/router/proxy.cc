@@ -19,6 +19,7 @@
 #include <boost/beast/http.hpp>
 #include <charconv>
 #include <ctime>
+#include <future>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
@@ -90,6 +91,8 @@ struct Shared {
   const RouterOptions opt;
   const RouteTable& table;
   std::atomic<bool> draining{false};
+  std::atomic<bool> closing{false};  // Drain: finish what is in flight, keep nothing alive
+  std::atomic<int> connections{0};   // client connections (not health checks)
   std::optional<ssl::context> tls;
 };
 
@@ -98,6 +101,8 @@ class Timed {
  public:
   virtual ~Timed() = default;
   virtual void Expire() = 0;
+  // Called by the sweep while the router drains: close if nothing is in flight.
+  virtual void CloseIfIdle() = 0;
   Steady::time_point deadline = Steady::time_point::max();
 };
 
@@ -132,6 +137,11 @@ struct Worker {
     for (Timed* t : expired) {
       t->deadline = Steady::time_point::max();
       t->Expire();
+    }
+    if (shared.closing.load(std::memory_order_relaxed)) {
+      std::vector<Timed*> all(timed.begin(), timed.end());
+      for (Timed* t : all) t->CloseIfIdle();
+      pool.clear();
     }
     for (auto& [key, idle] : pool) {
       std::erase_if(idle, [&](const UpstreamPtr& u) {
@@ -182,8 +192,12 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   ClientConn(Worker& w, bool health, Args&&... stream_args)
       : w_(w), opt_(w.shared.opt), health_(health), stream_(std::forward<Args>(stream_args)...) {
     w_.timed.insert(this);
+    if (!health_) w_.shared.connections.fetch_add(1, std::memory_order_relaxed);
   }
-  ~ClientConn() override { w_.timed.erase(this); }
+  ~ClientConn() override {
+    w_.timed.erase(this);
+    if (!health_) w_.shared.connections.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   void Start() {
     ErrorCode ec;
@@ -211,6 +225,15 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       return;
     }
     CloseAll();
+  }
+
+  void CloseIfIdle() override {
+    // Between requests with nothing of the next one read yet, or still in the
+    // TLS handshake: nothing is lost by closing.
+    bool idle = state_ == State::kHandshake ||
+                (state_ == State::kReading && buffer_.size() == 0 &&
+                 (!parser_ || !parser_->got_some()));
+    if (idle || state_ == State::kLinger) CloseAll();
   }
 
  private:
@@ -280,7 +303,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
 
   void OnRequest() {
     Request& req = parser_->get();
-    keep_alive_ = req.keep_alive();
+    keep_alive_ = req.keep_alive() && !w_.shared.closing.load(std::memory_order_relaxed);
     version_ = req.version() == 10 ? 10 : 11;
     head_ = req.method() == http::verb::head;
     if (health_) return OnHealth(req);
@@ -570,6 +593,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
 
   void WriteResponse(const Response& res) {
     Arm(State::kWriting, opt_.request_timeout);
+    if (w_.shared.closing.load(std::memory_order_relaxed)) keep_alive_ = false;
     RenderResponseHead(res);
     std::array<net::const_buffer, 2> out{net::buffer(out_head_), net::buffer(res.body())};
     net::async_write(stream_, out, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
@@ -755,6 +779,13 @@ class Listener {
   }
 
   int port() const { return port_; }
+  Kind kind() const { return kind_; }
+  // On workers[0]'s thread: no new connections (pending accepts are aborted).
+  void Close() {
+    ErrorCode ec;
+    acceptor_.close(ec);
+    retry_.cancel();
+  }
   void Accept() {
     Worker& w = *workers_[next_++ % workers_.size()];
     acceptor_.async_accept(w.ioc.get_executor(), [this, &w](const ErrorCode& ec, Socket socket) {
@@ -882,6 +913,29 @@ void Router::Stop() {
   im.guards.clear();
   im.listeners.clear();
   im.workers.clear();  // destroys every connection with its io_context's handlers
+}
+
+void Router::Drain(std::chrono::milliseconds notice, std::chrono::milliseconds limit) {
+  Impl& im = *impl_;
+  if (!im.started) return;
+  SetDraining(true);
+  // Load balancers poll /health: give them this long to stop sending here.
+  std::this_thread::sleep_for(notice);
+  std::promise<void> closed;
+  net::post(im.workers[0]->ioc, [&] {
+    for (auto& l : im.listeners)
+      if (l->kind() != Kind::kHealth) l->Close();
+    closed.set_value();
+  });
+  closed.get_future().wait();
+  im.shared.closing.store(true);  // the sweeps close idle connections from now on
+  auto deadline = Steady::now() + limit;
+  while (im.shared.connections.load() > 0 && Steady::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (int left = im.shared.connections.load(); left > 0)
+    LogWarn("router: {} connection(s) still busy after {} ms of draining: closing them", left,
+            limit.count());
+  Stop();
 }
 
 int Router::port() const { return impl_->port; }

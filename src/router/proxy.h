@@ -65,6 +65,11 @@ class Router {
   Status Start();
   // Closes listeners and every connection, joins the threads. Idempotent.
   void Stop();
+  // Graceful stop: /health fails at once; after `notice` (for load balancers
+  // to notice) no new connection is accepted, idle keep-alive connections are
+  // closed, requests in flight finish (answered with Connection: close); then,
+  // when none is left or `limit` has passed, Stop().
+  void Drain(std::chrono::milliseconds notice, std::chrono::milliseconds limit);
 
   int port() const;
   int tls_port() const;

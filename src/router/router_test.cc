@@ -129,6 +129,8 @@ class FakeBackend {
   }
 
   uint16_t port() const { return port_; }
+  // Every response waits this long from now on.
+  void set_delay(std::chrono::milliseconds d) { delay_ms_ = static_cast<int>(d.count()); }
   int connections() const { return connections_; }
   int requests() const { return requests_; }
   http::request<http::string_body> last() {
@@ -173,6 +175,7 @@ class FakeBackend {
         last_ = req;
       }
       if (beast::iequals(req[http::field::upgrade], "websocket")) return Echo(s, buf);
+      if (int d = delay_ms_; d > 0) std::this_thread::sleep_for(std::chrono::milliseconds(d));
       http::response<http::string_body> res(http::status::ok, 11);
       res.body() = name_;
       res.keep_alive(req.keep_alive());
@@ -209,6 +212,7 @@ class FakeBackend {
   http::request<http::string_body> last_;
   std::atomic<int> connections_{0};
   std::atomic<int> requests_{0};
+  std::atomic<int> delay_ms_{0};
 };
 
 // A port nothing listens on: connecting is refused.
@@ -435,6 +439,36 @@ TEST_F(RouterTest, HealthAndDraining) {
   router_->SetDraining(false);
   EXPECT_EQ(c.Get("whatever", "/health").result_int(), 200);
   EXPECT_EQ(c.Get("whatever", "/other").result_int(), 404);
+}
+
+TEST_F(RouterTest, DrainFailsHealthFirstThenFinishesRequestsInFlight) {
+  FakeBackend a("A");
+  table_.Replace({{"app", {{"127.0.0.1", a.port()}}}});
+  StartRouter();
+  Client idle(router_->port());  // a keep-alive connection between requests
+  EXPECT_EQ(idle.Get("app").body(), "A");
+  a.set_delay(std::chrono::milliseconds(1500));
+  Client busy(router_->port());
+  busy.SendRaw("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (a.requests() < 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_EQ(a.requests(), 2);
+
+  std::thread drain([&] { router_->Drain(std::chrono::milliseconds(200), std::chrono::seconds(10)); });
+  Client health(router_->health_port());
+  int status = 0;
+  while (std::chrono::steady_clock::now() < deadline &&
+         (status = health.Get("x", "/health").result_int()) != 503)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_EQ(status, 503);
+  auto res = busy.Read();  // the request in flight still gets its answer ...
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "A");
+  EXPECT_FALSE(res.keep_alive());  // ... with Connection: close
+  EXPECT_TRUE(idle.Closed());      // idle connections are closed
+  drain.join();
+  EXPECT_ANY_THROW(Client late(router_->port()));  // and nothing new is accepted
 }
 
 TEST_F(RouterTest, GarbageIs400AndCloses) {

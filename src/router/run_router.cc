@@ -63,6 +63,11 @@ Result<RouteMap> BuildRoutes(Store& store) {
   return routes;
 }
 
+namespace {
+constexpr auto kDrainNotice = std::chrono::milliseconds(1000);
+constexpr auto kDrainLimit = std::chrono::milliseconds(5000);
+}  // namespace
+
 int RunRouter(const RouterConfig& config) {
   sigset_t set = BlockStopSignals();
   ClusterClient client(config.data_dir);
@@ -101,11 +106,13 @@ int RunRouter(const RouterConfig& config) {
   });
   int sig = 0;
   sigwait(&set, &sig);
+  // Load balancers see /health fail first (they poll it every 500 ms), then
+  // requests in flight finish; the supervisor's SIGKILL comes after 10 s.
   LogInfo("router: signal {}, draining", sig);
-  router.SetDraining(true);  // load balancers see /health fail first
+  router.Drain(kDrainNotice, kDrainLimit);
+  LogInfo("router: drained");
   done = true;
   watcher.join();
-  router.Stop();
   return 0;
 }
 
