@@ -498,10 +498,11 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       res_parser_.reset();
       return Connect();
     }
-    if (!got_some && Idempotent()) {
+    if (Idempotent() && ec != http::error::body_limit && !IsParseError(ec)) {
       // The instance went away while the request was in flight (it died, or
-      // its DEA did): nothing came back, so another instance can safely take
-      // it, as nginx's proxy_next_upstream does for idempotent requests.
+      // its DEA did), maybe midway through its response. Responses are
+      // buffered, so nothing has reached the client yet: another instance can
+      // safely take an idempotent request, as nginx's proxy_next_upstream does.
       res_parser_.reset();
       return OnConnectFailed();
     }

@@ -7,7 +7,10 @@
 // alive; upstream connections are kept alive and reused per thread and
 // backend. A backend that refuses a connection (or does not accept within
 // connect_timeout) is marked failed and the request goes to another backend
-// of the host, each at most once, before the client gets 502. The backend
+// of the host, each at most once, before the client gets 502. An idempotent
+// request whose backend closes the connection before its whole response has
+// arrived (the instance died) is retried the same way: responses are
+// buffered, so the client has seen nothing of the failed attempt. The backend
 // sees X-Forwarded-For (appended), X-Forwarded-Proto and X-Forwarded-Host.
 // WebSocket upgrades are tunnelled byte for byte after the backend's 101.
 // Request and response bodies are buffered up to their limits (413 / 502).
