@@ -379,6 +379,18 @@ struct PrimaryService::Impl {
     return JsonReply(200, NodeJson(rec));
   }
 
+  // Values of settings that kato itself reads are checked before they are stored.
+  static Status CheckKnownConfig(const std::string& component, const std::string& key,
+                                 const json& value) {
+    if (component == "controller" && key == "droplets_dir") {
+      if (!value.is_string() || value.get<std::string>().empty() ||
+          value.get<std::string>()[0] != '/' || value.get<std::string>().size() > 4096)
+        return Err("controller droplets_dir must be an absolute path (the controllers' shared "
+                   "directory), e.g. /mnt/controller");
+    }
+    return Ok();
+  }
+
   HttpResponse Config(const std::string& op, const json& body) {
     std::string component = Str(body, "component"), key = Str(body, "key");
     if (op == "list") {
@@ -404,6 +416,7 @@ struct PrimaryService::Impl {
     std::lock_guard lock(mu);
     if (op == "set") {
       if (!body.contains("value")) return ErrorReply(400, "config set needs a value");
+      if (auto v = CheckKnownConfig(component, key, body["value"]); !v) return ErrorReply(400, v.error());
       auto s = store.SetConfig({component, key, body["value"].dump()});
       if (!s) return ErrorReply(400, s.error());
       Audit(body, "config set " + component + " " + key);

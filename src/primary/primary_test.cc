@@ -777,5 +777,20 @@ TEST_F(PrimaryTest, BadLeaseRequestsAreRefusedAndChangeNothing) {
   EXPECT_EQ(Rev(), before);
 }
 
+TEST_F(PrimaryTest, DropletsDirMustBeAnAbsolutePath) {
+  int64_t before = Rev();
+  for (json bad : {json("relative/dir"), json(""), json(5), json::array()}) {
+    Reply r = Core("POST", "/v1/config/set",
+                   {{"component", "controller"}, {"key", "droplets_dir"}, {"value", bad}});
+    EXPECT_EQ(r.status, 400) << bad.dump();
+    EXPECT_THAT(r.body.dump(), HasSubstr("absolute path"));
+  }
+  EXPECT_EQ(Rev(), before);
+  EXPECT_EQ(Core("POST", "/v1/config/set",
+                 {{"component", "controller"}, {"key", "droplets_dir"}, {"value", "/mnt/controller"}})
+                .status,
+            200);
+}
+
 }  // namespace
 }  // namespace kato

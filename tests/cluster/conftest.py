@@ -126,6 +126,11 @@ class Node:
         self.proc.wait()
         self.proc = None
 
+    def kill_all(self):
+        """kill -9 of the agent and everything under it: the node dies."""
+        self.kill9()
+        subprocess.run(["pkill", "-9", "-f", self.data_dir], check=False)
+
 
 def _subnet_range():
     # KATO_TEST_SUBNETS=LO-HI keeps concurrent test runs on one machine apart.

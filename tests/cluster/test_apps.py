@@ -4,8 +4,6 @@ a client keeps sending requests, and instance isolation."""
 import http.client
 import json
 import os
-import signal
-import subprocess
 import threading
 import time
 
@@ -27,14 +25,6 @@ def get(ip, host, path="/", timeout=3):
 def running_instances(core, app):
     info = core.json("app", "info", app)
     return [i for i in info["instances"] if i["state"] == "RUNNING"]
-
-
-def kill_node(node):
-    """kill -9 of a node's agent and everything under it (its role processes and instances)."""
-    node.proc.kill()
-    node.proc.wait()
-    node.proc = None
-    subprocess.run(["pkill", "-9", "-f", node.data_dir], check=False)
 
 
 def test_five_node_failover(cluster):
@@ -82,7 +72,7 @@ def test_five_node_failover(cluster):
     wait_for("some traffic", lambda: total[0] > 20)
     victim = next(d for d in deas if d.ip == insts[0]["node_ip"])
     t_kill = time.monotonic()
-    kill_node(victim)
+    victim.kill_all()
     survivors = {d.ip for d in deas if d is not victim}
 
     def recovered():
