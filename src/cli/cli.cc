@@ -683,8 +683,9 @@ int RunCli(int argc, char** argv) {
       for (;;) {
         auto a = AppApi(g, api, "GET", "/v2/apps/" + app_name, "");
         if (!a) return fail(a.error());
-        int running = 0;
+        int running = 0;  // of the version just pushed (older ones go once these run)
         for (const auto& i : (*a)["instance_list"]) {
+          if (i.value("version", version) != version) continue;
           if (i["state"] == "RUNNING") {
             ++running;
             if (shown.insert(i["index"].get<int>()).second && !g.json_out)
@@ -709,8 +710,7 @@ int RunCli(int argc, char** argv) {
             return fail("app " + app_name + " is " + h + ": " +
                         (*a)["health"].value("message", std::string("")));
         }
-        if ((*a)["version"].get<int64_t>() == version && running >= (*a)["instances"].get<int>() &&
-            (*a)["instance_list"].size() >= static_cast<size_t>((*a)["instances"].get<int>())) {
+        if ((*a)["version"].get<int64_t>() == version && running >= (*a)["instances"].get<int>()) {
           print_app(*a);
           return 0;
         }

@@ -183,6 +183,7 @@ json Instances(Ctx& c, const AppRecord& app) {
     std::string id = a.value("instance_id", "");
     std::string node_id = a.value("node_id", "");
     json inst{{"index", a.value("index", 0)},
+              {"version", a.value("version", static_cast<int64_t>(0))},
               {"instance_id", id},
               {"node_id", node_id},
               {"node_ip", nodes.count(node_id) ? nodes[node_id].ip : ""},

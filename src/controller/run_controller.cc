@@ -17,6 +17,7 @@
 #include "common/pki.h"
 #include "controller/app_api.h"
 #include "controller/health.h"
+#include "controller/reconciler.h"
 #include "roles/roles.h"
 
 namespace kato {
@@ -24,109 +25,6 @@ namespace kato {
 using json = nlohmann::json;
 
 namespace {
-
-constexpr int kDefaultDeaMemoryMb = 4096;
-
-// One round of the health manager: read the cluster, decide, write assignments.
-class Reconciler {
- public:
-  Reconciler(Store& store, const Clock& clock) : store_(store), hm_(clock) {}
-
-  // One round. A leader acts on the health manager's decisions; a standby only
-  // observes (so that it has heard from every DEA when it takes over) and
-  // judges the apps' health on a copy, for its API.
-  void Round(bool leader) {
-    auto apps = store_.ListDocs("app");
-    auto cluster = store_.ListNodes();
-    auto reports = store_.ListDocs("instances");
-    using Docs = std::vector<std::pair<std::string, std::string>>;
-    auto assignments = leader ? store_.ListDocs("assignment") : Result<Docs>(Docs{});
-    // Never decide on a partial picture: a missing app would read as "delete it".
-    if (!apps || !cluster || !reports || !assignments) return;
-    std::vector<AppSpec> specs;
-    for (const auto& [name, value] : *apps) {
-      auto a = AppFromJson(value);
-      if (!a || a->droplet_sha256.empty()) continue;  // nothing to run before bits are pushed
-      specs.push_back({a->name, a->instances, a->memory_mb, a->state, a->version});
-    }
-    std::map<std::string, json> report_by_node;
-    for (const auto& [node, value] : *reports) report_by_node[node] = json::parse(value, nullptr, false);
-    for (const auto& n : *cluster) {
-      if (std::find(n.roles.begin(), n.roles.end(), "dea") == n.roles.end()) continue;
-      json r = report_by_node.count(n.id) ? report_by_node[n.id] : json();
-      // A DEA is alive while its reports keep arriving (last_report_ms from the primary).
-      int64_t reported = LastReport(n.id);
-      if (reported == 0 || reported == seen_[n.id]) continue;
-      seen_[n.id] = reported;
-      DeaInfo dea{n.id, n.ip, r.is_object() ? r.value("memory_mb", kDefaultDeaMemoryMb)
-                                            : kDefaultDeaMemoryMb,
-                  true};
-      std::vector<InstanceReport> insts;
-      if (r.is_object() && r.contains("instances") && r["instances"].is_array())
-        for (const auto& i : r["instances"])
-          insts.push_back({i.value("instance_id", ""), i.value("app", ""),
-                           i.value("version", static_cast<int64_t>(0)), i.value("index", 0), n.id,
-                           i.value("state", ""), i.value("port", 0),
-                           i.value("since_ms", static_cast<int64_t>(0)), 0,
-                           i.value("memory_mb", 0)});
-      hm_.ObserveDea(dea, insts);
-    }
-    if (!leader) {
-      HealthManager shadow = hm_;
-      (void)shadow.Evaluate(specs);
-      for (const auto& spec : specs) shadow_health_[spec.name] = shadow.AppHealth(spec.name);
-      return;
-    }
-    shadow_health_.clear();
-    std::map<std::string, std::string> assigned;  // "app/index" -> instance id
-    for (const auto& [key, value] : *assignments)
-      assigned[key] = json::parse(value, nullptr, false).value("instance_id", "");
-    for (const auto& action : hm_.Evaluate(specs)) {
-      std::string key = action.app + "/" + std::to_string(action.index);
-      if (action.kind == Action::kStart) {
-        json a{{"app", action.app},       {"index", action.index},
-               {"version", action.app_version}, {"node_id", action.dea_node_id},
-               {"instance_id", RandomHex(8)}};
-        LogInfo("controller: start {} on {} ({})", key, action.dea_node_id, action.reason);
-        if (auto s = store_.PutDoc("assignment", key, a.dump()); !s)
-          LogWarn("controller: {}", s.error());
-      } else if (assigned.count(key) && assigned[key] == action.instance_id) {
-        LogInfo("controller: stop {} ({})", key, action.reason);
-        (void)store_.DeleteDoc("assignment", key);
-      }
-      // Other stops need no write: a DEA stops whatever is not assigned to it.
-    }
-    // Assignments of indices that no longer exist (scaled down, app deleted or stopped).
-    std::map<std::string, AppSpec> by_name;
-    for (const auto& s : specs) by_name[s.name] = s;
-    for (const auto& [key, id] : assigned) {
-      auto slash = key.rfind('/');
-      std::string app = key.substr(0, slash);
-      int index = std::atoi(key.c_str() + slash + 1);
-      auto it = by_name.find(app);
-      if (it == by_name.end() || it->second.state != "STARTED" || index >= it->second.instances)
-        (void)store_.DeleteDoc("assignment", key);
-    }
-  }
-
-  void SetLastReports(std::map<std::string, int64_t> r) { last_report_ = std::move(r); }
-  std::pair<std::string, std::string> Health(const std::string& app) const {
-    auto it = shadow_health_.find(app);
-    auto h = it != shadow_health_.end() ? it->second : hm_.AppHealth(app);
-    return {h.state, h.message};
-  }
-
- private:
-  int64_t LastReport(const std::string& node) {
-    auto it = last_report_.find(node);
-    return it == last_report_.end() ? 0 : it->second;
-  }
-  Store& store_;
-  HealthManager hm_;
-  std::map<std::string, int64_t> seen_;
-  std::map<std::string, int64_t> last_report_;
-  std::map<std::string, AppHealthStatus> shadow_health_;  // a standby's verdicts
-};
 
 // Leadership among several controllers: a lease in the cluster store, renewed
 // every round. A controller that cannot renew (the core is away, another

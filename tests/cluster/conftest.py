@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -45,6 +46,46 @@ def wait_for(what, predicate, timeout=30.0, interval=0.05):
             last = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Traffic:
+    """Client threads sending requests back to back while a test breaks things.
+
+    `request()` returns an HTTP status; anything else than 200, and any
+    exception, is a failure. Use as a context manager: the threads stop on exit.
+    """
+
+    def __init__(self, request, threads=1):
+        self.request = request
+        self.total = 0
+        self.failures = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                status = self.request()
+                if status != 200:
+                    self.failures.append(status)
+            except Exception as e:  # a failed request, whatever the cause
+                self.failures.append(repr(e))
+            self.total += 1
+
+    def wait_more(self, n, timeout=60):
+        """Waits until n more requests have been sent."""
+        target = self.total + n
+        wait_for(f"{n} more requests", lambda: self.total >= target, timeout=timeout)
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join()
 
 
 class Result:

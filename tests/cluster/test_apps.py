@@ -4,10 +4,9 @@ a client keeps sending requests, and instance isolation."""
 import http.client
 import json
 import os
-import threading
 import time
 
-from conftest import wait_for
+from conftest import Traffic, wait_for
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
 
@@ -54,39 +53,24 @@ def test_five_node_failover(cluster):
     assert get(core.ip, "nope.five.test")[0] == 404
 
     # A client keeps sending requests while one DEA dies with everything under it.
-    failures, total = [], [0]
-    stop = threading.Event()
+    with Traffic(lambda: get(core.ip, "web.five.test", timeout=5)[0]) as traffic:
+        traffic.wait_more(20)
+        victim = next(d for d in deas if d.ip == insts[0]["node_ip"])
+        t_kill = time.monotonic()
+        victim.kill_all()
+        survivors = {d.ip for d in deas if d is not victim}
 
-    def client():
-        while not stop.is_set():
-            try:
-                s, _ = get(core.ip, "web.five.test", timeout=5)
-                if s != 200:
-                    failures.append(s)
-            except Exception as e:  # a failed request, whatever the cause
-                failures.append(repr(e))
-            total[0] += 1
+        def recovered():
+            run = running_instances(core, "web")
+            return len(run) == 3 and all(i["node_ip"] in survivors for i in run) and run
 
-    th = threading.Thread(target=client)
-    th.start()
-    wait_for("some traffic", lambda: total[0] > 20)
-    victim = next(d for d in deas if d.ip == insts[0]["node_ip"])
-    t_kill = time.monotonic()
-    victim.kill_all()
-    survivors = {d.ip for d in deas if d is not victim}
-
-    def recovered():
-        run = running_instances(core, "web")
-        return len(run) == 3 and all(i["node_ip"] in survivors for i in run) and run
-
-    wait_for("3 instances running on the remaining DEAs", recovered, timeout=30, interval=0.05)
-    failover_seconds = time.monotonic() - t_kill
-    wait_for("more traffic after failover", lambda: total[0] > 100)
-    stop.set()
-    th.join()
+        wait_for("3 instances running on the remaining DEAs", recovered, timeout=30,
+                 interval=0.05)
+        failover_seconds = time.monotonic() - t_kill
+        traffic.wait_more(80)
     print(f"push {push_seconds:.2f}s, failover {failover_seconds:.2f}s, "
-          f"requests {total[0]}, failed {len(failures)}")
-    assert failures == [], failures[:5]
+          f"requests {traffic.total}, failed {len(traffic.failures)}")
+    assert traffic.failures == [], traffic.failures[:5]
     assert failover_seconds < 10
 
     # The DEA comes back: no duplicate instances remain.
@@ -106,9 +90,14 @@ def test_five_node_failover(cluster):
 
 def test_api_needs_credential_and_bad_input(cluster):
     core = cluster.core(1, "api.auth.test")
-    c = http.client.HTTPConnection(core.ip, 80, timeout=5)
-    c.request("GET", "/v2/apps", headers={"Host": "api.auth.test"})
-    assert c.getresponse().status == 401
+
+    def anonymous():
+        c = http.client.HTTPConnection(core.ip, 80, timeout=5)
+        c.request("GET", "/v2/apps", headers={"Host": "api.auth.test"})
+        return c.getresponse().status
+    # The router learns the API's route from the cluster state within moments of setup.
+    assert wait_for("the API through the router", lambda: (lambda s: s if s != 503 else None)(
+        anonymous()), timeout=5) == 401
     token = core.ok("node", "token", "--api").out.strip()
     c = http.client.HTTPConnection(core.ip, 80, timeout=5)
     c.request("GET", "/v2/info", headers={"Host": "api.auth.test",
@@ -192,3 +181,25 @@ def test_logs_and_a_crashing_push(cluster):
     assert r.elapsed < 30
     info = core.json("app", "info", "big")
     assert info["health"]["state"] == "UNPLACEABLE"
+
+
+def test_repush_replaces_instances_without_dropping_requests(cluster):
+    core = cluster.core(1, "api.roll.test")
+    deas = [cluster.node(i) for i in (2, 3)]
+    for d in deas:
+        cluster.attach(d, core, "dea")
+    path = os.path.join(APPS, "web")
+    core.ok("app", "push", "web", "--path", path, "--instances", "2", "--memory", "128")
+    old = {i["instance_id"] for i in core.json("app", "info", "web")["instances"]}
+    assert len(old) == 2
+
+    with Traffic(lambda: get(core.ip, "web.roll.test", timeout=5)[0]) as traffic:
+        traffic.wait_more(20)
+        core.ok("app", "push", "web", "--path", path, "--instances", "2", "--memory", "128",
+                "--env", "RELEASE=2")
+        # The old instances go once the new ones run.
+        wait_for("only new instances", lambda: (lambda ids: len(ids) == 2 and not ids & old)(
+            {i["instance_id"] for i in core.json("app", "info", "web")["instances"]}), timeout=20)
+        traffic.wait_more(50)
+    print(f"re-push: requests {traffic.total}, failed {len(traffic.failures)}")
+    assert traffic.failures == [], traffic.failures[:5]

@@ -6,12 +6,11 @@ after that is still handled, and API requests through the routers keep working."
 import http.client
 import json
 import os
-import threading
 import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import Traffic, wait_for
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
 
@@ -83,24 +82,10 @@ def check_leader_failover(cluster, store_args=()):
     assert os.listdir(os.path.join(cluster.root, "shared-droplets"))  # the bits are shared
 
     # Clients of the API and of the app keep sending requests through the router.
-    failures, total = [], [0]
-    stop = threading.Event()
-
-    def client():
-        while not stop.is_set():
-            for h, path in ((host, "/v2/apps"), ("web.ctl.test", "/")):
-                try:
-                    s, _ = api(core.ip, h, token, path=path)
-                    if s != 200:
-                        failures.append((h, s))
-                except Exception as e:  # a failed request, whatever the cause
-                    failures.append((h, repr(e)))
-                total[0] += 1
-
-    th = threading.Thread(target=client)
-    th.start()
-    try:
-        wait_for("some traffic", lambda: total[0] > 20)
+    api_traffic = Traffic(lambda: api(core.ip, host, token, path="/v2/apps")[0])
+    app_traffic = Traffic(lambda: api(core.ip, "web.ctl.test", token, path="/")[0])
+    with api_traffic, app_traffic:
+        api_traffic.wait_more(20)
         # The leader's node dies: the core's controller takes over within a few seconds.
         t_kill = time.monotonic()
         second.kill_all()
@@ -115,18 +100,13 @@ def check_leader_failover(cluster, store_args=()):
         wait_for("both instances on the surviving DEA",
                  lambda: running_on(core, "web") == [survivor.ip] * 2, timeout=30)
         failover = time.monotonic() - t_dea
-        wait_for("more traffic", lambda: total[0] > 200)
-    finally:
-        stop.set()
-        th.join()
-    print(f"takeover {takeover:.3f}s, DEA failover {failover:.3f}s, "
-          f"requests {total[0]}, failed {len(failures)}")
+        api_traffic.wait_more(100)
+    print(f"takeover {takeover:.3f}s, DEA failover {failover:.3f}s, API requests "
+          f"{api_traffic.total} ({len(api_traffic.failures)} failed), app requests "
+          f"{app_traffic.total} ({len(app_traffic.failures)} failed)")
     assert takeover < 6
-    # The app had an instance on the dead DEA: that failover is the apps test's
-    # business; what this test owns is the API, which must never fail.
-    api_failures = [f for f in failures if f[0] == host]
-    assert api_failures == [], api_failures[:5]
-    assert failures == [], failures[:5]
+    assert api_traffic.failures == [], api_traffic.failures[:5]
+    assert app_traffic.failures == [], app_traffic.failures[:5]
 
 
 def test_leader_failover_on_the_embedded_store(cluster):
