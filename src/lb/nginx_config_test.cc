@@ -38,7 +38,8 @@ TEST(NginxConfigTest, RoundRobinOverTheRoutersOnHttpAndHttps) {
   EXPECT_THAT(c, HasSubstr("user nobody nogroup;"));
   EXPECT_THAT(c, HasSubstr("pid /var/lib/kato/lb/run/nginx.pid;"));
   EXPECT_THAT(c, HasSubstr("error_log /var/lib/kato/lb/logs/error.log"));
-  EXPECT_THAT(c, HasSubstr("access_log /var/lib/kato/lb/logs/access.log;"));
+  EXPECT_THAT(c, HasSubstr("access_log /var/lib/kato/lb/logs/access.log kato;"));
+  EXPECT_THAT(c, HasSubstr("upstream=$upstream_addr"));
   for (const char* t : {"client_body", "proxy", "fastcgi", "uwsgi", "scgi"})
     EXPECT_THAT(c, HasSubstr(std::string(t) + "_temp_path /var/lib/kato/lb/run/" + t + ";"));
   EXPECT_THAT(c, HasSubstr("server 10.0.0.2:80 max_fails=2 fail_timeout=10s;"));

@@ -1,0 +1,247 @@
+"""The guide's load-balancer layout on loopback addresses: a core (primary,
+controller, router), two more routers, a load balancer (attached with -e router,
+then `kato node setup load_balancer`) and two DEAs. HTTPS through the load
+balancer's real nginx with the cluster's certificate; a router killed while a
+client keeps sending requests (0 failures); the pool follows the routers'
+health and the cluster; custom certificates; bad input."""
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import wait_for
+
+APPS = os.path.join(os.path.dirname(__file__), "apps")
+NGINX = "/usr/sbin/nginx"
+
+pytestmark = pytest.mark.skipif(not os.access(NGINX, os.X_OK), reason="nginx is not installed")
+
+
+def tls_context(ca_file):
+    ctx = ssl.create_default_context(cafile=ca_file)
+    return ctx
+
+
+def https_get(ip, host, ctx, timeout=5):
+    """GET / over TLS to ip:443 with SNI and Host `host`; (status, body, peer cert DER)."""
+    raw = socket.create_connection((ip, 443), timeout=timeout)
+    s = ctx.wrap_socket(raw, server_hostname=host)
+    try:
+        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        r = http.client.HTTPResponse(s)
+        r.begin()
+        return r.status, r.read(), s.getpeercert(binary_form=True)
+    finally:
+        s.close()
+
+
+def http_get(ip, host, timeout=5):
+    c = http.client.HTTPConnection(ip, 80, timeout=timeout)
+    try:
+        c.request("GET", "/", headers={"Host": host})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def lb_state(lb):
+    return lb.json("status").get("load_balancer", {})
+
+
+def pool(lb):
+    return set(lb_state(lb).get("pool", []))
+
+
+def conf_routers(lb):
+    with open(os.path.join(lb.data_dir, "lb", "nginx.conf")) as f:
+        return {line.split()[1].rsplit(":", 1)[0] for line in f
+                if line.strip().startswith("server ") and ":80 " in line}
+
+
+def served_by(lb, router_ip, host):
+    """How many requests for `host` in the load balancer's access log went to router_ip."""
+    with open(os.path.join(lb.data_dir, "lb", "logs", "access.log")) as f:
+        return sum(1 for line in f if f" {host} " in line and f"upstream={router_ip}:80" in line)
+
+
+def nginx_pids(lb):
+    out = subprocess.run(["pgrep", "-f", os.path.join(lb.data_dir, "lb", "nginx.conf")],
+                         capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def openssl_cert(tmp, name, subject_alt):
+    key, cert = os.path.join(tmp, name + ".key"), os.path.join(tmp, name + ".pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days",
+                    "30", "-subj", "/CN=" + name, "-addext", "subjectAltName=" + subject_alt],
+                   check=True, capture_output=True)
+    return key, cert
+
+
+def test_load_balancer_layout(cluster, tmp_path):
+    core = cluster.core(1, "api.lb.test")
+    routers = [cluster.node(i) for i in (2, 3)]
+    for r in routers:
+        cluster.attach(r, core, "router")
+    lb = cluster.node(4)
+    cluster.attach(lb, core, "router")
+    deas = [cluster.node(i) for i in (5, 6)]
+    for d in deas:
+        cluster.attach(d, core, "dea")
+
+    # Bad input first: load_balancer on a node with another role, refused with nothing changed.
+    r = deas[0].kato("node", "setup", "load_balancer", "--yes")
+    assert r.rc != 0 and "this node has dea" in r.err and "nothing changed" in r.err, r
+    assert set(deas[0].json("info")["roles"]["assigned"]) == {"base", "dea"}
+    r = lb.kato("node", "setup", "load_balancer", "--yes", deas[0].ip)
+    assert r.rc != 0 and "not a router" in r.err, r
+    r = lb.kato("node", "setup", "load_balancer", "--yes", lb.ip)
+    assert r.rc != 0 and "own address" in r.err, r
+    r = lb.kato("node", "setup", "load_balancer", "--yes", "10.1.2")
+    assert r.rc != 0 and "ROUTER_IP" in r.err, r
+    r = core.kato("node", "setup", "load_balancer", "--yes")
+    assert r.rc != 0 and "is the core" in r.err, r
+    # Not interactive and no --yes: it cannot ask, so it changes nothing.
+    r = lb.kato("node", "setup", "load_balancer")
+    assert r.rc != 0 and "--yes" in r.err, r
+    assert set(lb.json("info")["roles"]["assigned"]) == {"base", "router"}
+
+    out = lb.json("node", "setup", "load_balancer", "--yes")
+    everyone = {core.ip} | {r.ip for r in routers}
+    assert set(out["pool"]) == everyone and out["follow_cluster"] is True
+    assert set(lb.json("info")["roles"]["assigned"]) == {"base", "load_balancer"}
+    lb.wait_running(["load_balancer"])
+    assert "router" not in lb.processes()
+    wait_for("the pool of every router but the load balancer's own",
+             lambda: pool(lb) == everyone and conf_routers(lb) == everyone, timeout=15)
+    assert nginx_pids(lb), "nginx runs under katod lb"
+    # No role can be added to a load balancer.
+    r = lb.kato("role", "add", "dea")
+    assert r.rc != 0 and "load_balancer cannot be combined" in r.err, r
+
+    core.ok("app", "push", "web", "--path", os.path.join(APPS, "web"), "--instances", "2",
+            "--memory", "128")
+    ctx = tls_context(os.path.join(core.data_dir, "pki", "ca.pem"))
+    status, body, _ = https_get(lb.ip, "web.lb.test", ctx)
+    assert status == 200 and json.loads(body)["port"]
+    assert http_get(lb.ip, "web.lb.test")[0] == 200
+    # The certificate names the API endpoint too; a foreign name fails verification.
+    status, _, _ = https_get(lb.ip, "api.lb.test", ctx)
+    assert status in (200, 401, 404)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https_get(lb.ip, "web.other.test", ctx)
+
+    # A client keeps sending requests while one router's process is killed.
+    failures, total = [], [0]
+    stop = threading.Event()
+
+    def client():
+        while not stop.is_set():
+            try:
+                s, _, _ = https_get(lb.ip, "web.lb.test", ctx)
+                if s != 200:
+                    failures.append(s)
+            except Exception as e:  # a failed request, whatever the cause
+                failures.append(repr(e))
+            total[0] += 1
+
+    th = threading.Thread(target=client)
+    th.start()
+    try:
+        wait_for("some traffic", lambda: total[0] > 20)
+        victim = routers[0]
+        pid = victim.processes()["router"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_for("the dead router to leave nginx's pool",
+                 lambda: victim.ip not in pool(lb) and victim.ip not in conf_routers(lb),
+                 timeout=10)
+        wait_for("the router to come back into the pool",
+                 lambda: victim.ip in pool(lb) and victim.ip in conf_routers(lb), timeout=60)
+        seen = total[0]
+        wait_for("more traffic", lambda: total[0] > seen + 50, timeout=30)
+    finally:
+        stop.set()
+        th.join()
+    print(f"requests {total[0]}, failed {len(failures)}")
+    assert failures == [], failures[:5]
+    assert total[0] > 70
+
+    # A router attached later joins the pool and gets traffic, with no new setup.
+    late = cluster.node(7)
+    cluster.attach(late, core, "router")
+    wait_for("the new router in the pool", lambda: late.ip in pool(lb), timeout=20)
+    assert late.ip in conf_routers(lb)
+
+    def late_served():
+        for _ in range(6):
+            https_get(lb.ip, "web.lb.test", ctx)
+        return served_by(lb, late.ip, "web.lb.test") > 0
+    wait_for("traffic through the new router", late_served, timeout=15)
+    # And a removed router leaves it.
+    core.ok("node", "remove", late.ip)
+    wait_for("the removed router to leave the pool", lambda: late.ip not in pool(lb), timeout=20)
+
+    # The operator's certificate: a key that does not match is refused, nothing changed.
+    key, cert = openssl_cert(str(tmp_path), "lbtest",
+                             "DNS:api.lb.test,DNS:*.lb.test,DNS:lb.test")
+    other_key, _ = openssl_cert(str(tmp_path), "other", "DNS:other.test")
+    before = lb_state(lb)["cert"]["fingerprint"]
+    r = lb.kato("op", "custom_ssl_cert", "install", other_key, cert)
+    assert r.rc != 0 and "does not match" in r.err and "nothing changed" in r.err, r
+    r = lb.kato("op", "custom_ssl_cert", "install", cert, cert)
+    assert r.rc != 0 and "private key" in r.err, r
+    assert lb_state(lb)["cert"]["fingerprint"] == before
+    assert [c["source"] for c in lb.json("op", "custom_ssl_cert", "list")] == ["cluster"]
+    _, wrong_cert = openssl_cert(str(tmp_path), "narrow", "DNS:api.lb.test")
+    r = lb.kato("op", "custom_ssl_cert", "install", os.path.join(str(tmp_path), "narrow.key"),
+                wrong_cert, "--wildcard")
+    assert r.rc != 0 and "*.lb.test" in r.err, r
+
+    out = lb.json("op", "custom_ssl_cert", "install", key, cert, "--wildcard")
+    assert out["active"] is True, out
+    custom_ctx = tls_context(cert)
+    status, _, der = https_get(lb.ip, "web.lb.test", custom_ctx)
+    assert status == 200
+    listed = {c["source"]: c for c in lb.json("op", "custom_ssl_cert", "list")}
+    assert listed["custom"]["active"] and not listed["cluster"]["active"]
+    assert listed["custom"]["wildcard"] is True
+    lb.ok("op", "custom_ssl_cert", "remove")
+    status, _, _ = https_get(lb.ip, "web.lb.test", ctx)  # the cluster's certificate again
+    assert status == 200
+    r = lb.kato("op", "custom_ssl_cert", "remove")
+    assert r.rc != 0 and "no custom certificate" in r.err
+    r = core.kato("op", "custom_ssl_cert", "list")
+    assert r.rc != 0 and "not a load balancer" in r.err
+
+    # Stopping the role stops nginx gracefully with it.
+    lb.ok("stop", "load_balancer")
+    wait_for("nginx gone", lambda: not nginx_pids(lb), timeout=20)
+
+
+def test_load_balancer_with_chosen_routers(cluster):
+    core = cluster.core(1, "api.pick.test")
+    r2 = cluster.node(2)
+    cluster.attach(r2, core, "router")
+    lb = cluster.node(3)
+    cluster.attach(lb, core)
+    out = lb.json("node", "setup", "load_balancer", "--yes", r2.ip)
+    assert out["pool"] == [r2.ip] and out["follow_cluster"] is False
+    lb.wait_running(["load_balancer"])
+    wait_for("only the chosen router", lambda: pool(lb) == {r2.ip}, timeout=15)
+    # A router attached later stays out of a chosen pool...
+    r4 = cluster.node(4)
+    cluster.attach(r4, core, "router")
+    time.sleep(0)  # (no wait needed: the check below is a snapshot after the attach finished)
+    assert r4.ip not in lb_state(lb).get("candidates", [])
+    # ...until setup follows the cluster again (--force: every router).
+    lb.ok("node", "setup", "load_balancer", "--yes", "--force")
+    wait_for("every router", lambda: pool(lb) == {core.ip, r2.ip, r4.ip}, timeout=15)
