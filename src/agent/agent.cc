@@ -580,6 +580,18 @@ struct Agent::Impl {
     progress("starting nginx over " + (plan->pool.empty() ? std::string("no router yet")
                                                            : json(plan->pool).dump()));
     KATO_TRY(WaitRunning({"load_balancer"}, Millis(120000), progress));
+    // Port 80 answering proves little while this node's router still drains:
+    // wait for nginx itself (bounded).
+    auto deadline = std::chrono::steady_clock::now() + Millis(90000);
+    for (;;) {
+      json st = LbState();
+      if (st.value("nginx_pid", 0) > 0) break;
+      if (std::chrono::steady_clock::now() > deadline)
+        return Err("the load_balancer process runs but nginx has not started after 90 s; see " +
+                   layout.log_dir() + "/load_balancer.log");
+      std::this_thread::sleep_for(Millis(50));  // polling a condition, bounded
+    }
+    progress("nginx RUNNING");
     out["roles"] = Member().roles;
     out["load_balancer"] = LbState();
     return out;

@@ -13,6 +13,9 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -117,6 +120,7 @@ class LoadBalancer {
       }
     KillStaleNginx();
     LoadCachedCandidates();
+    ::unlink(layout_.state_file().c_str());  // written again once nginx runs
     std::thread watcher([this] { WatchCluster(); });
     std::thread checker([this] { CheckHealth(); });
     int rc = Serve(signals);
@@ -452,7 +456,9 @@ class LoadBalancer {
           LogError("lb: keeping the running configuration: {}", s.error());
           refused = d;
         } else {
+          auto before = Workers();
           kill(nginx_pid_, SIGHUP);  // graceful: old workers finish their requests
+          WaitNewWorkers(before);
           {
             std::lock_guard l(mu_);
             ++reloads_;
@@ -466,6 +472,34 @@ class LoadBalancer {
     }
     StopNginx();
     return 0;
+  }
+
+  // nginx's worker pids (the master's children), when the kernel lists them.
+  std::optional<std::set<std::string>> Workers() {
+    std::string p = "/proc/" + std::to_string(nginx_pid_) + "/task/" +
+                    std::to_string(nginx_pid_) + "/children";
+    auto text = ReadFile(p);
+    if (!text) return std::nullopt;
+    std::set<std::string> out;
+    std::istringstream in(*text);
+    for (std::string pid; in >> pid;) out.insert(pid);
+    return out;
+  }
+
+  // A reload is done when the master has started workers with the new
+  // configuration (bounded: a reload that fails leaves the old ones).
+  void WaitNewWorkers(const std::optional<std::set<std::string>>& before) {
+    if (!before) return;
+    auto deadline = std::chrono::steady_clock::now() + Millis(5000);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto now = Workers();
+      if (!now) return;
+      for (const auto& pid : *now)
+        if (!before->count(pid)) return;
+      std::this_thread::sleep_for(Millis(10));  // polling a condition, bounded
+    }
+    LogWarn("lb: nginx started no new workers within 5 s of the reload; see {}/error.log",
+            layout_.log_dir());
   }
 
   void StopNginx() {
