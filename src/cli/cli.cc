@@ -103,6 +103,13 @@ void PrintNodeStatus(const json& n) {
   if (n.contains("error") && n.value("state", "") == "down")
     std::cout << "  (" << n["error"].get<std::string>() << ")\n";
   PrintProcesses(n["processes"]);
+  if (n.contains("load_balancer") && n["load_balancer"].is_object() &&
+      n["load_balancer"].contains("pool")) {
+    const json& lb = n["load_balancer"];
+    std::cout << "  load balancer pool: " << (lb["pool"].empty() ? "(none)" : Join(lb["pool"], ", "))
+              << "  healthy: " << (lb["healthy"].empty() ? "(none)" : Join(lb["healthy"], ", "))
+              << "  certificate: " << lb["cert"].value("source", "") << "\n";
+  }
 }
 
 std::string Prompt(const std::string& question) {
