@@ -5,6 +5,7 @@
 #include <grp.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -321,12 +323,16 @@ class LoadBalancer {
   }
 
   Status StartNginx() {
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return Err("fork failed");
     if (pid == 0) {
       // Its own process group: SIGTERM to katod lb's group must not reach nginx,
       // which stops gracefully on the SIGQUIT this process sends it.
       setpgid(0, 0);
+      // Should katod lb die without stopping it, the master stops too (and its workers with it).
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != parent) _exit(1);
       sigset_t none;
       sigemptyset(&none);
       sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -344,20 +350,42 @@ class LoadBalancer {
   }
 
   // An nginx left by an earlier `katod lb` that died without stopping it
-  // still holds the ports: stop its whole group.
+  // still holds the ports: kill its process group (the master's pid), workers
+  // included (they outlive a killed master). Only processes named nginx in
+  // that group are touched, so a reused pid is harmless.
   void KillStaleNginx() {
     auto text = ReadFile(layout_.pid_file());
     if (!text) return;
-    pid_t pid = static_cast<pid_t>(std::atoi(text->c_str()));
-    if (pid <= 1) return;
-    auto cmdline = ReadFile("/proc/" + std::to_string(pid) + "/cmdline");
-    if (!cmdline || cmdline->find(layout_.conf()) == std::string::npos) return;
-    LogWarn("lb: stopping nginx (pid {}) left by an earlier run", pid);
-    kill(-pid, SIGKILL);
-    kill(pid, SIGKILL);
+    pid_t pgid = static_cast<pid_t>(std::atoi(text->c_str()));
+    if (pgid <= 1) return;
+    auto members = [&] {
+      std::vector<pid_t> out;
+      std::error_code ec;
+      for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
+           it.increment(ec)) {
+        std::string name = it->path().filename().string();
+        if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+        auto stat = ReadFile("/proc/" + name + "/stat");
+        if (!stat) continue;
+        // pid (comm) state ppid pgrp ...
+        auto open = stat->find('('), close = stat->rfind(')');
+        if (open == std::string::npos || close == std::string::npos) continue;
+        std::string comm = stat->substr(open + 1, close - open - 1);
+        std::istringstream rest(stat->substr(close + 1));
+        std::string state;
+        long ppid = 0, pgrp = 0;
+        rest >> state >> ppid >> pgrp;
+        if (comm == "nginx" && pgrp == pgid && state != "Z") out.push_back(static_cast<pid_t>(std::stol(name)));
+      }
+      return out;
+    };
+    auto stale = members();
+    if (stale.empty()) return;
+    LogWarn("lb: stopping {} nginx process(es) left by an earlier run (group {})", stale.size(),
+            pgid);
+    for (pid_t p : stale) kill(p, SIGKILL);
     auto deadline = std::chrono::steady_clock::now() + Millis(5000);
-    while (PathExists("/proc/" + std::to_string(pid)) &&
-           std::chrono::steady_clock::now() < deadline)
+    while (!members().empty() && std::chrono::steady_clock::now() < deadline)
       std::this_thread::sleep_for(Millis(20));  // polling a condition, bounded
   }
 
@@ -445,6 +473,7 @@ class LoadBalancer {
                  WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
                                    : "signal " + std::to_string(WTERMSIG(status)),
                  layout_.log_dir());
+        kill(-nginx_pid_, SIGKILL);  // its workers outlive a killed master
         nginx_pid_ = 0;
         return 1;
       }

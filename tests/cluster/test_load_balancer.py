@@ -226,6 +226,30 @@ def test_load_balancer_layout(cluster, tmp_path):
     r = core.kato("op", "custom_ssl_cert", "list")
     assert r.rc != 0 and "not a load balancer" in r.err
 
+    # katod lb and the nginx master killed together: the restarted katod lb
+    # clears what is left (orphaned workers hold the ports) and serves again.
+    lb_pid = lb.processes()["load_balancer"]["pid"]
+    master = lb_state(lb)["nginx_pid"]
+    os.kill(master, signal.SIGKILL)
+    os.kill(lb_pid, signal.SIGKILL)
+
+    def restarted():
+        p = lb.processes()["load_balancer"]
+        st = lb_state(lb)
+        return (p["state"] == "RUNNING" and p["pid"] != lb_pid and
+                st.get("nginx_pid", 0) not in (0, master))
+    wait_for("katod lb and nginx restarted", restarted, timeout=60)
+    assert subprocess.run(["pgrep", "-g", str(master)], capture_output=True).stdout == b""
+    status, _, _ = wait_for("HTTPS again", lambda: https_get(lb.ip, "web.lb.test", ctx),
+                            timeout=10)
+    assert status == 200
+
+    # -h everywhere.
+    for cmd in (["node", "setup", "load_balancer"], ["op", "custom_ssl_cert", "install"],
+                ["op", "custom_ssl_cert", "list"]):
+        r = lb.kato(*cmd, "-h")
+        assert r.rc == 0 and "Usage" in r.out, cmd
+
     # Stopping the role stops nginx gracefully with it.
     lb.ok("stop", "load_balancer")
     wait_for("nginx gone", lambda: not nginx_pids(lb), timeout=20)
