@@ -605,8 +605,10 @@ struct Agent::Impl {
     return Ok();
   }
 
-  // Waits (bounded) until `katod lb` serves the certificate with this fingerprint.
-  bool WaitLbCert(const std::string& fingerprint, Millis limit) {
+  // Waits (bounded) until `katod lb` serves the certificate with this
+  // fingerprint: true; false when the process does not run or time is up; an
+  // error when nginx refused the certificate.
+  Result<bool> WaitLbCert(const std::string& fingerprint, Millis limit) {
     bool running = false;
     for (const auto& p : Processes())
       running = running || (p.name == "load_balancer" && p.state == ProcState::kRunning);
@@ -614,8 +616,12 @@ struct Agent::Impl {
     auto deadline = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < deadline) {
       json st = LbState();
-      if (st.contains("cert") && st["cert"].is_object() && Str(st["cert"], "fingerprint") == fingerprint)
+      if (st.contains("cert") && st["cert"].is_object() &&
+          Str(st["cert"], "fingerprint") == fingerprint)
         return true;
+      if (st.contains("refused_cert") && st["refused_cert"].is_object() &&
+          Str(st["refused_cert"], "fingerprint") == fingerprint)
+        return Err(Str(st["refused_cert"], "error"));
       std::this_thread::sleep_for(Millis(50));  // polling a condition, bounded
     }
     return false;
@@ -648,11 +654,25 @@ struct Agent::Impl {
               {"not_after_s", info->not_after_s},
               {"wildcard", wildcard},
               {"installed_ms", RealClock::instance().wall_ms()}};
+    auto old_bundle = ReadFile(lb.custom_bundle());
+    auto old_info = ReadFile(lb.custom_info());
     KATO_TRY(WriteFileAtomic(lb.custom_info(), meta.dump(2) + "\n", 0600));
     KATO_TRY(WriteFileAtomic(lb.custom_bundle(), bundle, 0600));
+    auto served = WaitLbCert(info->fingerprint, Millis(15000));
+    if (!served) {
+      // nginx would not load it: put back what was there.
+      if (old_bundle) {
+        (void)WriteFileAtomic(lb.custom_bundle(), *old_bundle, 0600);
+        if (old_info) (void)WriteFileAtomic(lb.custom_info(), *old_info, 0600);
+      } else {
+        ::unlink(lb.custom_bundle().c_str());
+        ::unlink(lb.custom_info().c_str());
+      }
+      return Err("nginx refused the certificate (" + served.error() + "); nothing changed");
+    }
     if (auto r = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !r)
       LogWarn("history not recorded: {}", r.error());
-    meta["active"] = WaitLbCert(info->fingerprint, Millis(15000));
+    meta["active"] = *served;
     return meta;
   }
 
@@ -670,7 +690,8 @@ struct Agent::Impl {
     json out{{"removed", true}, {"active", "cluster"}};
     auto web = ReadFile(lb.web_cert());
     auto info = web ? InspectCert(*web) : Result<CertInfo>(Err("none"));
-    out["serving_cluster_cert"] = info && WaitLbCert(info->fingerprint, Millis(15000));
+    auto served = info ? WaitLbCert(info->fingerprint, Millis(15000)) : Result<bool>(false);
+    out["serving_cluster_cert"] = served && *served;
     return out;
   }
 

@@ -49,6 +49,10 @@ struct RunResult {
   std::string output;
 };
 RunResult RunAndWait(const std::vector<std::string>& argv) {
+  // Built before fork: other threads may hold malloc's lock at that moment.
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) return {false, "pipe failed"};
   pid_t pid = fork();
@@ -63,9 +67,6 @@ RunResult RunAndWait(const std::vector<std::string>& argv) {
     sigprocmask(SIG_SETMASK, &none, nullptr);
     dup2(fds[1], 1);
     dup2(fds[1], 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
     execv(args[0], args.data());
     _exit(127);
   }
@@ -81,6 +82,20 @@ RunResult RunAndWait(const std::vector<std::string>& argv) {
   while (!r.output.empty() && (r.output.back() == '\n' || r.output.back() == ' '))
     r.output.pop_back();
   return r;
+}
+
+// The message of nginx's first error line ("2026/01/02 03:04:05 [emerg] 12#12: MESSAGE").
+std::string NginxError(const std::string& output) {
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);) {
+    auto level = line.find("] ");
+    if (line.find(" [") == std::string::npos || level == std::string::npos) continue;
+    auto colon = line.find(": ", level);
+    return colon == std::string::npos ? line.substr(level + 2) : line.substr(colon + 2);
+  }
+  std::string one_line = output;
+  std::replace(one_line.begin(), one_line.end(), '\n', ' ');
+  return one_line;
 }
 
 // Whether a TCP listener could bind ip:port now (the router this node ran
@@ -267,6 +282,8 @@ class LoadBalancer {
       auto cert = ReadFile(cert_path);
       auto key = ReadFile(key_path);
       if (!cert || !key) return false;
+      std::string sha = Sha256Hex(cert_path == key_path ? *cert : *cert + *key);
+      if (sha == bad_cert_sha_) return false;  // nginx refused it
       auto info = CheckKeyAndCert(*key, *cert, NowS());
       if (!info) {
         if (warned_ != cert_path + info.error())
@@ -278,7 +295,7 @@ class LoadBalancer {
       d.key_path = key_path;
       d.cert_source = source;
       d.cert_fingerprint = info->fingerprint;
-      d.cert_sha = Sha256Hex(cert_path == key_path ? *cert : *cert + *key);
+      d.cert_sha = sha;
       return true;
     };
     return pick(layout_.custom_bundle(), layout_.custom_bundle(), "custom") ||
@@ -310,7 +327,7 @@ class LoadBalancer {
     if (!conf) return Err(conf.error());
     KATO_TRY(WriteFileAtomic(layout_.conf_next(), *conf, 0644));
     auto t = RunAndWait(NginxArgs(layout_.conf_next(), true));
-    if (!t.ok) return Err("nginx -t refused the new configuration: " + t.output);
+    if (!t.ok) return Err("nginx -t refused the new configuration: " + NginxError(t.output));
     if (std::rename(layout_.conf_next().c_str(), layout_.conf().c_str()) != 0)
       return Err("cannot rename " + layout_.conf_next() + ": " + strerror(errno));
     return Ok();
@@ -323,6 +340,10 @@ class LoadBalancer {
   }
 
   Status StartNginx() {
+    auto argv = NginxArgs(layout_.conf(), false);
+    std::vector<char*> args;  // built before fork (see RunAndWait)
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) return Err("fork failed");
@@ -336,10 +357,6 @@ class LoadBalancer {
       sigset_t none;
       sigemptyset(&none);
       sigprocmask(SIG_SETMASK, &none, nullptr);
-      auto argv = NginxArgs(layout_.conf(), false);
-      std::vector<char*> args;
-      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
       execv(args[0], args.data());
       _exit(127);
     }
@@ -414,6 +431,7 @@ class LoadBalancer {
            {"cert", {{"source", d.cert_source}, {"fingerprint", d.cert_fingerprint}}},
            {"nginx_pid", nginx_pid_},
            {"reloads", reloads_},
+           {"refused_cert", refusal_},
            {"listen", {{"ip", cfg_.ip}, {"http", kRouterHttpPort}, {"https", kRouterHttpsPort}}}};
     }
     std::string text = j.dump(2) + "\n";
@@ -477,14 +495,18 @@ class LoadBalancer {
         nginx_pid_ = 0;
         return 1;
       }
-      while (waitpid(-1, nullptr, WNOHANG) > 0) {  // anything else of ours that ended
-      }
       Desired d;
       if (Want(d) && !(d == applied) && !(d == refused)) {
         if (auto s = WriteAndCheck(d); !s) {
           LogError("lb: keeping the running configuration: {}", s.error());
           refused = d;
+          if (d.cert_source == "custom") {
+            // Serve on without it (the pool must still follow the routers); the agent reports it.
+            bad_cert_sha_ = d.cert_sha;
+            refusal_ = {{"fingerprint", d.cert_fingerprint}, {"error", s.error()}};
+          }
         } else {
+          if (d.cert_source == "custom") refusal_ = nullptr;
           auto before = Workers();
           kill(nginx_pid_, SIGHUP);  // graceful: old workers finish their requests
           WaitNewWorkers(before);
@@ -576,6 +598,8 @@ class LoadBalancer {
   // Main thread only.
   pid_t nginx_pid_ = 0;
   std::string state_text_, warned_;
+  std::string bad_cert_sha_;  // a certificate nginx refused: not tried again
+  json refusal_;              // which, and why (in the state file)
 };
 
 }  // namespace

@@ -78,11 +78,11 @@ def nginx_pids(lb):
     return [int(p) for p in out.split()]
 
 
-def openssl_cert(tmp, name, subject_alt):
+def openssl_cert(tmp, name, subject_alt, key_args=("ec", "-pkeyopt", "ec_paramgen_curve:P-256")):
     key, cert = os.path.join(tmp, name + ".key"), os.path.join(tmp, name + ".pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days",
-                    "30", "-subj", "/CN=" + name, "-addext", "subjectAltName=" + subject_alt],
+    subprocess.run(["openssl", "req", "-x509", "-newkey", *key_args, "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "30", "-subj", "/CN=" + name,
+                    "-addext", "subjectAltName=" + subject_alt],
                    check=True, capture_output=True)
     return key, cert
 
@@ -206,6 +206,17 @@ def test_load_balancer_layout(cluster, tmp_path):
     r = lb.kato("op", "custom_ssl_cert", "install", os.path.join(str(tmp_path), "narrow.key"),
                 wrong_cert, "--wildcard")
     assert r.rc != 0 and "*.lb.test" in r.err, r
+
+    # A certificate that passes kato's checks but that nginx refuses (a 512-bit RSA
+    # key is below OpenSSL's security level): never loaded; the old one stays.
+    weak_key, weak_cert = openssl_cert(str(tmp_path), "weak", "DNS:api.lb.test,DNS:*.lb.test",
+                                       key_args=("rsa:512",))
+    r = lb.kato("op", "custom_ssl_cert", "install", weak_key, weak_cert)
+    assert r.rc != 0 and "nginx refused" in r.err and "nothing changed" in r.err, r
+    assert len(r.err.strip().splitlines()) == 1, r
+    assert lb_state(lb)["cert"]["fingerprint"] == before
+    assert [c["source"] for c in lb.json("op", "custom_ssl_cert", "list")] == ["cluster"]
+    assert https_get(lb.ip, "web.lb.test", ctx)[0] == 200
 
     out = lb.json("op", "custom_ssl_cert", "install", key, cert, "--wildcard")
     assert out["active"] is True, out
