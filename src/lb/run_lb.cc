@@ -479,7 +479,7 @@ class LoadBalancer {
       return 1;
     }
     Desired applied = want, refused;
-    LogInfo("lb: balancing over [{}] with the {} certificate", json(applied.pool).dump(),
+    LogInfo("lb: balancing over {} with the {} certificate", json(applied.pool).dump(),
             applied.cert_source);
     WriteState(applied);
     for (;;) {
@@ -514,7 +514,7 @@ class LoadBalancer {
             std::lock_guard l(mu_);
             ++reloads_;
           }
-          LogInfo("lb: reloaded nginx: pool [{}], {} certificate", json(d.pool).dump(),
+          LogInfo("lb: reloaded nginx: pool {}, {} certificate", json(d.pool).dump(),
                   d.cert_source);
           applied = d;
         }
