@@ -48,6 +48,7 @@ Result<std::string> NginxConfig(const NginxConfigInput& in) {
        "master_process on;\n";
   if (!in.user.empty()) o << "user " << in.user << ";\n";
   o << "worker_processes auto;\n"
+       "worker_rlimit_nofile 16384;\n"
        "pid "
     << run << "/nginx.pid;\n"
     << "error_log " << in.log_dir << "/error.log warn;\n"

@@ -276,9 +276,17 @@ def test_load_balancer_with_chosen_routers(cluster):
     assert out["pool"] == [r2.ip] and out["follow_cluster"] is False
     lb.wait_running(["load_balancer"])
     wait_for("only the chosen router", lambda: pool(lb) == {r2.ip}, timeout=15)
+    wait_for("the pool in `kato status`",
+             lambda: f"load balancer pool: {r2.ip}  healthy: {r2.ip}  certificate: cluster"
+             in lb.ok("status").out, timeout=10)
+    assert lb.ok("op", "custom_ssl_cert", "list").out.startswith("* cluster ")
+    assert lb.json("config", "get", "load_balancer",
+                   "routers." + lb.json("info")["id"])["value"] == [r2.ip]
     # A router attached later stays out of a chosen pool until setup follows the
     # cluster again (--force: every router).
     r4 = cluster.node(4)
     cluster.attach(r4, core, "router")
     lb.ok("node", "setup", "load_balancer", "--yes", "--force")
     wait_for("every router", lambda: pool(lb) == {core.ip, r2.ip, r4.ip}, timeout=15)
+    r = lb.kato("config", "get", "load_balancer", "routers." + lb.json("info")["id"])
+    assert r.rc != 0 and "no config value" in r.err
