@@ -7,6 +7,7 @@ health and the cluster; custom certificates; bad input."""
 import http.client
 import json
 import os
+import pty
 import signal
 import socket
 import ssl
@@ -76,6 +77,19 @@ def nginx_pids(lb):
     out = subprocess.run(["pgrep", "-f", os.path.join(lb.data_dir, "lb", "nginx.conf")],
                          capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def on_tty(node, args, answer):
+    """`kato ARGS` with a terminal on stdin (so it asks), answering `answer`."""
+    master, slave = pty.openpty()
+    try:
+        os.write(master, answer.encode())
+        env = dict(os.environ, KATO_DATA_DIR=node.data_dir)
+        return subprocess.run([node.cluster.bins["kato"], *args], stdin=slave,
+                              capture_output=True, text=True, env=env, timeout=200)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def openssl_cert(tmp, name, subject_alt, key_args=("ec", "-pkeyopt", "ec_paramgen_curve:P-256")):
@@ -272,7 +286,14 @@ def test_load_balancer_with_chosen_routers(cluster):
     cluster.attach(r2, core, "router")
     lb = cluster.node(3)
     cluster.attach(lb, core)
-    out = lb.json("node", "setup", "load_balancer", "--yes", r2.ip)
+    # Interactive: it asks first; "n" changes nothing, "y" goes ahead.
+    r = on_tty(lb, ["node", "setup", "load_balancer", r2.ip], "n\n")
+    assert r.returncode != 0 and "Proceed?" in r.stderr and "nothing changed" in r.stderr, r
+    assert f"over: {r2.ip} (only these)" in r.stderr, r
+    assert set(lb.json("info")["roles"]["assigned"]) == {"base"}
+    r = on_tty(lb, ["node", "setup", "load_balancer", "--json", r2.ip], "y\n")
+    assert r.returncode == 0, r
+    out = json.loads(r.stdout)
     assert out["pool"] == [r2.ip] and out["follow_cluster"] is False
     lb.wait_running(["load_balancer"])
     wait_for("only the chosen router", lambda: pool(lb) == {r2.ip}, timeout=15)
