@@ -126,8 +126,12 @@ struct Desired {
 
 class LoadBalancer {
  public:
-  LoadBalancer(LbConfig config, ClusterClient& client)
-      : cfg_(std::move(config)), layout_(cfg_.data_dir), client_(client), store_(client) {}
+  LoadBalancer(LbConfig config, std::string node_id, ClusterClient& client)
+      : cfg_(std::move(config)),
+        node_id_(std::move(node_id)),
+        layout_(cfg_.data_dir),
+        client_(client),
+        store_(client) {}
 
   int Run(const sigset_t& signals) {
     for (const auto& d : {layout_.dir, layout_.run_dir(), layout_.log_dir(), layout_.web_dir()})
@@ -576,11 +580,9 @@ class LoadBalancer {
     return done_;
   }
 
- public:
-  std::string node_id_;
-
  private:
   LbConfig cfg_;
+  std::string node_id_;
   LbLayout layout_;
   ClusterClient& client_;
   RemoteStore store_;
@@ -625,8 +627,7 @@ int RunLb(const LbConfig& config) {
     return 1;
   }
   if (cfg.ip.empty()) cfg.ip = id->ip;
-  LoadBalancer lb(cfg, client);
-  lb.node_id_ = id->node_id;
+  LoadBalancer lb(cfg, id->node_id, client);
   return lb.Run(stop);
 }
 

@@ -283,10 +283,15 @@ struct PrimaryService::Impl {
     return JsonReply(200, reply);
   }
 
-  // POST /v1/webcert {"csr"}: the web certificate a load balancer (or any
-  // member terminating TLS for the cluster) serves: signed by the cluster CA
-  // for the API endpoint and every app host. Only the core holds the CA key.
-  HttpResponse WebCert(const json& body) {
+  // POST /v1/webcert {"csr"}: the web certificate a load balancer serves,
+  // signed by the cluster CA for the API endpoint and every app host. Only the
+  // core holds the CA key; only load-balancer nodes may ask (least privilege:
+  // the certificate speaks for the whole domain).
+  HttpResponse WebCert(const std::string& peer, const json& body) {
+    auto node = store.GetNode(peer);
+    if (!node) return ErrorReply(500, node.error());
+    if (!*node || !std::count((*node)->roles.begin(), (*node)->roles.end(), "load_balancer"))
+      return ErrorReply(403, "only a load-balancer node gets the cluster's web certificate");
     std::string csr = Str(body, "csr");
     if (csr.empty()) return ErrorReply(400, "a web certificate request needs {\"csr\": PEM}");
     if (!ca_load_error.empty())
@@ -673,7 +678,7 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
   } else if (path.rfind("/v1/docs/", 0) == 0) {
     r = d.Docs(req.method, path.substr(9), body);
   } else if (path == "/v1/webcert" && req.method == "POST") {
-    r = d.WebCert(body);
+    r = d.WebCert(req.peer_cn, body);
   } else if (path == "/v1/report" && req.method == "POST") {
     r = d.Report(req.peer_cn, body);
   } else if (path == "/v1/settings" && req.method == "POST") {

@@ -370,20 +370,26 @@ TEST_F(PrimaryTest, WebCertIsSignedForTheEndpointAndTheAppDomain) {
               ElementsAre("api.other.test", "*.other.test", "other.test"));
 }
 
-TEST_F(PrimaryTest, WebCertIsForMembersWithAValidCsr) {
+TEST_F(PrimaryTest, WebCertIsForLoadBalancersWithAValidCsr) {
   auto kc = CreateKeyAndCsr("web");
   ASSERT_TRUE(kc.ok());
   std::string body = json{{"csr", kc->csr_pem}}.dump();
   EXPECT_EQ(Call("POST", "/v1/webcert", body, "").status, 401);
   EXPECT_EQ(Call("POST", "/v1/webcert", body, NewId()).status, 403);
-  Reply r = Core("POST", "/v1/webcert", json::object());
+  std::string dea = Attach("10.0.0.7", {"dea"});
+  Reply r = Call("POST", "/v1/webcert", body, dea);
+  EXPECT_EQ(r.status, 403);
+  EXPECT_THAT(r.error(), HasSubstr("only a load-balancer node"));
+  EXPECT_EQ(Core("POST", "/v1/webcert", json{{"csr", kc->csr_pem}}).status, 403);
+  std::string lb = Attach("10.0.0.9", {"load_balancer"});
+  auto as_lb = [&](const json& b) { return Call("POST", "/v1/webcert", b.dump(), lb); };
+  r = as_lb(json::object());
   EXPECT_EQ(r.status, 400);
   EXPECT_THAT(r.error(), HasSubstr("needs {\"csr\""));
-  r = Core("POST", "/v1/webcert", json{{"csr", "garbage"}});
+  r = as_lb(json{{"csr", "garbage"}});
   EXPECT_EQ(r.status, 400);
   EXPECT_THAT(r.error(), HasSubstr("cannot sign"));
-  r = Core("POST", "/v1/webcert", json{{"csr", 7}});
-  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(as_lb(json{{"csr", 7}}).status, 400);
 }
 
 TEST(WebCertNamesTest, ApiPrefixGivesTheDomain) {
