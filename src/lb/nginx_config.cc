@@ -103,6 +103,9 @@ Result<std::string> NginxConfig(const NginxConfigInput& in) {
     location =
         "    location / {\n"
         "      proxy_pass http://kato_routers;\n"
+        "      proxy_bind " +
+        in.listen_ip +
+        ";  # routers see the load balancer's address\n"
         "      proxy_http_version 1.1;\n"
         "      proxy_set_header Host $host;\n"
         "      proxy_set_header Upgrade $http_upgrade;\n"

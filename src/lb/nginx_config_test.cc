@@ -56,6 +56,7 @@ TEST(NginxConfigTest, RoundRobinOverTheRoutersOnHttpAndHttps) {
   EXPECT_THAT(c, HasSubstr("proxy_set_header X-Forwarded-Proto $scheme;"));
   EXPECT_THAT(c, HasSubstr("proxy_set_header X-Forwarded-Host $host;"));
   EXPECT_THAT(c, HasSubstr("proxy_http_version 1.1;"));
+  EXPECT_THAT(c, HasSubstr("proxy_bind 10.0.0.5;"));
   EXPECT_THAT(c, HasSubstr("proxy_connect_timeout 2s;"));
   // Both servers proxy to the pool.
   size_t first = c.find("proxy_pass http://kato_routers;");
