@@ -475,8 +475,19 @@ class LoadBalancer {
       if (StopSignal(signals, Millis(100))) return 0;
     }
     if (auto s = WriteAndCheck(want); !s) {
-      LogError("lb: {}", s.error());
-      return 1;
+      // An operator's certificate that nginx refuses must not keep the balancer down.
+      if (want.cert_source != "custom") {
+        LogError("lb: {}", s.error());
+        return 1;
+      }
+      LogError("lb: not using the custom certificate: {}", s.error());
+      bad_cert_sha_ = want.cert_sha;
+      refusal_ = {{"fingerprint", want.cert_fingerprint}, {"error", s.error()}};
+      if (!Want(want)) return 1;
+      if (auto again = WriteAndCheck(want); !again) {
+        LogError("lb: {}", again.error());
+        return 1;
+      }
     }
     if (auto s = StartNginx(); !s) {
       LogError("lb: {}", s.error());

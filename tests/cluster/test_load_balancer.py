@@ -284,7 +284,7 @@ def test_load_balancer_layout(cluster, tmp_path):
     wait_for("nginx gone", lambda: not nginx_pids(lb), timeout=20)
 
 
-def test_load_balancer_with_chosen_routers(cluster):
+def test_load_balancer_with_chosen_routers(cluster, tmp_path):
     core = cluster.core(1, "api.pick.test")
     r2 = cluster.node(2)
     cluster.attach(r2, core, "router")
@@ -315,6 +315,22 @@ def test_load_balancer_with_chosen_routers(cluster):
     wait_for("every router", lambda: pool(lb) == {core.ip, r2.ip, r4.ip}, timeout=15)
     r = lb.kato("config", "get", "load_balancer", "routers." + lb.json("info")["id"])
     assert r.rc != 0 and "no config value" in r.err
+
+    # A custom certificate that nginx refuses, put in place behind kato's back,
+    # does not keep the load balancer down: it starts with the cluster's.
+    weak_key, weak_cert = openssl_cert(str(tmp_path), "weak", "DNS:api.pick.test,DNS:*.pick.test",
+                                       key_args=("rsa:512",))
+    custom = os.path.join(lb.data_dir, "lb", "custom")
+    os.makedirs(custom, exist_ok=True)
+    with open(os.path.join(custom, "bundle.pem"), "w") as f:
+        f.write(open(weak_cert).read() + open(weak_key).read())
+    lb.ok("restart", "load_balancer")
+
+    def started_without_it():
+        st = lb_state(lb)
+        return (st.get("nginx_pid", 0) > 0 and st["cert"]["source"] == "cluster" and
+                "ee key too small" in (st.get("refused_cert") or {}).get("error", ""))
+    wait_for("nginx with the cluster's certificate", started_without_it, timeout=30)
 
 
 @pytest.mark.xfail(strict=True, reason=(
