@@ -27,6 +27,7 @@
 #include "common/net.h"
 #include "common/pki.h"
 #include "common/unix_socket.h"
+#include "lb/lb_layout.h"
 #include "primary/primary.h"
 #include "roles/roles.h"
 #include "store/store.h"
@@ -186,15 +187,24 @@ struct Agent::Impl {
     auto m = Member();
     json procs = json::array();
     for (const auto& p : Processes()) procs.push_back(ProcessJson(p));
-    return json{{"id", ident.id},
-                {"ip", ident.ip},
-                {"hostname", ident.hostname},
-                {"version", opt.version},
-                {"state", "up"},
-                {"attached", m.attached},
-                {"core_ip", m.core_ip},
-                {"roles", m.attached ? m.roles : std::vector<std::string>{}},
-                {"processes", procs}};
+    json out{{"id", ident.id},
+             {"ip", ident.ip},
+             {"hostname", ident.hostname},
+             {"version", opt.version},
+             {"state", "up"},
+             {"attached", m.attached},
+             {"core_ip", m.core_ip},
+             {"roles", m.attached ? m.roles : std::vector<std::string>{}},
+             {"processes", procs}};
+    if (m.attached && Contains(m.roles, "load_balancer")) out["load_balancer"] = LbState();
+    return out;
+  }
+
+  // What `katod lb` last wrote about itself: its pool, the routers' health, its certificate.
+  json LbState() {
+    auto text = ReadFile(LbLayout(opt.data_dir).state_file());
+    json j = text ? json::parse(*text, nullptr, false) : json();
+    return j.is_object() ? j : json::object();
   }
 
   // ---- talking to the cluster -------------------------------------------
@@ -519,6 +529,197 @@ struct Agent::Impl {
     Membership m = Member();
     m.endpoint = endpoint;
     return SetMembership(m);
+  }
+
+  // ---- the load balancer ---------------------------------------------------
+
+  Result<json> SetupLoadBalancer(const json& args, const Caller& caller,
+                                 const Progress& progress) {
+    auto m = Member();
+    if (!m.attached)
+      return Err("this node is not in a cluster: attach it first with `kato node attach -e "
+                 "router CORE_IP`, then run this again; nothing changed");
+    auto avail = RoleAvailability("load_balancer", roles_env);
+    if (!avail.available) return Err(avail.reason + "; nothing changed");
+    auto cluster = CallPrimary("GET", "/v1/cluster", json::object());
+    if (!cluster) return Err(cluster.error());
+    std::vector<ClusterNodeView> nodes;
+    for (const auto& n : (*cluster)["nodes"]) nodes.push_back({Str(n, "ip"), Strings(n, "roles")});
+    auto routers = Strings(args, "routers");
+    for (const auto& ip : routers) KATO_TRY(CheckIPv4(ip, "ROUTER_IP"));
+    bool force = args.value("force", false);
+    auto ident = Identity();
+    auto plan = PlanLoadBalancer(ident.ip, m.roles, nodes, routers, force);
+    if (!plan) return Err(plan.error());
+    json out{{"ip", ident.ip},
+             {"pool", plan->pool},
+             {"follow_cluster", plan->follow_cluster},
+             {"remove_roles", plan->remove_roles}};
+    if (args.value("dry_run", false)) return out;
+    // The pool restriction first: `katod lb` reads it when it starts.
+    json key{{"component", "load_balancer"}, {"key", LbRoutersConfigKey(ident.id)}};
+    if (plan->follow_cluster) {
+      auto d = CallPrimary("POST", "/v1/config/del", key, kCallTimeout, &caller);
+      if (!d && d.error().find("no config value") == std::string::npos) return Err(d.error());
+    } else {
+      json set = key;
+      set["value"] = plan->pool;
+      auto r = CallPrimary("POST", "/v1/config/set", set, kCallTimeout, &caller);
+      if (!r) return Err(r.error());
+    }
+    if (!Contains(m.roles, "load_balancer") || !plan->remove_roles.empty()) {
+      json body{{"node", ident.id}, {"remove", plan->remove_roles}, {"add", {"load_balancer"}}};
+      auto r = CallPrimary("POST", "/v1/nodes/roles", body, kCallTimeout, &caller);
+      if (!r) return Err(r.error());
+      Membership n = Member();
+      n.roles = Strings(*r, "roles");
+      if (r->contains("revision") && (*r)["revision"].is_number())
+        n.revision = std::max(n.revision, (*r)["revision"].get<int64_t>());
+      KATO_TRY(SetMembership(n));
+    }
+    progress("starting nginx over " + (plan->pool.empty() ? std::string("no router yet")
+                                                           : json(plan->pool).dump()));
+    KATO_TRY(WaitRunning({"load_balancer"}, Millis(120000), progress));
+    // Port 80 answering proves little while this node's router still drains:
+    // wait for nginx itself (bounded).
+    auto deadline = std::chrono::steady_clock::now() + Millis(90000);
+    for (;;) {
+      json st = LbState();
+      if (st.value("nginx_pid", 0) > 0) break;
+      if (std::chrono::steady_clock::now() > deadline)
+        return Err("the load_balancer process runs but nginx has not started after 90 s; see " +
+                   layout.log_dir() + "/load_balancer.log");
+      std::this_thread::sleep_for(Millis(50));  // polling a condition, bounded
+    }
+    progress("nginx RUNNING");
+    out["roles"] = Member().roles;
+    out["load_balancer"] = LbState();
+    return out;
+  }
+
+  Status NeedLoadBalancer() {
+    auto m = Member();
+    if (!m.attached || !Contains(m.roles, "load_balancer"))
+      return Err("this node is not a load balancer: run `kato node setup load_balancer` first; "
+                 "nothing changed");
+    return Ok();
+  }
+
+  // Waits (bounded) until `katod lb` serves the certificate with this
+  // fingerprint: true; false when the process does not run or time is up; an
+  // error when nginx refused the certificate.
+  Result<bool> WaitLbCert(const std::string& fingerprint, Millis limit) {
+    bool running = false;
+    for (const auto& p : Processes())
+      running = running || (p.name == "load_balancer" && p.state == ProcState::kRunning);
+    if (!running) return false;
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      json st = LbState();
+      if (st.contains("cert") && st["cert"].is_object() &&
+          Str(st["cert"], "fingerprint") == fingerprint)
+        return true;
+      if (st.contains("refused_cert") && st["refused_cert"].is_object() &&
+          Str(st["refused_cert"], "fingerprint") == fingerprint)
+        return Err(Str(st["refused_cert"], "error"));
+      std::this_thread::sleep_for(Millis(50));  // polling a condition, bounded
+    }
+    return false;
+  }
+
+  Result<json> CertInstall(const json& args, const Caller& caller) {
+    KATO_TRY(NeedLoadBalancer());
+    std::string key = Str(args, "key_pem"), cert = Str(args, "cert_pem");
+    bool wildcard = args.value("wildcard", false);
+    auto info = CheckKeyAndCert(key, cert, RealClock::instance().wall_ms() / 1000);
+    if (!info) return Err(info.error() + "; nothing changed");
+    std::string endpoint = Member().endpoint;
+    std::string domain = endpoint.rfind("api.", 0) == 0 ? endpoint.substr(4) : endpoint;
+    std::string names = json(info->dns_names.empty() ? std::vector<std::string>{info->common_name}
+                                                     : info->dns_names).dump();
+    if (!endpoint.empty() && !CertCoversHost(*info, endpoint))
+      return Err("the certificate does not name the API endpoint " + endpoint + " (it names " +
+                 names + "); nothing changed");
+    if (wildcard && !CertCoversHost(*info, "app." + domain))
+      return Err("--wildcard: the certificate does not cover the apps' *." + domain +
+                 " (it names " + names + "); nothing changed");
+    LbLayout lb(opt.data_dir);
+    KATO_TRY(MakeDirs(lb.custom_dir(), 0700));
+    std::string bundle = cert;
+    if (!bundle.empty() && bundle.back() != '\n') bundle += '\n';
+    bundle += key;
+    json meta{{"fingerprint", info->fingerprint},
+              {"names", info->dns_names},
+              {"common_name", info->common_name},
+              {"not_after_s", info->not_after_s},
+              {"wildcard", wildcard},
+              {"installed_ms", RealClock::instance().wall_ms()}};
+    auto old_bundle = ReadFile(lb.custom_bundle());
+    auto old_info = ReadFile(lb.custom_info());
+    KATO_TRY(WriteFileAtomic(lb.custom_info(), meta.dump(2) + "\n", 0600));
+    KATO_TRY(WriteFileAtomic(lb.custom_bundle(), bundle, 0600));
+    auto served = WaitLbCert(info->fingerprint, Millis(15000));
+    if (!served) {
+      // nginx would not load it: put back what was there.
+      if (old_bundle) {
+        (void)WriteFileAtomic(lb.custom_bundle(), *old_bundle, 0600);
+        if (old_info) (void)WriteFileAtomic(lb.custom_info(), *old_info, 0600);
+      } else {
+        ::unlink(lb.custom_bundle().c_str());
+        ::unlink(lb.custom_info().c_str());
+      }
+      return Err("nginx refused the certificate (" + served.error() + "); nothing changed");
+    }
+    if (auto r = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !r)
+      LogWarn("history not recorded: {}", r.error());
+    meta["active"] = *served;
+    return meta;
+  }
+
+  Result<json> CertRemove(const Caller& caller) {
+    KATO_TRY(NeedLoadBalancer());
+    LbLayout lb(opt.data_dir);
+    if (!PathExists(lb.custom_bundle()))
+      return Err("no custom certificate is installed on this node; nothing changed");
+    if (::unlink(lb.custom_bundle().c_str()) != 0)
+      return Err("cannot remove " + lb.custom_bundle() + ": " + strerror(errno));
+    ::unlink(lb.custom_info().c_str());
+    if (auto r = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !r)
+      LogWarn("history not recorded: {}", r.error());
+    // Back to the cluster's certificate.
+    json out{{"removed", true}, {"active", "cluster"}};
+    auto web = ReadFile(lb.web_cert());
+    auto info = web ? InspectCert(*web) : Result<CertInfo>(Err("none"));
+    auto served = info ? WaitLbCert(info->fingerprint, Millis(15000)) : Result<bool>(false);
+    out["serving_cluster_cert"] = served && *served;
+    return out;
+  }
+
+  Result<json> CertList() {
+    KATO_TRY(NeedLoadBalancer());
+    LbLayout lb(opt.data_dir);
+    json st = LbState();
+    std::string active = st.contains("cert") && st["cert"].is_object()
+                             ? Str(st["cert"], "fingerprint") : "";
+    json out = json::array();
+    auto add = [&](const std::string& source, const std::string& path, bool wildcard) {
+      auto text = ReadFile(path);
+      if (!text) return;
+      auto info = InspectCert(*text);
+      if (!info) return;
+      out.push_back({{"source", source},
+                     {"names", info->dns_names},
+                     {"common_name", info->common_name},
+                     {"not_after_s", info->not_after_s},
+                     {"fingerprint", info->fingerprint},
+                     {"wildcard", wildcard},
+                     {"active", info->fingerprint == active}});
+    };
+    auto meta_text = ReadFile(lb.custom_info());
+    json meta = json::parse(meta_text ? *meta_text : "{}", nullptr, false);
+    add("custom", lb.custom_bundle(), meta.is_object() && meta.value("wildcard", false));
+    add("cluster", lb.web_cert(), false);
+    return out;
   }
 
   Result<json> Token(const json& args, const Caller& caller) {
@@ -910,6 +1111,10 @@ struct Agent::Impl {
     if (cmd == "node.list") return NodeList();
     if (cmd == "node.rename") return Rename(args, caller);
     if (cmd == "node.migrate") return Migrate(args, caller, progress);
+    if (cmd == "node.setup_load_balancer") return SetupLoadBalancer(args, caller, progress);
+    if (cmd == "lb.cert_install") return CertInstall(args, caller);
+    if (cmd == "lb.cert_remove") return CertRemove(caller);
+    if (cmd == "lb.cert_list") return CertList();
     if (cmd == "history") {
       int limit = args.value("limit", 100);
       return CallPrimary("GET", "/v1/history?limit=" + std::to_string(limit), json::object());

@@ -12,6 +12,7 @@
 #include "common/layout.h"
 #include "controller/run_controller.h"
 #include "dea/run_dea.h"
+#include "lb/run_lb.h"
 #include "primary/primary.h"
 #include "router/run_router.h"
 
@@ -33,6 +34,10 @@ int main(int argc, char** argv) {
   router->fallthrough();
   auto* dea = app.add_subcommand("dea", "serve the dea role (started by katod itself)");
   dea->fallthrough();
+  auto* lb = app.add_subcommand("lb", "serve the load_balancer role: nginx (started by katod itself)");
+  lb->fallthrough();
+  std::string nginx;
+  lb->add_option("--nginx", nginx, "the nginx binary (default: found in /usr/sbin and PATH)");
   CLI11_PARSE(app, argc, argv);
 
   std::string version = KATO_VERSION;
@@ -45,6 +50,7 @@ int main(int argc, char** argv) {
   if (*controller) return kato::RunController({data_dir, ip, version});
   if (*router) return kato::RunRouter({data_dir, ip, version});
   if (*dea) return kato::RunDea({data_dir, ip, version});
+  if (*lb) return kato::RunLb({data_dir, ip, version, nginx});
 
   sigset_t set;
   sigemptyset(&set);

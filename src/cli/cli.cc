@@ -103,6 +103,13 @@ void PrintNodeStatus(const json& n) {
   if (n.contains("error") && n.value("state", "") == "down")
     std::cout << "  (" << n["error"].get<std::string>() << ")\n";
   PrintProcesses(n["processes"]);
+  if (n.contains("load_balancer") && n["load_balancer"].is_object() &&
+      n["load_balancer"].contains("pool")) {
+    const json& lb = n["load_balancer"];
+    std::cout << "  load balancer pool: " << (lb["pool"].empty() ? "(none)" : Join(lb["pool"], ", "))
+              << "  healthy: " << (lb["healthy"].empty() ? "(none)" : Join(lb["healthy"], ", "))
+              << "  certificate: " << lb["cert"].value("source", "") << "\n";
+  }
 }
 
 std::string Prompt(const std::string& question) {
@@ -308,13 +315,65 @@ int RunCli(int argc, char** argv) {
                    },
                    Millis(120000));
   });
-  auto* lb = setup->add_subcommand("load_balancer", "make this node the load balancer");
-  lb->allow_extras();
+  std::vector<std::string> lb_routers;
+  bool lb_force = false, lb_yes = false;
+  auto* lb = setup->add_subcommand(
+      "load_balancer",
+      "make this node the load balancer: nginx over the cluster's routers, SSL on 443");
+  lb->add_option("ROUTER_IP", lb_routers,
+                 "balance over these routers only (default: every router of the cluster, "
+                 "following it as routers come and go)");
+  lb->add_flag("--force", lb_force, "use every router of the cluster, whatever IPs are given");
+  lb->add_flag("-y,--yes", lb_yes, "do not ask for confirmation");
+  add_json(lb);
   lb->callback([&] {
-    run = [] {
-      std::cerr << "kato: the load_balancer role is not yet available in kato " << KATO_VERSION
-                << " (it arrives with the multi-router layout); nothing changed\n";
-      return 1;
+    run = [&] {
+      for (const auto& ip : lb_routers)
+        if (auto s = CheckIPv4(ip, "ROUTER_IP"); !s) {
+          std::cerr << "kato: " << s.error() << "; nothing changed\n";
+          return 2;
+        }
+      json args{{"routers", lb_routers}, {"force", lb_force}, {"dry_run", true}};
+      auto plan = Ask(g, "node.setup_load_balancer", args, Millis(30000));
+      if (!plan) {
+        std::cerr << "kato: " << plan.error() << "\n";
+        return 1;
+      }
+      std::string pool = (*plan)["pool"].empty() ? "no router yet" : Join((*plan)["pool"], ", ");
+      if (!lb_yes) {
+        if (!isatty(STDIN_FILENO)) {
+          std::cerr << "kato: not interactive, so kato cannot ask: pass --yes to confirm; "
+                       "nothing changed\n";
+          return 2;
+        }
+        std::cerr << "This node (" << (*plan)["ip"].get<std::string>()
+                  << ") becomes the load balancer over: " << pool
+                  << ((*plan)["follow_cluster"].get<bool>()
+                          ? " (following the cluster's routers)"
+                          : " (only these)")
+                  << ".\n";
+        if (!(*plan)["remove_roles"].empty())
+          std::cerr << "Its router role is replaced by load_balancer (its own address is never "
+                       "in the pool).\n";
+        std::string a = Prompt("Proceed? [y/N]");
+        if (a != "y" && a != "Y" && a != "yes") {
+          std::cerr << "kato: nothing changed\n";
+          return 1;
+        }
+      }
+      args["dry_run"] = false;
+      auto r = Ask(g, "node.setup_load_balancer", args, Millis(180000));
+      if (!r) {
+        std::cerr << "kato: " << r.error() << "\n";
+        return 1;
+      }
+      if (g.json_out) {
+        std::cout << r->dump(2) << "\n";
+      } else {
+        std::cout << "this node is the load balancer (HTTP on 80, HTTPS on 443) over: " << pool
+                  << "\n";
+      }
+      return 0;
     };
   });
 
@@ -875,6 +934,67 @@ int RunCli(int argc, char** argv) {
                 << " && ifup " << sip.interface << "` or a reboot\n";
       return 0;
     };
+  });
+
+  auto* custom = op->add_subcommand(
+      "custom_ssl_cert", "the load balancer's own SSL certificate instead of the cluster's");
+  custom->require_subcommand(1);
+  std::string cert_key_file, cert_file;
+  bool wildcard = false;
+  auto* cinstall = custom->add_subcommand(
+      "install", "serve KEY and CERT (with its chain) on this load balancer's port 443");
+  cinstall->add_option("KEY", cert_key_file, "the private key (PEM, unencrypted)")->required();
+  cinstall->add_option("CERT", cert_file, "the certificate, then its chain (PEM)")->required();
+  cinstall->add_flag("--wildcard", wildcard,
+                     "the certificate must also cover the apps (*.DOMAIN); checked");
+  add_json(cinstall);
+  cinstall->callback([&] {
+    run = [&] {
+      auto key = ReadFile(cert_key_file);
+      auto cert = ReadFile(cert_file);
+      if (!key || !cert) {
+        std::cerr << "kato: " << (!key ? key.error() : cert.error()) << "; nothing changed\n";
+        return 2;
+      }
+      auto r = Ask(g, "lb.cert_install",
+                   json{{"key_pem", *key}, {"cert_pem", *cert}, {"wildcard", wildcard}},
+                   Millis(30000));
+      if (!r) {
+        std::cerr << "kato: " << r.error() << "\n";
+        return 1;
+      }
+      if (g.json_out) {
+        std::cout << r->dump(2) << "\n";
+      } else {
+        std::cout << "installed the certificate for " << Join((*r)["names"], ", ")
+                  << (r->value("active", false) ? "; nginx serves it now"
+                                                : "; nginx serves it once the load_balancer "
+                                                  "process runs")
+                  << "\n";
+      }
+      return 0;
+    };
+  });
+  auto* cremove = custom->add_subcommand("remove", "go back to the cluster's certificate");
+  add_json(cremove);
+  cremove->callback([&] {
+    run = read_cmd("lb.cert_remove", [] { return json::object(); }, [](const json&) {
+      std::cout << "removed the custom certificate; the cluster's certificate is served\n";
+    });
+  });
+  auto* clist = custom->add_subcommand("list", "the certificates of this load balancer");
+  add_json(clist);
+  clist->callback([&] {
+    run = read_cmd("lb.cert_list", [] { return json::object(); }, [](const json& r) {
+      for (const auto& c : r) {
+        std::time_t t = c["not_after_s"].get<int64_t>();
+        char day[16];
+        std::strftime(day, sizeof day, "%Y-%m-%d", std::gmtime(&t));
+        std::cout << (c.value("active", false) ? "* " : "  ") << Pad(c["source"], 9)
+                  << "until " << day << "  " << Join(c["names"], ", ")
+                  << (c.value("wildcard", false) ? "  (wildcard)" : "") << "\n";
+      }
+    });
   });
 
   try {

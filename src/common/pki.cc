@@ -9,6 +9,7 @@
 #include <openssl/x509v3.h>
 
 #include <cctype>
+#include <ctime>
 #include <climits>
 #include <memory>
 #include <vector>
@@ -257,6 +258,111 @@ Result<std::string> SignCsr(const CaBundle& ca, const std::string& csr_pem, cons
   KATO_TRY(AddExt(x, ca_cert->get(), NID_authority_key_identifier, "keyid:always"));
   if (X509_sign(x, ca_key->get(), EVP_sha256()) <= 0) return SslErr("cannot sign the certificate");
   return ToPem<X509, WriteCert>(x);
+}
+
+Result<std::string> SignServerCsr(const CaBundle& ca, const std::string& csr_pem,
+                                  const std::string& cn, const std::vector<std::string>& dns_names,
+                                  int days) {
+  if (dns_names.empty()) return Err("a server certificate needs at least one DNS name");
+  std::string san;
+  for (const auto& n : dns_names) {
+    bool ok = !n.empty() && n.size() <= 253;
+    for (size_t i = 0; i < n.size() && ok; ++i) {
+      char c = n[i];
+      ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' ||
+           (c == '*' && i == 0 && n.size() > 2 && n[1] == '.');
+    }
+    if (!ok) return Err("'" + n + "' is not a DNS name for a certificate");
+    san += (san.empty() ? "DNS:" : ",DNS:") + n;
+  }
+  // SignCsr checks the CA, the CSR and the validity; the SAN is added to its result.
+  auto leaf_pem = SignCsr(ca, csr_pem, cn, days);
+  if (!leaf_pem) return leaf_pem;
+  auto leaf = ReadCert(*leaf_pem, "the new certificate");
+  if (!leaf) return std::move(leaf).take_error();
+  auto ca_cert = ReadCert(ca.cert_pem, "the CA certificate");
+  if (!ca_cert) return std::move(ca_cert).take_error();
+  auto ca_key = ReadKey(ca.key_pem, "the CA key");
+  if (!ca_key) return std::move(ca_key).take_error();
+  KATO_TRY(AddExt(leaf->get(), ca_cert->get(), NID_subject_alt_name, san.c_str()));
+  if (X509_sign(leaf->get(), ca_key->get(), EVP_sha256()) <= 0)
+    return SslErr("cannot sign the certificate");
+  return ToPem<X509, WriteCert>(leaf->get());
+}
+
+namespace {
+
+Result<int64_t> UnixTime(const ASN1_TIME* t) {
+  struct tm tm {};
+  if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return Err("the certificate has an unreadable date");
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+}  // namespace
+
+Result<CertInfo> InspectCert(const std::string& cert_pem) {
+  auto cert = ReadCert(cert_pem, "the certificate");
+  if (!cert) return std::move(cert).take_error();
+  CertInfo info;
+  if (auto cn = CertCommonName(cert_pem)) info.common_name = *cn;
+  auto* names = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert->get(), NID_subject_alt_name, nullptr, nullptr));
+  if (names) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+      const GENERAL_NAME* g = sk_GENERAL_NAME_value(names, i);
+      if (g->type != GEN_DNS) continue;
+      const ASN1_STRING* s = g->d.dNSName;
+      info.dns_names.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+                                  static_cast<size_t>(ASN1_STRING_length(s)));
+    }
+    GENERAL_NAMES_free(names);
+  }
+  ERR_clear_error();
+  auto nb = UnixTime(X509_get0_notBefore(cert->get()));
+  if (!nb) return std::move(nb).take_error();
+  auto na = UnixTime(X509_get0_notAfter(cert->get()));
+  if (!na) return std::move(na).take_error();
+  info.not_before_s = *nb;
+  info.not_after_s = *na;
+  auto fp = CertFingerprint(cert_pem);
+  if (!fp) return std::move(fp).take_error();
+  info.fingerprint = *fp;
+  return info;
+}
+
+bool CertCoversHost(const CertInfo& info, const std::string& host) {
+  std::string h = Lower(host);
+  auto matches = [&](const std::string& pattern) {
+    std::string p = Lower(pattern);
+    if (p == h) return true;
+    if (p.size() > 2 && p.compare(0, 2, "*.") == 0) {
+      auto dot = h.find('.');
+      return dot != std::string::npos && dot > 0 && h.substr(dot) == p.substr(1);
+    }
+    return false;
+  };
+  if (info.dns_names.empty()) return !info.common_name.empty() && matches(info.common_name);
+  for (const auto& n : info.dns_names)
+    if (matches(n)) return true;
+  return false;
+}
+
+Result<CertInfo> CheckKeyAndCert(const std::string& key_pem, const std::string& cert_pem,
+                                 int64_t now_s) {
+  if (cert_pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos)
+    return Err("the certificate file holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+  auto info = InspectCert(cert_pem);
+  if (!info) return Err("the certificate file cannot be read: " + info.error());
+  if (key_pem.find("PRIVATE KEY-----") == std::string::npos)
+    return Err("the key file holds no PEM private key (-----BEGIN PRIVATE KEY-----)");
+  if (auto s = KeyMatchesCert(key_pem, cert_pem); !s) {
+    if (s.error().find("does not belong") != std::string::npos)
+      return Err("the key does not match the certificate (it is the key of another certificate)");
+    return Err("the key file cannot be read: " + s.error());
+  }
+  if (info->not_after_s <= now_s) return Err("the certificate has expired");
+  if (info->not_before_s > now_s) return Err("the certificate is not valid yet");
+  return info;
 }
 
 Result<std::string> CertCommonName(const std::string& cert_pem) {

@@ -6,7 +6,9 @@
 // and return PEM text.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 
@@ -36,6 +38,34 @@ Result<KeyAndCsr> CreateKeyAndCsr(const std::string& cn);
 // identified by chaining to the CA and by CN, never by address.
 Result<std::string> SignCsr(const CaBundle& ca, const std::string& csr_pem, const std::string& cn,
                             int days);
+
+// Like SignCsr, but a TLS server certificate for web clients: its
+// subjectAltName lists `dns_names` (at least one; "*.example.com" wildcards
+// allowed), which browsers check instead of the CommonName.
+Result<std::string> SignServerCsr(const CaBundle& ca, const std::string& csr_pem,
+                                  const std::string& cn, const std::vector<std::string>& dns_names,
+                                  int days);
+
+// What a certificate says about itself (the first one of a PEM chain).
+struct CertInfo {
+  std::string common_name;             // empty when the subject has none
+  std::vector<std::string> dns_names;  // subjectAltName DNS entries
+  int64_t not_before_s = 0;            // Unix seconds
+  int64_t not_after_s = 0;
+  std::string fingerprint;  // SHA-256 of the DER, lowercase hex
+};
+Result<CertInfo> InspectCert(const std::string& cert_pem);
+
+// Whether `host` is named by the certificate: an exact DNS name, or a
+// "*.domain" wildcard covering exactly one label (the CommonName counts only
+// when there is no DNS subjectAltName, as RFC 6125 says).
+bool CertCoversHost(const CertInfo& info, const std::string& host);
+
+// Checks an operator's key and certificate (the leaf first, then its chain)
+// before a server uses them: both parse, the key belongs to the leaf, and the
+// leaf is valid at `now_s`. The error says which check failed.
+Result<CertInfo> CheckKeyAndCert(const std::string& key_pem, const std::string& cert_pem,
+                                 int64_t now_s);
 
 // The CommonName of a certificate's subject.
 Result<std::string> CertCommonName(const std::string& cert_pem);

@@ -105,6 +105,77 @@ TEST(PkiTest, SignCsrMakesALeafForTheGivenName) {
   EXPECT_LT(X509_cmp_time(X509_get0_notBefore(x.get()), &four_minutes_ago), 0);
 }
 
+TEST(PkiTest, SignServerCsrNamesTheWebHosts) {
+  auto ca = CreateCa("c");
+  ASSERT_TRUE(ca.ok());
+  auto kc = CreateKeyAndCsr("web");
+  ASSERT_TRUE(kc.ok());
+  auto cert = SignServerCsr(*ca, kc->csr_pem, "example.com",
+                            {"api.example.com", "*.example.com", "example.com"}, 365);
+  ASSERT_TRUE(cert.ok()) << cert.error();
+  EXPECT_TRUE(ChainsTo(*cert, ca->cert_pem));
+  EXPECT_TRUE(KeyMatchesCert(kc->key_pem, *cert).ok());
+  auto info = InspectCert(*cert);
+  ASSERT_TRUE(info.ok()) << info.error();
+  EXPECT_EQ(info->common_name, "example.com");
+  EXPECT_EQ(info->dns_names,
+            (std::vector<std::string>{"api.example.com", "*.example.com", "example.com"}));
+  EXPECT_EQ(info->fingerprint, *CertFingerprint(*cert));
+  int64_t now = time(nullptr);
+  EXPECT_LE(info->not_before_s, now);
+  EXPECT_GT(info->not_after_s, now + 364 * 86400);
+  // OpenSSL's own host check agrees: the wildcard covers one label only.
+  X509Ptr x = Parse(*cert);
+  for (const char* h : {"api.example.com", "web.example.com", "example.com"})
+    EXPECT_EQ(X509_check_host(x.get(), h, 0, 0, nullptr), 1) << h;
+  EXPECT_NE(X509_check_host(x.get(), "a.b.example.com", 0, 0, nullptr), 1);
+  EXPECT_NE(X509_check_host(x.get(), "example.org", 0, 0, nullptr), 1);
+  EXPECT_TRUE(CertCoversHost(*info, "web.example.com"));
+  EXPECT_TRUE(CertCoversHost(*info, "API.example.com"));
+  EXPECT_FALSE(CertCoversHost(*info, "a.b.example.com"));
+  EXPECT_FALSE(CertCoversHost(*info, "example.org"));
+  // A node certificate has no SAN: its CommonName counts.
+  auto node = InspectCert(Signed(*ca, "node-1"));
+  ASSERT_TRUE(node.ok());
+  EXPECT_TRUE(node->dns_names.empty());
+  EXPECT_TRUE(CertCoversHost(*node, "node-1"));
+}
+
+TEST(PkiTest, SignServerCsrRefusesBadNames) {
+  auto ca = CreateCa("c");
+  auto kc = CreateKeyAndCsr("web");
+  ASSERT_TRUE(ca.ok() && kc.ok());
+  EXPECT_THAT(SignServerCsr(*ca, kc->csr_pem, "x", {}, 30).error(), HasSubstr("at least one"));
+  for (const char* bad : {"", "a b.com", "a.*.com", "*", "x,DNS:evil.com", "**.a.com"})
+    EXPECT_THAT(SignServerCsr(*ca, kc->csr_pem, "x", {bad}, 30).error(),
+                HasSubstr("not a DNS name")) << bad;
+  EXPECT_FALSE(SignServerCsr(*ca, "garbage", "x", {"a.com"}, 30).ok());
+}
+
+TEST(PkiTest, CheckKeyAndCertSaysWhatIsWrong) {
+  auto ca = CreateCa("c");
+  ASSERT_TRUE(ca.ok());
+  std::string key, other_key;
+  std::string cert = Signed(*ca, "web", &key);
+  Signed(*ca, "other", &other_key);
+  int64_t now = time(nullptr);
+  auto ok = CheckKeyAndCert(key, cert + ca->cert_pem, now);  // leaf, then its chain
+  ASSERT_TRUE(ok.ok()) << ok.error();
+  EXPECT_EQ(ok->common_name, "web");
+  EXPECT_THAT(CheckKeyAndCert(other_key, cert, now).error(),
+              HasSubstr("key does not match the certificate"));
+  EXPECT_THAT(CheckKeyAndCert(key, "not pem", now).error(), HasSubstr("no PEM certificate"));
+  EXPECT_THAT(CheckKeyAndCert(key,
+                              "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                              now).error(),
+              HasSubstr("cannot be read"));
+  EXPECT_THAT(CheckKeyAndCert("junk", cert, now).error(), HasSubstr("no PEM private key"));
+  EXPECT_THAT(CheckKeyAndCert(cert, cert, now).error(), HasSubstr("no PEM private key"));
+  // Signed for 30 days: 31 days from now it has expired.
+  EXPECT_THAT(CheckKeyAndCert(key, cert, now + 31 * 86400).error(), HasSubstr("expired"));
+  EXPECT_THAT(CheckKeyAndCert(key, cert, now - 86400).error(), HasSubstr("not valid yet"));
+}
+
 TEST(PkiTest, CertFromAnotherCaDoesNotMatch) {
   auto ca = CreateCa("mine");
   auto other = CreateCa("theirs");

@@ -101,6 +101,14 @@ std::vector<std::string> SortedRoles(const std::set<std::string>& roles) {
 
 }  // namespace
 
+std::vector<std::string> WebCertNames(const std::string& endpoint) {
+  if (endpoint.rfind("api.", 0) == 0 && endpoint.size() > 4) {
+    std::string domain = endpoint.substr(4);
+    return {endpoint, "*." + domain, domain};
+  }
+  return {endpoint, "*." + endpoint};
+}
+
 bool VersionsCompatible(const std::string& a, const std::string& b) {
   auto pa = VersionParts(a), pb = VersionParts(b);
   return pa.size() >= 2 && pb.size() >= 2 && pa[0] == pb[0] && pa[1] == pb[1];
@@ -273,6 +281,32 @@ struct PrimaryService::Impl {
     reply["ca"] = ca.cert_pem;
     reply["node"] = NodeJson(rec);
     return JsonReply(200, reply);
+  }
+
+  // POST /v1/webcert {"csr"}: the web certificate a load balancer serves,
+  // signed by the cluster CA for the API endpoint and every app host. Only the
+  // core holds the CA key; only load-balancer nodes may ask (least privilege:
+  // the certificate speaks for the whole domain).
+  HttpResponse WebCert(const std::string& peer, const json& body) {
+    auto node = store.GetNode(peer);
+    if (!node) return ErrorReply(500, node.error());
+    if (!*node || !std::count((*node)->roles.begin(), (*node)->roles.end(), "load_balancer"))
+      return ErrorReply(403, "only a load-balancer node gets the cluster's web certificate");
+    std::string csr = Str(body, "csr");
+    if (csr.empty()) return ErrorReply(400, "a web certificate request needs {\"csr\": PEM}");
+    if (!ca_load_error.empty())
+      return ErrorReply(500, "the core cannot sign certificates: " + ca_load_error);
+    auto endpoint = store.GetSetting("endpoint");
+    if (!endpoint) return ErrorReply(500, endpoint.error());
+    std::string api = endpoint->value_or("");
+    if (api.empty())
+      return ErrorReply(409, "the cluster has no API endpoint yet (kato node setup core API_HOST)");
+    auto names = WebCertNames(api);
+    // A CommonName has at most 64 characters; clients look at the names anyway.
+    std::string cn = names.back().size() <= 64 ? names.back() : "kato web certificate";
+    auto cert = SignServerCsr(ca, csr, cn, names, kWebCertDays);
+    if (!cert) return ErrorReply(400, "cannot sign the web certificate request: " + cert.error());
+    return JsonReply(200, {{"cert", *cert}, {"ca", ca.cert_pem}, {"names", names}});
   }
 
   HttpResponse Heartbeat(const std::string& id, const json& body) {
@@ -689,6 +723,8 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
     r = d.Docs(req.method, path.substr(9), body);
   } else if (path.rfind("/v1/lease/", 0) == 0) {
     r = d.Lease(req.method, path.substr(10), body);
+  } else if (path == "/v1/webcert" && req.method == "POST") {
+    r = d.WebCert(req.peer_cn, body);
   } else if (path == "/v1/report" && req.method == "POST") {
     r = d.Report(req.peer_cn, body);
   } else if (path == "/v1/settings" && req.method == "POST") {

@@ -13,6 +13,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/http.h"
@@ -52,6 +53,11 @@ class PrimaryService {
 // Runs `katod primary`: opens the store in the data dir and serves on ip:9440
 // until SIGTERM/SIGINT. Returns the process exit code.
 int RunPrimary(const PrimaryConfig& config);
+
+// The names the cluster's web certificate covers (POST /v1/webcert): for the
+// endpoint api.HOST, "api.HOST", "*.HOST" (the apps) and "HOST".
+std::vector<std::string> WebCertNames(const std::string& endpoint);
+constexpr int kWebCertDays = 397;  // what browsers accept for a server certificate
 
 // Whether two versions may be in one cluster: the same MAJOR.MINOR.
 bool VersionsCompatible(const std::string& a, const std::string& b);

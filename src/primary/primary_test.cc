@@ -346,6 +346,57 @@ TEST_F(PrimaryTest, LoadBalancerAloneJoins) {
   EXPECT_THAT(Node(id).roles, ElementsAre("base", "load_balancer"));
 }
 
+// ---- the web certificate -----------------------------------------------------
+
+TEST_F(PrimaryTest, WebCertIsSignedForTheEndpointAndTheAppDomain) {
+  std::string lb = Attach("10.0.0.9", {"load_balancer"});
+  auto kc = CreateKeyAndCsr("web");
+  ASSERT_TRUE(kc.ok());
+  Reply r = Call("POST", "/v1/webcert", json{{"csr", kc->csr_pem}}.dump(), lb);
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_EQ(r.body["ca"], ca_.cert_pem);
+  std::string cert = r.body["cert"];
+  EXPECT_TRUE(KeyMatchesCert(kc->key_pem, cert).ok());
+  auto info = InspectCert(cert);
+  ASSERT_TRUE(info.ok()) << info.error();
+  EXPECT_THAT(info->dns_names, ElementsAre("api.example.com", "*.example.com", "example.com"));
+  EXPECT_TRUE(CertCoversHost(*info, "myapp.example.com"));
+  EXPECT_FALSE(CertCoversHost(*info, "myapp.example.org"));
+  // It follows the endpoint.
+  ASSERT_TRUE(store_->SetSetting("endpoint", "api.other.test").ok());
+  r = Call("POST", "/v1/webcert", json{{"csr", kc->csr_pem}}.dump(), lb);
+  ASSERT_EQ(r.status, 200) << r.body.dump();
+  EXPECT_THAT(InspectCert(r.body["cert"].get<std::string>())->dns_names,
+              ElementsAre("api.other.test", "*.other.test", "other.test"));
+}
+
+TEST_F(PrimaryTest, WebCertIsForLoadBalancersWithAValidCsr) {
+  auto kc = CreateKeyAndCsr("web");
+  ASSERT_TRUE(kc.ok());
+  std::string body = json{{"csr", kc->csr_pem}}.dump();
+  EXPECT_EQ(Call("POST", "/v1/webcert", body, "").status, 401);
+  EXPECT_EQ(Call("POST", "/v1/webcert", body, NewId()).status, 403);
+  std::string dea = Attach("10.0.0.7", {"dea"});
+  Reply r = Call("POST", "/v1/webcert", body, dea);
+  EXPECT_EQ(r.status, 403);
+  EXPECT_THAT(r.error(), HasSubstr("only a load-balancer node"));
+  EXPECT_EQ(Core("POST", "/v1/webcert", json{{"csr", kc->csr_pem}}).status, 403);
+  std::string lb = Attach("10.0.0.9", {"load_balancer"});
+  auto as_lb = [&](const json& b) { return Call("POST", "/v1/webcert", b.dump(), lb); };
+  r = as_lb(json::object());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.error(), HasSubstr("needs {\"csr\""));
+  r = as_lb(json{{"csr", "garbage"}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.error(), HasSubstr("cannot sign"));
+  EXPECT_EQ(as_lb(json{{"csr", 7}}).status, 400);
+}
+
+TEST(WebCertNamesTest, ApiPrefixGivesTheDomain) {
+  EXPECT_THAT(WebCertNames("api.a.b"), ElementsAre("api.a.b", "*.a.b", "a.b"));
+  EXPECT_THAT(WebCertNames("paas.a.b"), ElementsAre("paas.a.b", "*.paas.a.b"));
+}
+
 TEST_F(RefusedJoinTest, UnknownRole) {
   ExpectRefused(Join(JoinBody(NewId(), "10.0.0.2", {"router", "nosuch"})), 400,
                 "unknown role 'nosuch'");

@@ -27,7 +27,6 @@ const std::map<std::string, std::string>& NotYetAvailable() {
       {"filesystem", "the shared filesystem service is not built yet"},
       {"harbor", "the harbor TCP/UDP port service is not built yet"},
       {"mdns", "mdns serves micro clouds only; clusters use real DNS"},
-      {"load_balancer", "the nginx load balancer over several routers is not built yet"},
   };
   return *m;
 }
@@ -50,6 +49,7 @@ const std::map<std::string, ServerNeeds>& Servers() {
       {"memcached", {{{"memcached"}}, "memcached not installed (apt-get install memcached)"}},
       {"rabbit",
        {{{"rabbitmq-server"}}, "RabbitMQ server not installed (apt-get install rabbitmq-server)"}},
+      {"load_balancer", {{{"nginx"}}, "nginx not installed (apt-get install nginx)"}},
       {"mongodb",
        {{{"mongod"}},
         "MongoDB server not installed (no mongod binary found; Debian 12 does not package it: "
@@ -268,6 +268,20 @@ std::vector<ProcessSpec> RoleProcesses(const std::string& role, const NodeContex
     if (role == "controller") s.ready = ReadinessCheck{ip, kControllerPort};
     if (role == "router") s.ready = ReadinessCheck{ip, kRouterHealthPort};
     s.stop_timeout = std::chrono::seconds(15);
+    return {s};
+  }
+  if (role == "load_balancer") {
+    // `katod lb` runs nginx as its child and stops it gracefully (SIGQUIT).
+    ProcessSpec s;
+    s.name = "load_balancer";
+    s.argv = {node.katod_path, "lb",   "--data-dir", node.data_dir, "--ip", ip,
+              "--nginx",       env.FindExecutable("nginx")};
+    s.env = {{"PATH", kPath}, {"LANG", "C.UTF-8"}};
+    s.order = StartOrder(role);
+    s.ready = ReadinessCheck{ip, kRouterHttpPort};
+    // It may wait for the router this node ran before to release port 80, and for its certificate.
+    s.start_timeout = std::chrono::seconds(90);
+    s.stop_timeout = std::chrono::seconds(20);
     return {s};
   }
   if (role == "postgresql") {
@@ -515,6 +529,52 @@ Status CheckNodeRoles(const std::set<std::string>& roles, bool primary_elsewhere
   return Ok();
 }
 
+Result<LoadBalancerPlan> PlanLoadBalancer(const std::string& own_ip,
+                                          const std::vector<std::string>& own_roles,
+                                          const std::vector<ClusterNodeView>& nodes,
+                                          const std::vector<std::string>& routers, bool force) {
+  auto has = [](const std::vector<std::string>& v, const char* r) {
+    return std::find(v.begin(), v.end(), r) != v.end();
+  };
+  if (has(own_roles, "primary"))
+    return Err("this node is the core (it holds the primary role); a load balancer is a node of "
+               "its own: attach another node with `kato node attach -e router CORE_IP` and run "
+               "this there; nothing changed");
+  std::vector<std::string> others;
+  for (const auto& r : own_roles)
+    if (r != "base" && r != "router" && r != "load_balancer") others.push_back(r);
+  if (!others.empty())
+    return Err("a load balancer serves nothing else, and this node has " + Join(others, ", ") +
+               "; remove " + (others.size() == 1 ? "it" : "them") + " first (`kato role remove " +
+               Join(others, " ") + "`) or use another node; nothing changed");
+  LoadBalancerPlan plan;
+  if (has(own_roles, "router")) plan.remove_roles = {"router"};
+  std::set<std::string> pool;
+  if (routers.empty() || force) {
+    for (const auto& n : nodes)
+      if (n.ip != own_ip && has(n.roles, "router")) pool.insert(n.ip);
+  } else {
+    plan.follow_cluster = false;
+    for (const auto& ip : routers) {
+      if (ip == own_ip)
+        return Err("ROUTER_IP " + ip +
+                   " is this node's own address; a load balancer never balances to itself; "
+                   "nothing changed");
+      auto it = std::find_if(nodes.begin(), nodes.end(),
+                             [&](const ClusterNodeView& n) { return n.ip == ip; });
+      if (it == nodes.end())
+        return Err("ROUTER_IP " + ip +
+                   " is not a node of this cluster (see `kato node list`); nothing changed");
+      if (!has(it->roles, "router"))
+        return Err("ROUTER_IP " + ip + " is a node of this cluster but not a router (its roles: " +
+                   Join(it->roles, ", ") + "); nothing changed");
+      pool.insert(ip);
+    }
+  }
+  plan.pool.assign(pool.begin(), pool.end());
+  return plan;
+}
+
 std::vector<ProcessSpec> ProcessesForRoles(const std::set<std::string>& roles,
                                            const NodeContext& node, const RoleEnvironment& env) {
   std::map<std::string, ProcessSpec> by_name;  // a process shared by several roles runs once
@@ -539,7 +599,7 @@ std::vector<std::string> RoleProcessNames(const std::string& role) {
       {"primary", {"primary"}}, {"postgresql", {"postgresql"}}, {"mysql", {"mysql"}},
       {"redis", {"redis"}},     {"memcached", {"memcached"}},   {"rabbit", {"rabbitmq"}},
       {"mongodb", {"mongodb"}}, {"controller", {"controller"}}, {"router", {"router"}},
-      {"dea", {"dea"}},
+      {"dea", {"dea"}},         {"load_balancer", {"load_balancer"}},
   };
   auto it = names->find(role);
   return it == names->end() ? std::vector<std::string>{} : it->second;

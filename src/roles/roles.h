@@ -65,6 +65,25 @@ Result<Expansion> AllRolesBut(const std::vector<std::string>& except, const Role
 // true when another node of the cluster holds primary (then this node may not).
 Status CheckNodeRoles(const std::set<std::string>& roles, bool primary_elsewhere);
 
+// `kato node setup load_balancer [ROUTER_IP...] [--force]`: what it would do
+// on a node at `own_ip` with `own_roles`, in a cluster of `nodes`, or why it
+// must not (the node is the core, has roles other than router, a given
+// address is not a router of the cluster, or is the node's own). The pool
+// never holds the node's own address.
+struct ClusterNodeView {
+  std::string ip;
+  std::vector<std::string> roles;
+};
+struct LoadBalancerPlan {
+  std::vector<std::string> pool;          // the routers it balances over now, sorted
+  bool follow_cluster = true;             // routers attached or removed later join or leave
+  std::vector<std::string> remove_roles;  // "router" when the node had it
+};
+Result<LoadBalancerPlan> PlanLoadBalancer(const std::string& own_ip,
+                                          const std::vector<std::string>& own_roles,
+                                          const std::vector<ClusterNodeView>& nodes,
+                                          const std::vector<std::string>& routers, bool force);
+
 // The processes that serve `roles` on a node. Processes shared by several
 // roles appear once. Order follows DESIGN.md: base, primary, controller, dea,
 // data services, router.

@@ -35,7 +35,8 @@ FakeEnv AllServers() {
               {"redis-server", "/usr/bin/redis-server"},
               {"memcached", "/usr/bin/memcached"},
               {"rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server"},
-              {"mongod", "/usr/bin/mongod"}};
+              {"mongod", "/usr/bin/mongod"},
+              {"nginx", "/usr/sbin/nginx"}};
   return env;
 }
 
@@ -65,13 +66,13 @@ TEST(Catalog, OrderAndGroups) {
 TEST(Availability, LaterReleaseRolesSayWhy) {
   FakeEnv env = AllServers();
   for (const char* r :
-       {"filesystem", "harbor", "mdns", "load_balancer"}) {
+       {"filesystem", "harbor", "mdns"}) {
     Availability a = RoleAvailability(r, env);
     EXPECT_FALSE(a.available) << r;
     EXPECT_THAT(a.reason, HasSubstr(std::string(r) + ": not yet available in kato " KATO_VERSION));
   }
   for (const char* r : {"base", "primary", "controller", "router", "dea", "postgresql", "mysql",
-                        "redis", "memcached", "rabbit", "mongodb"}) {
+                        "redis", "memcached", "rabbit", "mongodb", "load_balancer"}) {
     EXPECT_TRUE(RoleAvailability(r, env).available) << r;
   }
 }
@@ -85,6 +86,8 @@ TEST(Availability, ServersNeedTheirBinaries) {
               HasSubstr("apt-get install rabbitmq-server"));
   EXPECT_TRUE(RoleAvailability("base", none).available);
   EXPECT_TRUE(RoleAvailability("primary", none).available);
+  EXPECT_EQ(RoleAvailability("load_balancer", none).reason,
+            "load_balancer: nginx not installed (apt-get install nginx)");
 
   FakeEnv half = AllServers();
   half.bins.erase("initdb");  // a server without its initdb cannot make a cluster
@@ -236,7 +239,7 @@ TEST(ProcessesForRoles, EachProcessOnceAndOnlyForAvailableRoles) {
   auto specs = ProcessesForRoles(every, Node(), AllServers());
   std::set<std::string> unique;
   for (const auto& s : specs) EXPECT_TRUE(unique.insert(s.name).second) << s.name;
-  EXPECT_EQ(unique.size(), 10u);
+  EXPECT_EQ(unique.size(), 11u);  // load_balancer included
 
   EXPECT_THAT(ProcessesForRoles({"base"}, Node(), AllServers()), IsEmpty());
   EXPECT_THAT(Names(ProcessesForRoles({"base", "controller", "dea"}, Node(), AllServers())),
@@ -333,6 +336,78 @@ TEST(ProcessesForRoles, WrapperScriptsAreValidShell) {
     int status = 0;
     ASSERT_EQ(::waitpid(pid, &status, 0), pid);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << s.name << ":\n" << s.argv[2];
+  }
+}
+
+TEST(ProcessesForRoles, LoadBalancerRunsKatodLbReadyOnPort80) {
+  auto specs = ProcessesForRoles({"base", "load_balancer"}, Node(), AllServers());
+  ASSERT_EQ(specs.size(), 1u);
+  const ProcessSpec& s = specs[0];
+  EXPECT_EQ(s.name, "load_balancer");
+  EXPECT_THAT(s.argv, ElementsAre("/usr/bin/katod", "lb", "--data-dir", "/var/lib/kato-a", "--ip",
+                                  "127.0.0.77", "--nginx", "/usr/sbin/nginx"));
+  ASSERT_TRUE(s.ready.has_value());
+  EXPECT_EQ(s.ready->host, "127.0.0.77");
+  EXPECT_EQ(s.ready->port, 80);
+  FakeEnv none;
+  EXPECT_THAT(ProcessesForRoles({"base", "load_balancer"}, Node(), none), IsEmpty());
+}
+
+std::vector<ClusterNodeView> LbCluster() {
+  return {{"10.0.0.1", {"primary", "controller", "router", "base"}},
+          {"10.0.0.2", {"router", "base"}},
+          {"10.0.0.3", {"router", "base"}},
+          {"10.0.0.4", {"dea", "base"}},
+          {"10.0.0.9", {"router", "base"}}};
+}
+
+TEST(PlanLoadBalancer, EveryRouterButItself) {
+  auto p = PlanLoadBalancer("10.0.0.9", {"base", "router"}, LbCluster(), {}, false);
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_THAT(p->pool, ElementsAre("10.0.0.1", "10.0.0.2", "10.0.0.3"));
+  EXPECT_TRUE(p->follow_cluster);
+  EXPECT_THAT(p->remove_roles, ElementsAre("router"));
+  // --force: every router, whatever was given.
+  p = PlanLoadBalancer("10.0.0.9", {"base"}, LbCluster(), {"10.0.0.2"}, true);
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_THAT(p->pool, ElementsAre("10.0.0.1", "10.0.0.2", "10.0.0.3"));
+  EXPECT_TRUE(p->follow_cluster);
+  EXPECT_THAT(p->remove_roles, IsEmpty());
+}
+
+TEST(PlanLoadBalancer, ChosenRoutersOnly) {
+  auto p = PlanLoadBalancer("10.0.0.9", {"base", "router"}, LbCluster(),
+                            {"10.0.0.3", "10.0.0.2", "10.0.0.3"}, false);
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_THAT(p->pool, ElementsAre("10.0.0.2", "10.0.0.3"));
+  EXPECT_FALSE(p->follow_cluster);
+  // Run again on a load balancer: allowed, it changes the pool.
+  p = PlanLoadBalancer("10.0.0.9", {"base", "load_balancer"}, LbCluster(), {"10.0.0.1"}, false);
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_THAT(p->pool, ElementsAre("10.0.0.1"));
+}
+
+TEST(PlanLoadBalancer, BadInputSaysWhyAndChangesNothing) {
+  struct Case {
+    std::string ip;
+    std::vector<std::string> roles, routers;
+    const char* error;
+  };
+  std::vector<Case> cases = {
+      {"10.0.0.1", {"base", "primary", "router"}, {}, "this node is the core"},
+      {"10.0.0.4", {"base", "dea"}, {}, "this node has dea; remove it first (`kato role remove dea`)"},
+      {"10.0.0.4", {"base", "router", "dea", "redis"}, {}, "has dea, redis; remove them first"},
+      {"10.0.0.9", {"base", "router"}, {"10.0.0.9"}, "this node's own address"},
+      {"10.0.0.9", {"base", "router"}, {"10.0.0.2", "10.0.0.77"},
+       "ROUTER_IP 10.0.0.77 is not a node of this cluster"},
+      {"10.0.0.9", {"base", "router"}, {"10.0.0.4"},
+       "ROUTER_IP 10.0.0.4 is a node of this cluster but not a router (its roles: dea, base)"},
+  };
+  for (const auto& c : cases) {
+    auto p = PlanLoadBalancer(c.ip, c.roles, LbCluster(), c.routers, false);
+    ASSERT_FALSE(p.ok()) << c.error;
+    EXPECT_THAT(p.error(), HasSubstr(c.error));
+    EXPECT_THAT(p.error(), HasSubstr("nothing changed"));
   }
 }
 
