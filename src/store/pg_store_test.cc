@@ -245,6 +245,25 @@ TEST_F(PgStoreTest, CopyStoreMovesEverythingFromSqlite) {
   std::filesystem::remove_all(tmpl);
 }
 
+TEST_F(PgStoreTest, ACopyThatFailsHalfwayLeavesTheTargetEmpty) {
+  std::string tmpl = (std::filesystem::temp_directory_path() / "kato_copy_test.XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  auto sqlite = OpenStore(tmpl + "/state.db");
+  ASSERT_TRUE(sqlite.ok()) << sqlite.error();
+  Fill(**sqlite);
+  // SQLite keeps a NUL byte in a text value; PostgreSQL cannot, and the docs
+  // come after settings, nodes and tokens in the copy.
+  ASSERT_OK((*sqlite)->PutDoc("app", std::string("we\0b", 4), "{}"));
+  auto pg = Open(url_);
+  ASSERT_TRUE(pg);
+  Status st = CopyStore(**sqlite, *pg);
+  ASSERT_FALSE(st.ok());
+  EXPECT_THAT(st.error(), HasSubstr("NUL byte"));
+  EXPECT_TRUE(*IsEmptyStore(*pg));
+  EXPECT_EQ(*pg->Revision(), 0);
+  std::filesystem::remove_all(tmpl);
+}
+
 TEST_F(PgStoreTest, CopyStoreBackToSqliteRoundTrips) {
   auto pg = Open(url_);
   ASSERT_TRUE(pg);
