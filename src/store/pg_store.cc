@@ -15,6 +15,8 @@
 // Text columns cannot hold NUL bytes in PostgreSQL, so values containing one
 // are refused with a clear error, except settings, which are stored as BYTEA
 // and so keep any bytes (as SQLite does).
+#include <poll.h>
+
 #include <pqxx/pqxx>
 
 #include <functional>
@@ -651,6 +653,18 @@ class PgStore final : public Store {
     return Ok();
   }
 
+  // Whether the server closed the idle connection (it restarted, or ended the
+  // session): between calls the server has nothing to say unless it is leaving,
+  // so a readable or hung-up socket means a new connection is needed. Checked
+  // before each call rather than learnt from a failing one, which costs the
+  // retry and (in libpqxx 6.4) leaks the failed result.
+  bool ServerLeft() const {
+    int fd = conn_->sock();
+    if (fd < 0) return true;
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 0) != 0;
+  }
+
   // `text` with every form of the password replaced by "***".
   std::string Scrub(std::string text) const {
     for (const auto& s : secrets_) ReplaceAll(text, s, "***");
@@ -679,7 +693,7 @@ class PgStore final : public Store {
 
   Status Attempt(const std::string& what, bool write, const std::function<Status(Txn&)>& body,
                  bool lock_revision, bool may_retry, bool* retry) {
-    if (!conn_ || !conn_->is_open()) {
+    if (!conn_ || !conn_->is_open() || ServerLeft()) {
       if (Status s = Connect(); !s.ok()) return Fail(what, "cannot connect: " + s.error());
     }
     try {
@@ -782,11 +796,28 @@ std::string StoreKind(const std::string& spec) {
   return IsPostgresUrl(spec) ? "postgresql" : "sqlite";
 }
 
+// [begin, end) of the value of a `password=` query parameter, if any.
+static std::pair<size_t, size_t> QueryPassword(const std::string& url) {
+  size_t q = url.find('?');
+  for (size_t pos = q; pos != std::string::npos && pos < url.size();
+       pos = url.find('&', pos + 1)) {
+    if (url.compare(pos + 1, 9, "password=") == 0) {
+      size_t begin = pos + 10;
+      size_t end = url.find('&', begin);
+      return {begin, end == std::string::npos ? url.size() : end};
+    }
+  }
+  return {std::string::npos, std::string::npos};
+}
+
 std::string MaskStoreSpec(const std::string& spec) {
   if (!IsPostgresUrl(spec)) return spec;
-  UrlParts p = ParseUrl(spec);
-  if (p.password_begin == std::string::npos) return spec;
-  return spec.substr(0, p.password_begin) + "***" + spec.substr(p.password_end);
+  std::string out = spec;
+  auto [qb, qe] = QueryPassword(out);
+  if (qb != std::string::npos) out = out.substr(0, qb) + "***" + out.substr(qe);
+  UrlParts p = ParseUrl(out);
+  if (p.password_begin == std::string::npos) return out;
+  return out.substr(0, p.password_begin) + "***" + out.substr(p.password_end);
 }
 
 Status CheckPostgresUrl(const std::string& spec) {
@@ -815,6 +846,12 @@ Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url) {
     secrets.push_back(raw);
     std::string decoded = PercentDecode(raw);
     if (decoded != raw) secrets.push_back(decoded);
+  }
+  auto [qb, qe] = QueryPassword(url);
+  if (qb != std::string::npos && qe > qb) {
+    std::string raw = url.substr(qb, qe - qb);
+    secrets.push_back(raw);
+    if (PercentDecode(raw) != raw) secrets.push_back(PercentDecode(raw));
   }
   auto store = std::make_unique<PgStore>(full, MaskStoreSpec(url), std::move(secrets));
   if (Status st = store->Init(); !st.ok()) return std::move(st).take_error();

@@ -63,6 +63,10 @@ TEST(StoreSpecTest, KindsAndMasking) {
             "postgresql://kato:***@10.0.0.5:5432/kato");
   EXPECT_EQ(MaskStoreSpec("postgresql://kato@10.0.0.5/kato"), "postgresql://kato@10.0.0.5/kato");
   EXPECT_EQ(MaskStoreSpec("postgresql://10.0.0.5/kato?user=a"), "postgresql://10.0.0.5/kato?user=a");
+  EXPECT_EQ(MaskStoreSpec("postgresql://10.0.0.5/kato?user=a&password=pw1&sslmode=require"),
+            "postgresql://10.0.0.5/kato?user=a&password=***&sslmode=require");
+  EXPECT_EQ(MaskStoreSpec("postgresql://u:p@10.0.0.5/kato?password=pw1"),
+            "postgresql://u:***@10.0.0.5/kato?password=***");
   EXPECT_EQ(MaskStoreSpec("/x/state.db"), "/x/state.db");
 }
 
