@@ -12,10 +12,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -443,8 +443,10 @@ struct Agent::Impl {
     auto set_primary = [&](bool run) {
       {
         std::lock_guard l(sup_mu);
-        if (run) sup->start("primary");
-        else sup->stop("primary");
+        if (run)
+          sup->start("primary");
+        else
+          sup->stop("primary");
         sup->tick();
       }
       WakeMainLoop();
@@ -456,9 +458,9 @@ struct Agent::Impl {
     // The copy failed before the switch: the old store is untouched and in use again.
     auto abandon = [&](const std::string& why) -> Error {
       Status back = restart_primary();
-      return Err(why + "; the cluster stays on " + source_name + ", unchanged" +
-                 (back ? std::string() : " (but the primary did not start again: " +
-                                             back.error() + ")"));
+      return Err(
+          why + "; the cluster stays on " + source_name + ", unchanged" +
+          (back ? std::string() : " (but the primary did not start again: " + back.error() + ")"));
     };
 
     progress("stopping the primary (nothing can change while the state is copied)");
@@ -496,7 +498,8 @@ struct Agent::Impl {
       backup = *current + ".before-postgresql-" + std::to_string(RealClock::instance().wall_ms());
       for (const char* suffix : {"", "-wal", "-shm"}) {
         std::string from = *current + suffix;
-        if (::access(from.c_str(), F_OK) == 0 && ::rename(from.c_str(), (backup + suffix).c_str()) != 0)
+        if (::access(from.c_str(), F_OK) == 0 &&
+            ::rename(from.c_str(), (backup + suffix).c_str()) != 0)
           LogWarn("cannot rename {} to {}: {}", from, backup + suffix, std::strerror(errno));
       }
     }
@@ -517,8 +520,8 @@ struct Agent::Impl {
     Heartbeat();  // the new primary learns at once that this node is up
     if (auto r = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !r)
       LogWarn("history not recorded: {}", r.error());
-    json out{{"from", source_name}, {"to", target_name}, {"kind", "postgresql"},
-             {"revision", revision}};
+    json out{
+        {"from", source_name}, {"to", target_name}, {"kind", "postgresql"}, {"revision", revision}};
     if (!backup.empty()) out["backup"] = backup;
     return out;
   }
@@ -563,8 +566,9 @@ struct Agent::Impl {
       return Err("this node is attached to the cluster at " + m.core_ip +
                  "; run `kato node detach` before making it a core");
     if (m.attached && !store_url.empty())
-      return Err("this node is already the core; its cluster state stays where it is (move it "
-                 "with `kato op migrate_store URL`); nothing changed");
+      return Err(
+          "this node is already the core; its cluster state stays where it is (move it "
+          "with `kato op migrate_store URL`); nothing changed");
     if (!m.attached) {
       // The PostgreSQL store is checked before anything changes: reachable,
       // credentials accepted, and holding no cluster's state yet.

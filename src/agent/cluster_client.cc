@@ -254,12 +254,14 @@ Result<std::vector<HistoryEntry>> RemoteStore::ListHistory(int limit) {
 }
 
 Result<StoreSnapshot> RemoteStore::Dump() {
-  return Err("copying the whole cluster state is not supported remotely (run `kato op "
-             "migrate_store` on the core)");
+  return Err(
+      "copying the whole cluster state is not supported remotely (run `kato op "
+      "migrate_store` on the core)");
 }
 Status RemoteStore::Load(const StoreSnapshot&) {
-  return Err("loading a whole cluster state is not supported remotely (run `kato op "
-             "migrate_store` on the core)");
+  return Err(
+      "loading a whole cluster state is not supported remotely (run `kato op "
+      "migrate_store` on the core)");
 }
 
 }  // namespace kato

@@ -303,21 +303,22 @@ int RunCli(int argc, char** argv) {
                    "(an empty database; default: SQLite in the data dir)");
   add_json(core);
   core->callback([&] {
-    run = read_cmd("node.setup_core",
-                   [&] {
-                     json a{{"api_host", api_host}};
-                     if (!store_url.empty()) a["store"] = store_url;
-                     return a;
-                   },
-                   [](const json& r) {
-                     std::cout << "This node is the core of a new cluster at "
-                               << r["core_ip"].get<std::string>() << " (API endpoint "
-                               << r["endpoint"].get<std::string>() << ").\n"
-                               << "Join token:\n  " << r["token"].get<std::string>() << "\n"
-                               << "Attach other nodes with:\n  "
-                               << r["attach_command"].get<std::string>() << "\n";
-                   },
-                   Millis(120000));
+    run = read_cmd(
+        "node.setup_core",
+        [&] {
+          json a{{"api_host", api_host}};
+          if (!store_url.empty()) a["store"] = store_url;
+          return a;
+        },
+        [](const json& r) {
+          std::cout << "This node is the core of a new cluster at "
+                    << r["core_ip"].get<std::string>() << " (API endpoint "
+                    << r["endpoint"].get<std::string>() << ").\n"
+                    << "Join token:\n  " << r["token"].get<std::string>() << "\n"
+                    << "Attach other nodes with:\n  " << r["attach_command"].get<std::string>()
+                    << "\n";
+        },
+        Millis(120000));
   });
   auto* lb = setup->add_subcommand("load_balancer", "make this node the load balancer");
   lb->allow_extras();
@@ -893,7 +894,8 @@ int RunCli(int argc, char** argv) {
   auto* migrate_store = op->add_subcommand(
       "migrate_store", "move the cluster state into an empty PostgreSQL database (on the core)");
   migrate_store
-      ->add_option("URL", migrate_url, "postgresql://USER:PASSWORD@HOST:PORT/DB (an empty database)")
+      ->add_option("URL", migrate_url,
+                   "postgresql://USER:PASSWORD@HOST:PORT/DB (an empty database)")
       ->required();
   migrate_store->add_flag("-y,--yes", migrate_yes, "do not ask for confirmation");
   add_json(migrate_store);
@@ -901,8 +903,9 @@ int RunCli(int argc, char** argv) {
     run = [&] {
       if (!migrate_yes) {
         if (!isatty(STDIN_FILENO)) {
-          std::cerr << "kato: migrate_store stops the primary while it copies the cluster state; "
-                       "confirm with --yes (not interactive, so kato cannot ask); nothing changed\n";
+          std::cerr
+              << "kato: migrate_store stops the primary while it copies the cluster state; "
+                 "confirm with --yes (not interactive, so kato cannot ask); nothing changed\n";
           return 2;
         }
         std::string a = Prompt(
@@ -913,16 +916,20 @@ int RunCli(int argc, char** argv) {
           return 1;
         }
       }
-      return read_cmd("op.migrate_store", [&] { return json{{"url", migrate_url}}; },
-                      [](const json& r) {
-                        std::cout << "The cluster state moved from " << r.value("from", "")
-                                  << " to " << r.value("to", "") << " (revision "
-                                  << r.value("revision", static_cast<int64_t>(0)) << ").\n";
-                        if (r.contains("backup"))
-                          std::cout << "The SQLite file is kept as a backup: "
-                                    << r["backup"].get<std::string>() << "\n";
-                      },
-                      Millis(300000))();
+      return read_cmd(
+          "op.migrate_store",
+          [&] {
+            return json{{"url", migrate_url}};
+          },
+          [](const json& r) {
+            std::cout << "The cluster state moved from " << r.value("from", "") << " to "
+                      << r.value("to", "") << " (revision "
+                      << r.value("revision", static_cast<int64_t>(0)) << ").\n";
+            if (r.contains("backup"))
+              std::cout << "The SQLite file is kept as a backup: " << r["backup"].get<std::string>()
+                        << "\n";
+          },
+          Millis(300000))();
     };
   });
 

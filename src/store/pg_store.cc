@@ -17,11 +17,10 @@
 // and so keep any bytes (as SQLite does).
 #include <poll.h>
 
-#include <pqxx/pqxx>
-
 #include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
 
 #include "store/store.h"
 
@@ -210,29 +209,33 @@ class PgStore final : public Store {
   // Connects and creates or checks the schema; called once before the store is handed out.
   Status Init() {
     std::lock_guard lock(mu_);
-    if (auto s = Connect(); !s.ok()) return Err("cannot open state store " + masked_ + ": " +
-                                               s.error());
-    Status st = Run("", true, [&](Txn& t) -> Status {
-      t.Query("SELECT pg_advisory_xact_lock($1)", kSchemaLockKey);
-      pqxx::result has = t.Query("SELECT to_regclass('meta') IS NOT NULL");
-      if (!has[0][0].as<bool>()) {
-        t.Script(kSchema);
-        t.Query("INSERT INTO meta (key, value) VALUES ('schema_version', $1), ('revision', 0)",
-                kSchemaVersion);
-        return Ok();
-      }
-      pqxx::result v = t.Query("SELECT value FROM meta WHERE key = 'schema_version'");
-      if (v.empty()) return Err("cannot open state store " + masked_ + ": it has no schema version");
-      int64_t version = Int(v[0][0]);
-      if (version > kSchemaVersion)
-        return Err("cannot open state store " + masked_ + ": its schema version is " +
-                   std::to_string(version) + ", newer than this kato supports (" +
-                   std::to_string(kSchemaVersion) + "); upgrade kato");
-      if (version < kSchemaVersion)
-        return Err("cannot open state store " + masked_ + ": unknown schema version " +
-                   std::to_string(version));
-      return Ok();
-    }, /*lock_revision=*/false);
+    if (auto s = Connect(); !s.ok())
+      return Err("cannot open state store " + masked_ + ": " + s.error());
+    Status st = Run(
+        "", true,
+        [&](Txn& t) -> Status {
+          t.Query("SELECT pg_advisory_xact_lock($1)", kSchemaLockKey);
+          pqxx::result has = t.Query("SELECT to_regclass('meta') IS NOT NULL");
+          if (!has[0][0].as<bool>()) {
+            t.Script(kSchema);
+            t.Query("INSERT INTO meta (key, value) VALUES ('schema_version', $1), ('revision', 0)",
+                    kSchemaVersion);
+            return Ok();
+          }
+          pqxx::result v = t.Query("SELECT value FROM meta WHERE key = 'schema_version'");
+          if (v.empty())
+            return Err("cannot open state store " + masked_ + ": it has no schema version");
+          int64_t version = Int(v[0][0]);
+          if (version > kSchemaVersion)
+            return Err("cannot open state store " + masked_ + ": its schema version is " +
+                       std::to_string(version) + ", newer than this kato supports (" +
+                       std::to_string(kSchemaVersion) + "); upgrade kato");
+          if (version < kSchemaVersion)
+            return Err("cannot open state store " + masked_ + ": unknown schema version " +
+                       std::to_string(version));
+          return Ok();
+        },
+        /*lock_revision=*/false);
     if (!st.ok()) {
       std::string m = st.error();
       if (m.rfind("cannot open state store", 0) == 0) return st;
@@ -270,9 +273,10 @@ class PgStore final : public Store {
     if (key.empty()) return Err("setting name must not be empty");
     std::lock_guard lock(mu_);
     return Write("cannot write setting " + key, [&](Txn& t) -> Status {
-      t.Exec("INSERT INTO settings (key, value) VALUES ($1, $2) "
-             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-             key, pqxx::binarystring(value));
+      t.Exec(
+          "INSERT INTO settings (key, value) VALUES ($1, $2) "
+          "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+          key, pqxx::binarystring(value));
       return Ok();
     });
   }
@@ -282,16 +286,17 @@ class PgStore final : public Store {
     if (node.ip.empty()) return Err("node " + node.id + " has no IP address");
     std::lock_guard lock(mu_);
     return Write("cannot write node " + node.id, [&](Txn& t) -> Status {
-      pqxx::result other = t.Query("SELECT id FROM nodes WHERE ip = $1 AND id <> $2", node.ip,
-                                   node.id);
+      pqxx::result other =
+          t.Query("SELECT id FROM nodes WHERE ip = $1 AND id <> $2", node.ip, node.id);
       if (!other.empty())
         return Err("address " + node.ip + " is already used by node " + Text(other[0][0]));
       // An upsert, not a delete and insert, which would cascade to the roles.
-      t.Exec("INSERT INTO nodes (id, ip, hostname, version, joined_ms) "
-             "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
-             "ip = excluded.ip, hostname = excluded.hostname, "
-             "version = excluded.version, joined_ms = excluded.joined_ms",
-             node.id, node.ip, node.hostname, node.version, node.joined_ms);
+      t.Exec(
+          "INSERT INTO nodes (id, ip, hostname, version, joined_ms) "
+          "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET "
+          "ip = excluded.ip, hostname = excluded.hostname, "
+          "version = excluded.version, joined_ms = excluded.joined_ms",
+          node.id, node.ip, node.hostname, node.version, node.joined_ms);
       t.Exec("DELETE FROM node_roles WHERE node_id = $1", node.id);
       for (size_t i = 0; i < node.roles.size(); ++i)
         t.Exec("INSERT INTO node_roles (node_id, position, role) VALUES ($1, $2, $3)", node.id,
@@ -356,9 +361,10 @@ class PgStore final : public Store {
     return Write("cannot add token", [&](Txn& t) -> Status {
       if (!t.Query("SELECT 1 FROM tokens WHERE secret_hash = $1", token.secret_hash).empty())
         return Err("a token with this hash already exists");
-      t.Exec("INSERT INTO tokens (secret_hash, created_ms, expires_ms, revoked) "
-             "VALUES ($1, $2, $3, $4)",
-             token.secret_hash, token.created_ms, token.expires_ms, token.revoked);
+      t.Exec(
+          "INSERT INTO tokens (secret_hash, created_ms, expires_ms, revoked) "
+          "VALUES ($1, $2, $3, $4)",
+          token.secret_hash, token.created_ms, token.expires_ms, token.revoked);
       return Ok();
     });
   }
@@ -392,9 +398,10 @@ class PgStore final : public Store {
       return Err("config value for " + name + " is not valid JSON: " + entry.value_json);
     std::lock_guard lock(mu_);
     return Write("cannot write config " + name, [&](Txn& t) -> Status {
-      t.Exec("INSERT INTO config (component, key, value_json) VALUES ($1, $2, $3) "
-             "ON CONFLICT (component, key) DO UPDATE SET value_json = excluded.value_json",
-             entry.component, entry.key, entry.value_json);
+      t.Exec(
+          "INSERT INTO config (component, key, value_json) VALUES ($1, $2, $3) "
+          "ON CONFLICT (component, key) DO UPDATE SET value_json = excluded.value_json",
+          entry.component, entry.key, entry.value_json);
       return Ok();
     });
   }
@@ -444,9 +451,10 @@ class PgStore final : public Store {
       return Err("document " + kind + "/" + key + " is not valid JSON");
     std::lock_guard lock(mu_);
     return Write("cannot write document " + kind + "/" + key, [&](Txn& t) -> Status {
-      t.Exec("INSERT INTO docs (kind, key, value_json) VALUES ($1, $2, $3) "
-             "ON CONFLICT (kind, key) DO UPDATE SET value_json = excluded.value_json",
-             kind, key, value_json);
+      t.Exec(
+          "INSERT INTO docs (kind, key, value_json) VALUES ($1, $2, $3) "
+          "ON CONFLICT (kind, key) DO UPDATE SET value_json = excluded.value_json",
+          kind, key, value_json);
       return Ok();
     });
   }
@@ -501,10 +509,11 @@ class PgStore final : public Store {
       int64_t expires = r.empty() ? 0 : Int(r[0][1]);
       if (!current.empty() && current != holder && expires > now_ms) return Ok();
       held = true;
-      t.Query("INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, $3) "
-              "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
-              "expires_ms = excluded.expires_ms",
-              name, holder, now_ms + ttl_ms);
+      t.Query(
+          "INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, $3) "
+          "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+          "expires_ms = excluded.expires_ms",
+          name, holder, now_ms + ttl_ms);
       // A renewal does not bump the revision; a change of holder does.
       if (current != holder) t.changes = 1;
       return Ok();
@@ -606,9 +615,10 @@ class PgStore final : public Store {
       for (const auto& [k, v] : snap.settings)
         t.Exec("INSERT INTO settings (key, value) VALUES ($1, $2)", k, pqxx::binarystring(v));
       for (const NodeRecord& n : snap.nodes) {
-        t.Exec("INSERT INTO nodes (id, ip, hostname, version, joined_ms) "
-               "VALUES ($1, $2, $3, $4, $5)",
-               n.id, n.ip, n.hostname, n.version, n.joined_ms);
+        t.Exec(
+            "INSERT INTO nodes (id, ip, hostname, version, joined_ms) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            n.id, n.ip, n.hostname, n.version, n.joined_ms);
         for (size_t i = 0; i < n.roles.size(); ++i)
           t.Exec("INSERT INTO node_roles (node_id, position, role) VALUES ($1, $2, $3)", n.id,
                  static_cast<int64_t>(i), n.roles[i]);
@@ -616,9 +626,10 @@ class PgStore final : public Store {
       for (const std::string& id : snap.removed_nodes)
         t.Exec("INSERT INTO removed_nodes (id) VALUES ($1)", id);
       for (const TokenRecord& tk : snap.tokens)
-        t.Exec("INSERT INTO tokens (secret_hash, created_ms, expires_ms, revoked) "
-               "VALUES ($1, $2, $3, $4)",
-               tk.secret_hash, tk.created_ms, tk.expires_ms, tk.revoked);
+        t.Exec(
+            "INSERT INTO tokens (secret_hash, created_ms, expires_ms, revoked) "
+            "VALUES ($1, $2, $3, $4)",
+            tk.secret_hash, tk.created_ms, tk.expires_ms, tk.revoked);
       for (const ConfigEntry& c : snap.config)
         t.Exec("INSERT INTO config (component, key, value_json) VALUES ($1, $2, $3)", c.component,
                c.key, c.value_json);
@@ -629,9 +640,10 @@ class PgStore final : public Store {
         t.Exec("INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, $3)", l.name,
                l.holder, l.expires_ms);
       for (const HistoryEntry& h : snap.history)
-        t.Exec("INSERT INTO history (id, time_ms, node, user_name, command) "
-               "VALUES ($1, $2, $3, $4, $5)",
-               h.id, h.time_ms, h.node, h.user, h.command);
+        t.Exec(
+            "INSERT INTO history (id, time_ms, node, user_name, command) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            h.id, h.time_ms, h.node, h.user, h.command);
       // New entries continue after the copied ids.
       if (!snap.history.empty())
         t.Query("SELECT setval(pg_get_serial_sequence('history', 'id'), $1)",
@@ -716,10 +728,11 @@ class PgStore final : public Store {
       return Fail(what, e.message);
     } catch (const pqxx::in_doubt_error& e) {
       return Fail(what, std::string("the connection broke while committing; the change may or "
-                                    "may not have been made: ") + e.what());
+                                    "may not have been made: ") +
+                            e.what());
     } catch (const pqxx::failure& e) {
-      bool broken = dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr ||
-                    !conn_->is_open();
+      bool broken =
+          dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr || !conn_->is_open();
       if (broken && may_retry) {
         *retry = true;
         conn_.reset();
@@ -779,8 +792,8 @@ class PgStore final : public Store {
     return node;
   }
 
-  const std::string url_;     // with the password; never in a message
-  const std::string masked_;  // for messages
+  const std::string url_;                   // with the password; never in a message
+  const std::string masked_;                // for messages
   const std::vector<std::string> secrets_;  // the password as written and decoded
   std::mutex mu_;                           // serializes every call; guards conn_
   std::unique_ptr<pqxx::connection> conn_;  // one connection, reopened when broken
@@ -799,8 +812,7 @@ std::string StoreKind(const std::string& spec) {
 // [begin, end) of the value of a `password=` query parameter, if any.
 static std::pair<size_t, size_t> QueryPassword(const std::string& url) {
   size_t q = url.find('?');
-  for (size_t pos = q; pos != std::string::npos && pos < url.size();
-       pos = url.find('&', pos + 1)) {
+  for (size_t pos = q; pos != std::string::npos && pos < url.size(); pos = url.find('&', pos + 1)) {
     if (url.compare(pos + 1, 9, "password=") == 0) {
       size_t begin = pos + 10;
       size_t end = url.find('&', begin);
@@ -822,8 +834,9 @@ std::string MaskStoreSpec(const std::string& spec) {
 
 Status CheckPostgresUrl(const std::string& spec) {
   if (!IsPostgresUrl(spec))
-    return Err("'" + MaskStoreSpec(spec) +
-               "' is not a PostgreSQL URL (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)");
+    return Err(
+        "'" + MaskStoreSpec(spec) +
+        "' is not a PostgreSQL URL (expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE)");
   for (char c : spec)
     if (static_cast<unsigned char>(c) <= ' ')
       return Err("the PostgreSQL URL " + MaskStoreSpec(spec) +
@@ -861,7 +874,8 @@ Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url) {
 Result<std::unique_ptr<Store>> OpenStore(const std::string& spec) {
   if (IsPostgresUrl(spec)) return OpenPostgresStore(spec);
   if (spec.find("://") != std::string::npos)
-    return Err("'" + spec + "' is not a state store: give a postgresql:// URL or an SQLite file path");
+    return Err("'" + spec +
+               "' is not a state store: give a postgresql:// URL or an SQLite file path");
   return OpenSqliteStore(spec);
 }
 

@@ -62,7 +62,8 @@ TEST(StoreSpecTest, KindsAndMasking) {
   EXPECT_EQ(MaskStoreSpec("postgresql://kato:s3cr%40t@10.0.0.5:5432/kato"),
             "postgresql://kato:***@10.0.0.5:5432/kato");
   EXPECT_EQ(MaskStoreSpec("postgresql://kato@10.0.0.5/kato"), "postgresql://kato@10.0.0.5/kato");
-  EXPECT_EQ(MaskStoreSpec("postgresql://10.0.0.5/kato?user=a"), "postgresql://10.0.0.5/kato?user=a");
+  EXPECT_EQ(MaskStoreSpec("postgresql://10.0.0.5/kato?user=a"),
+            "postgresql://10.0.0.5/kato?user=a");
   EXPECT_EQ(MaskStoreSpec("postgresql://10.0.0.5/kato?user=a&password=pw1&sslmode=require"),
             "postgresql://10.0.0.5/kato?user=a&password=***&sslmode=require");
   EXPECT_EQ(MaskStoreSpec("postgresql://u:p@10.0.0.5/kato?password=pw1"),
@@ -86,7 +87,8 @@ TEST(StoreSpecTest, UnreachableServerIsAQuickOneLineError) {
   auto s = OpenStore("postgresql://kato:hunter2-pw@127.0.0.1:1/kato");
   ASSERT_FALSE(s.ok());
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
-  EXPECT_THAT(s.error(), HasSubstr("cannot open state store postgresql://kato:***@127.0.0.1:1/kato"));
+  EXPECT_THAT(s.error(),
+              HasSubstr("cannot open state store postgresql://kato:***@127.0.0.1:1/kato"));
   EXPECT_THAT(s.error(), HasSubstr("Connection refused"));
   EXPECT_THAT(s.error(), Not(HasSubstr("hunter2-pw")));
   EXPECT_THAT(s.error(), Not(HasSubstr("\n")));
@@ -183,7 +185,8 @@ TEST_F(PgStoreTest, ConcurrentRacesBetweenStoresHaveOneWinner) {
 // A store with one of everything (and a few of most).
 void Fill(Store& s) {
   ASSERT_OK(s.SetSetting("endpoint", "api.example.com"));
-  ASSERT_OK(s.SetSetting("ca_cert", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"));
+  ASSERT_OK(
+      s.SetSetting("ca_cert", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"));
   ASSERT_OK(s.PutNode({"n-core", "10.0.0.1", "core", "0.1.0", {"base", "primary", "router"}, 100}));
   ASSERT_OK(s.PutNode({"n-dea", "10.0.0.2", "dea1", "0.1.0", {"base", "dea"}, 200}));
   ASSERT_OK(s.PutNode({"n-gone", "10.0.0.3", "old", "0.1.0", {"dea"}, 300}));
@@ -217,9 +220,11 @@ TEST_F(PgStoreTest, CopyStoreMovesEverythingFromSqlite) {
 
   // Field by field, through the ordinary calls.
   EXPECT_EQ(*pg->Revision(), *from.Revision());
-  for (const char* k : {"endpoint", "ca_cert"}) EXPECT_EQ(**pg->GetSetting(k), **from.GetSetting(k));
+  for (const char* k : {"endpoint", "ca_cert"})
+    EXPECT_EQ(**pg->GetSetting(k), **from.GetSetting(k));
   EXPECT_EQ(*pg->ListNodes(), *from.ListNodes());
-  EXPECT_EQ((*pg->GetNode("n-core"))->roles, (std::vector<std::string>{"base", "primary", "router"}));
+  EXPECT_EQ((*pg->GetNode("n-core"))->roles,
+            (std::vector<std::string>{"base", "primary", "router"}));
   EXPECT_TRUE(*pg->IsRemoved("n-gone"));
   EXPECT_FALSE(*pg->IsRemoved("n-dea"));
   EXPECT_EQ(**pg->FindToken("hash-old"), **from.FindToken("hash-old"));

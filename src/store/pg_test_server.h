@@ -35,8 +35,10 @@ class PgTestServer {
     if (!server && failure.empty()) {
       auto s = std::unique_ptr<PgTestServer>(new PgTestServer());
       Status st = s->Start();
-      if (st.ok()) server = std::move(s);
-      else failure = st.error();
+      if (st.ok())
+        server = std::move(s);
+      else
+        failure = st.error();
     }
     if (!server) return Err("cannot start a test PostgreSQL server: " + failure);
     return server.get();
@@ -46,8 +48,8 @@ class PgTestServer {
 
   int port() const { return port_; }
   std::string Url(const std::string& db, const std::string& password = kPassword) const {
-    return std::string("postgresql://") + kUser + ":" + password + "@127.0.0.1:" +
-           std::to_string(port_) + "/" + db;
+    return std::string("postgresql://") + kUser + ":" + password +
+           "@127.0.0.1:" + std::to_string(port_) + "/" + db;
   }
 
   // A new, empty database; its URL.

@@ -673,16 +673,19 @@ class SqliteStore final : public Store {
             snap.tokens.push_back({st.Text(0), st.Int(1), st.Int(2), st.Int(3) != 0});
           }));
       KATO_TRY(rows("SELECT component, key, value_json FROM config ORDER BY component, key",
-                    [&](Stmt& st) { snap.config.push_back({st.Text(0), st.Text(1), st.Text(2)}); }));
-      KATO_TRY(rows("SELECT kind, key, value_json FROM docs ORDER BY kind, key",
-                    [&](Stmt& st) { snap.docs.push_back({st.Text(0), st.Text(1), st.Text(2)}); }));
-      KATO_TRY(rows("SELECT name, holder, expires_ms FROM leases ORDER BY name",
-                    [&](Stmt& st) { snap.leases.push_back({st.Text(0), st.Text(1), st.Int(2)}); }));
-      return rows("SELECT id, time_ms, node, user, command FROM history ORDER BY id",
-                  [&](Stmt& st) {
-                    snap.history.push_back(
-                        {st.Int(0), st.Int(1), st.Text(2), st.Text(3), st.Text(4)});
-                  });
+                    [&](Stmt& st) {
+                      snap.config.push_back({st.Text(0), st.Text(1), st.Text(2)});
+                    }));
+      KATO_TRY(rows("SELECT kind, key, value_json FROM docs ORDER BY kind, key", [&](Stmt& st) {
+        snap.docs.push_back({st.Text(0), st.Text(1), st.Text(2)});
+      }));
+      KATO_TRY(rows("SELECT name, holder, expires_ms FROM leases ORDER BY name", [&](Stmt& st) {
+        snap.leases.push_back({st.Text(0), st.Text(1), st.Int(2)});
+      }));
+      return rows(
+          "SELECT id, time_ms, node, user, command FROM history ORDER BY id", [&](Stmt& st) {
+            snap.history.push_back({st.Int(0), st.Int(1), st.Text(2), st.Text(3), st.Text(4)});
+          });
     }));
     return snap;
   }
@@ -735,9 +738,9 @@ class SqliteStore final : public Store {
         KATO_TRY(Exec(what, "INSERT INTO leases (name, holder, expires_ms) VALUES (?, ?, ?)",
                       l.name, l.holder, l.expires_ms));
       for (const HistoryEntry& h : snap.history)
-        KATO_TRY(Exec(what,
-                      "INSERT INTO history (id, time_ms, node, user, command) VALUES (?, ?, ?, ?, ?)",
-                      h.id, h.time_ms, h.node, h.user, h.command));
+        KATO_TRY(Exec(
+            what, "INSERT INTO history (id, time_ms, node, user, command) VALUES (?, ?, ?, ?, ?)",
+            h.id, h.time_ms, h.node, h.user, h.command));
       return Exec(what, "UPDATE meta SET value = ? WHERE key = 'revision'", snap.revision);
     }();
     if (st.ok()) st = ExecScript("cannot commit", "COMMIT");

@@ -1,5 +1,7 @@
 // Store helpers shared by every implementation: whole-state copies and the
 // choice of store for a core's data dir.
+#include "store/store.h"
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -7,7 +9,6 @@
 
 #include "common/fs.h"
 #include "common/layout.h"
-#include "store/store.h"
 
 namespace kato {
 

@@ -73,8 +73,8 @@ struct StoreSnapshot {
     std::string kind, key, value_json;
     bool operator==(const Doc&) const = default;
   };
-  std::vector<Doc> docs;           // by kind, then key
-  std::vector<LeaseRecord> leases;  // by name
+  std::vector<Doc> docs;              // by kind, then key
+  std::vector<LeaseRecord> leases;    // by name
   std::vector<HistoryEntry> history;  // by id
   bool operator==(const StoreSnapshot&) const = default;
 };
