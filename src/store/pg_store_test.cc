@@ -1,5 +1,9 @@
 // PostgreSQL-specific store tests (the behavioural ones run on both stores in
 // store_test.cc), and whole-state copies between stores.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <filesystem>
 #include <string>
@@ -92,6 +96,29 @@ TEST(StoreSpecTest, UnreachableServerIsAQuickOneLineError) {
   EXPECT_THAT(s.error(), HasSubstr("Connection refused"));
   EXPECT_THAT(s.error(), Not(HasSubstr("hunter2-pw")));
   EXPECT_THAT(s.error(), Not(HasSubstr("\n")));
+}
+
+TEST(StoreSpecTest, AServerThatNeverAnswersTimesOut) {
+  // A listening socket that accepts connections (the kernel's backlog) but
+  // never says a word: only the connect timeout ends the wait.
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  std::string url = "postgresql://kato:pw@127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/x";
+  auto start = std::chrono::steady_clock::now();
+  auto s = OpenStore(url);
+  auto took = std::chrono::steady_clock::now() - start;
+  ::close(fd);
+  ASSERT_FALSE(s.ok());
+  EXPECT_GE(took, std::chrono::seconds(4));
+  EXPECT_LT(took, std::chrono::seconds(12));
+  EXPECT_THAT(s.error(), HasSubstr("timeout expired"));
 }
 
 TEST_F(PgStoreTest, WrongPasswordIsRefusedWithoutShowingIt) {
