@@ -318,10 +318,13 @@ class PgStore final : public Store {
   Result<std::vector<NodeRecord>> ListNodes() override {
     std::lock_guard lock(mu_);
     std::vector<NodeRecord> nodes;
-    KATO_TRY(Read("cannot list nodes", [&](Txn& t) -> Status {
-      nodes = ReadNodes(t, kNodesByJoin, std::nullopt);
-      return Ok();
-    }));
+    KATO_TRY(Read(
+        "cannot list nodes",
+        [&](Txn& t) -> Status {
+          nodes = ReadNodes(t, kNodesByJoin, std::nullopt);
+          return Ok();
+        },
+        /*snapshot=*/true));
     return nodes;
   }
 
@@ -568,34 +571,38 @@ class PgStore final : public Store {
   Result<StoreSnapshot> Dump() override {
     std::lock_guard lock(mu_);
     StoreSnapshot snap;
-    KATO_TRY(Read("cannot read the whole state", [&](Txn& t) -> Status {
-      snap = StoreSnapshot{};
-      auto rev = ReadRevision(t);
-      if (!rev.ok()) return std::move(rev).take_error();
-      snap.revision = *rev;
-      for (const auto& row : t.Query("SELECT key, value FROM settings ORDER BY key COLLATE \"C\""))
-        snap.settings.emplace_back(Text(row[0]), pqxx::binarystring(row[1]).str());
-      snap.nodes = ReadNodes(t, kNodesByJoin, std::nullopt);
-      for (const auto& row : t.Query("SELECT id FROM removed_nodes ORDER BY id COLLATE \"C\""))
-        snap.removed_nodes.push_back(Text(row[0]));
-      for (const auto& row :
-           t.Query("SELECT secret_hash, created_ms, expires_ms, revoked FROM tokens "
-                   "ORDER BY secret_hash COLLATE \"C\""))
-        snap.tokens.push_back(TokenOf(row));
-      for (const auto& row : t.Query("SELECT component, key, value_json FROM config "
-                                     "ORDER BY component COLLATE \"C\", key COLLATE \"C\""))
-        snap.config.push_back({Text(row[0]), Text(row[1]), Text(row[2])});
-      for (const auto& row : t.Query("SELECT kind, key, value_json FROM docs "
-                                     "ORDER BY kind COLLATE \"C\", key COLLATE \"C\""))
-        snap.docs.push_back({Text(row[0]), Text(row[1]), Text(row[2])});
-      for (const auto& row :
-           t.Query("SELECT name, holder, expires_ms FROM leases ORDER BY name COLLATE \"C\""))
-        snap.leases.push_back({Text(row[0]), Text(row[1]), Int(row[2])});
-      for (const auto& row :
-           t.Query("SELECT id, time_ms, node, user_name, command FROM history ORDER BY id"))
-        snap.history.push_back(HistoryOf(row));
-      return Ok();
-    }));
+    KATO_TRY(Read(
+        "cannot read the whole state",
+        [&](Txn& t) -> Status {
+          snap = StoreSnapshot{};
+          auto rev = ReadRevision(t);
+          if (!rev.ok()) return std::move(rev).take_error();
+          snap.revision = *rev;
+          for (const auto& row :
+               t.Query("SELECT key, value FROM settings ORDER BY key COLLATE \"C\""))
+            snap.settings.emplace_back(Text(row[0]), pqxx::binarystring(row[1]).str());
+          snap.nodes = ReadNodes(t, kNodesByJoin, std::nullopt);
+          for (const auto& row : t.Query("SELECT id FROM removed_nodes ORDER BY id COLLATE \"C\""))
+            snap.removed_nodes.push_back(Text(row[0]));
+          for (const auto& row :
+               t.Query("SELECT secret_hash, created_ms, expires_ms, revoked FROM tokens "
+                       "ORDER BY secret_hash COLLATE \"C\""))
+            snap.tokens.push_back(TokenOf(row));
+          for (const auto& row : t.Query("SELECT component, key, value_json FROM config "
+                                         "ORDER BY component COLLATE \"C\", key COLLATE \"C\""))
+            snap.config.push_back({Text(row[0]), Text(row[1]), Text(row[2])});
+          for (const auto& row : t.Query("SELECT kind, key, value_json FROM docs "
+                                         "ORDER BY kind COLLATE \"C\", key COLLATE \"C\""))
+            snap.docs.push_back({Text(row[0]), Text(row[1]), Text(row[2])});
+          for (const auto& row :
+               t.Query("SELECT name, holder, expires_ms FROM leases ORDER BY name COLLATE \"C\""))
+            snap.leases.push_back({Text(row[0]), Text(row[1]), Int(row[2])});
+          for (const auto& row :
+               t.Query("SELECT id, time_ms, node, user_name, command FROM history ORDER BY id"))
+            snap.history.push_back(HistoryOf(row));
+          return Ok();
+        },
+        /*snapshot=*/true));
     return snap;
   }
 
@@ -695,16 +702,16 @@ class PgStore final : public Store {
   // setup) and bumps the revision when the body changed a row. A body that
   // returns an error rolls back. Caller holds mu_.
   Status Run(const std::string& what, bool write, const std::function<Status(Txn&)>& body,
-             bool lock_revision = true) {
+             bool lock_revision = true, bool snapshot = true) {
     for (int attempt = 0;; ++attempt) {
       bool retry = false;
-      Status st = Attempt(what, write, body, lock_revision, attempt == 0, &retry);
+      Status st = Attempt(what, write, body, lock_revision, snapshot, attempt == 0, &retry);
       if (!retry) return st;
     }
   }
 
   Status Attempt(const std::string& what, bool write, const std::function<Status(Txn&)>& body,
-                 bool lock_revision, bool may_retry, bool* retry) {
+                 bool lock_revision, bool snapshot, bool may_retry, bool* retry) {
     if (!conn_ || !conn_->is_open() || ServerLeft()) {
       if (Status s = Connect(); !s.ok()) return Fail(what, "cannot connect: " + s.error());
     }
@@ -718,6 +725,11 @@ class PgStore final : public Store {
         if (t.changes > 0) t.Query("UPDATE meta SET value = value + 1 WHERE key = 'revision'");
         w.commit();
         return Ok();
+      }
+      if (!snapshot) {  // one statement: no transaction needed around it
+        pqxx::nontransaction n(*conn_);
+        Txn t(n);
+        return body(t);
       }
       pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> r(*conn_);
       Txn t(r);
@@ -744,8 +756,11 @@ class PgStore final : public Store {
     }
   }
 
-  Status Read(const std::string& what, const std::function<Status(Txn&)>& body) {
-    return Run(what, false, body);
+  // A read; `snapshot` when the body runs more than one statement, which must
+  // see one state of the database.
+  Status Read(const std::string& what, const std::function<Status(Txn&)>& body,
+              bool snapshot = false) {
+    return Run(what, false, body, true, snapshot);
   }
   Status Write(const std::string& what, const std::function<Status(Txn&)>& body) {
     return Run(what, true, body);
@@ -784,11 +799,14 @@ class PgStore final : public Store {
   Result<std::optional<NodeRecord>> ReadOneNode(const char* sql, const std::string& arg,
                                                 const std::string& what) {
     std::optional<NodeRecord> node;
-    KATO_TRY(Read(what, [&](Txn& t) -> Status {
-      auto nodes = ReadNodes(t, sql, arg);
-      if (!nodes.empty()) node = std::move(nodes.front());
-      return Ok();
-    }));
+    KATO_TRY(Read(
+        what,
+        [&](Txn& t) -> Status {
+          auto nodes = ReadNodes(t, sql, arg);
+          if (!nodes.empty()) node = std::move(nodes.front());
+          return Ok();
+        },
+        /*snapshot=*/true));
     return node;
   }
 
