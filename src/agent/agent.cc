@@ -13,7 +13,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <future>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -410,10 +412,128 @@ struct Agent::Impl {
                 {"endpoint", m.attached ? m.endpoint : ""},
                 {"cluster_version", m.cluster_version},
                 {"data_dir", opt.data_dir},
+                {"store", StoreInfo(m)},
                 {"roles",
                  {{"assigned", m.attached ? m.roles : std::vector<std::string>{}},
                   {"available", available},
                   {"unavailable", unavailable}}}};
+  }
+
+  // Where the core keeps the cluster state (null on other nodes), password masked.
+  json StoreInfo(const Membership& m) {
+    if (!m.attached || !Contains(m.roles, "primary")) return nullptr;
+    auto spec = StoreSpecOf(opt.data_dir);
+    if (!spec) return json{{"kind", "unknown"}, {"location", ""}, {"error", spec.error()}};
+    return json{{"kind", StoreKind(*spec)}, {"location", MaskStoreSpec(*spec)}};
+  }
+
+  // `kato op migrate_store URL`: moves the cluster state from the core's
+  // current store (SQLite state.db) into an empty PostgreSQL database. The
+  // primary is stopped for the copy, so no write can happen meanwhile; any
+  // failure before the switch leaves the cluster on its old store, untouched.
+  Result<json> MigrateStore(const json& args, const Caller& caller, const Progress& progress) {
+    if (!IsCore())
+      return Err("`kato op migrate_store` runs on the core node (this node is not the core)");
+    std::string url = Str(args, "url");
+    KATO_TRY(CheckPostgresUrl(url));
+    const std::string target_name = MaskStoreSpec(url);
+    auto current = StoreSpecOf(opt.data_dir);
+    if (!current) return Err(current.error());
+    const std::string source_name = MaskStoreSpec(*current);
+    if (*current == url) return Err("the cluster state is already in " + target_name);
+    progress("checking " + target_name);
+    auto target = OpenStore(url);
+    if (!target) return Err(target.error() + "; nothing changed");
+    auto empty = IsEmptyStore(**target);
+    if (!empty) return Err(empty.error() + "; nothing changed");
+    if (!*empty)
+      return Err("the database at " + target_name +
+                 " already holds a cluster's state; give an empty database; nothing changed");
+
+    auto set_primary = [&](bool run) {
+      {
+        std::lock_guard l(sup_mu);
+        if (run)
+          sup->start("primary");
+        else
+          sup->stop("primary");
+        sup->tick();
+      }
+      WakeMainLoop();
+    };
+    auto restart_primary = [&]() -> Status {
+      set_primary(true);
+      return WaitRunning({"primary"}, Millis(60000), progress);
+    };
+    // The copy failed before the switch: the old store is untouched and in use again.
+    auto abandon = [&](const std::string& why) -> Error {
+      Status back = restart_primary();
+      return Err(
+          why + "; the cluster stays on " + source_name + ", unchanged" +
+          (back ? std::string() : " (but the primary did not start again: " + back.error() + ")"));
+    };
+
+    progress("stopping the primary (nothing can change while the state is copied)");
+    set_primary(false);
+    auto deadline = std::chrono::steady_clock::now() + Millis(30000);
+    for (;;) {
+      bool stopped = true;
+      for (const auto& p : Processes())
+        if (p.name == "primary" && p.state != ProcState::kStopped) stopped = false;
+      if (stopped) break;
+      if (std::chrono::steady_clock::now() > deadline)
+        return abandon("the primary did not stop within 30 s");
+      std::this_thread::sleep_for(Millis(50));  // polling a condition, bounded by the deadline
+    }
+
+    int64_t revision = 0;
+    {
+      auto source = OpenStore(*current);
+      if (!source) return abandon(source.error());
+      progress("copying the cluster state from " + source_name + " to " + target_name);
+      if (Status st = CopyStore(**source, **target); !st)
+        return abandon("copying the cluster state failed: " + st.error());
+      auto rev = (*source)->Revision();
+      if (!rev) return abandon(rev.error());
+      revision = *rev;
+    }
+    target->reset();
+
+    progress("switching the core to " + target_name);
+    if (Status st = WriteFileAtomic(layout.store_spec(), url + "\n", 0600); !st)
+      return abandon(st.error());
+    // The old SQLite file stays as a backup under a name the primary never opens.
+    std::string backup;
+    if (!IsPostgresUrl(*current)) {
+      backup = *current + ".before-postgresql-" + std::to_string(RealClock::instance().wall_ms());
+      for (const char* suffix : {"", "-wal", "-shm"}) {
+        std::string from = *current + suffix;
+        if (::access(from.c_str(), F_OK) == 0 &&
+            ::rename(from.c_str(), (backup + suffix).c_str()) != 0)
+          LogWarn("cannot rename {} to {}: {}", from, backup + suffix, std::strerror(errno));
+      }
+    }
+    progress("starting the primary on " + target_name);
+    if (Status st = restart_primary(); !st) {
+      // Back to the old store, which nothing has changed since.
+      set_primary(false);
+      ::unlink(layout.store_spec().c_str());
+      if (!IsPostgresUrl(*current)) {
+        for (const char* suffix : {"", "-wal", "-shm"})
+          if (::access((backup + suffix).c_str(), F_OK) == 0)
+            (void)::rename((backup + suffix).c_str(), (*current + suffix).c_str());
+      } else {
+        (void)WriteFileAtomic(layout.store_spec(), *current + "\n", 0600);
+      }
+      return abandon("the primary did not start on " + target_name + ": " + st.error());
+    }
+    Heartbeat();  // the new primary learns at once that this node is up
+    if (auto r = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !r)
+      LogWarn("history not recorded: {}", r.error());
+    json out{
+        {"from", source_name}, {"to", target_name}, {"kind", "postgresql"}, {"revision", revision}};
+    if (!backup.empty()) out["backup"] = backup;
+    return out;
   }
 
   Result<json> StatusAll() {
@@ -448,12 +568,36 @@ struct Agent::Impl {
     std::string api_host = Str(args, "api_host");
     if (!IsHostname(api_host))
       return Err("'" + api_host + "' is not a valid API host name (e.g. api.example.com)");
+    std::string store_url = Str(args, "store");
+    if (!store_url.empty()) KATO_TRY(CheckPostgresUrl(store_url));
     auto m = Member();
     auto ident = Identity();
     if (m.attached && !Contains(m.roles, "primary"))
       return Err("this node is attached to the cluster at " + m.core_ip +
                  "; run `kato node detach` before making it a core");
+    if (m.attached && !store_url.empty())
+      return Err(
+          "this node is already the core; its cluster state stays where it is (move it "
+          "with `kato op migrate_store URL`); nothing changed");
     if (!m.attached) {
+      // The PostgreSQL store is checked before anything changes: reachable,
+      // credentials accepted, and holding no cluster's state yet.
+      std::unique_ptr<Store> pg;
+      if (!store_url.empty()) {
+        progress("checking the state store " + MaskStoreSpec(store_url));
+        auto opened = OpenStore(store_url);
+        if (!opened) return Err(opened.error() + "; nothing changed");
+        auto empty = IsEmptyStore(**opened);
+        if (!empty) return Err(empty.error() + "; nothing changed");
+        if (!*empty) {
+          auto rev = (*opened)->Revision();
+          return Err("the database at " + MaskStoreSpec(store_url) +
+                     " already holds a cluster's state (revision " +
+                     (rev ? std::to_string(*rev) : std::string("?")) +
+                     "); give an empty database; nothing changed");
+        }
+        pg = std::move(*opened);
+      }
       progress("creating the cluster CA and this node's certificate");
       KATO_TRY(MakeDirs(layout.pki_dir(), 0700));
       auto ca = CreateCa(ident.hostname);
@@ -466,10 +610,17 @@ struct Agent::Impl {
       KATO_TRY(WriteFileAtomic(layout.ca_cert(), ca->cert_pem, 0644));
       KATO_TRY(WriteFileAtomic(layout.node_key(), kc->key_pem, 0600));
       KATO_TRY(WriteFileAtomic(layout.node_cert(), *cert, 0644));
-      progress("creating the cluster state store " + layout.state_db());
-      ::unlink(layout.state_db().c_str());
-      auto store = OpenSqliteStore(layout.state_db());
-      if (!store) return Err(store.error());
+      Result<std::unique_ptr<Store>> store = std::move(pg);
+      if (store_url.empty()) {
+        progress("creating the cluster state store " + layout.state_db());
+        ::unlink(layout.store_spec().c_str());
+        ::unlink(layout.state_db().c_str());
+        store = OpenSqliteStore(layout.state_db());
+        if (!store) return Err(store.error());
+      } else {
+        progress("keeping the cluster state in " + MaskStoreSpec(store_url));
+        KATO_TRY(WriteFileAtomic(layout.store_spec(), store_url + "\n", 0600));
+      }
       Store& st = **store;
       auto fp = CertFingerprint(ca->cert_pem);
       if (!fp) return Err(fp.error());
@@ -1115,6 +1266,7 @@ struct Agent::Impl {
     if (cmd == "lb.cert_install") return CertInstall(args, caller);
     if (cmd == "lb.cert_remove") return CertRemove(caller);
     if (cmd == "lb.cert_list") return CertList();
+    if (cmd == "op.migrate_store") return MigrateStore(args, caller, progress);
     if (cmd == "history") {
       int limit = args.value("limit", 100);
       return CallPrimary("GET", "/v1/history?limit=" + std::to_string(limit), json::object());

@@ -253,4 +253,15 @@ Result<std::vector<HistoryEntry>> RemoteStore::ListHistory(int limit) {
   return out;
 }
 
+Result<StoreSnapshot> RemoteStore::Dump() {
+  return Err(
+      "copying the whole cluster state is not supported remotely (run `kato op "
+      "migrate_store` on the core)");
+}
+Status RemoteStore::Load(const StoreSnapshot&) {
+  return Err(
+      "loading a whole cluster state is not supported remotely (run `kato op "
+      "migrate_store` on the core)");
+}
+
 }  // namespace kato

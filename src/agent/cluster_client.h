@@ -75,6 +75,9 @@ class RemoteStore final : public Store {
   Result<std::optional<LeaseRecord>> GetLease(const std::string& name) override;
   Status AppendHistory(const HistoryEntry& entry) override;
   Result<std::vector<HistoryEntry>> ListHistory(int limit) override;
+  // Whole-state copies run on the core against the store itself: refused here.
+  Result<StoreSnapshot> Dump() override;
+  Status Load(const StoreSnapshot& snapshot) override;
 
  private:
   ClusterClient& client_;

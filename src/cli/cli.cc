@@ -243,6 +243,9 @@ int RunCli(int argc, char** argv) {
       } else {
         std::cout << "core ip:          " << r["core_ip"].get<std::string>() << "\n"
                   << "api endpoint:     " << r["endpoint"].get<std::string>() << "\n";
+        if (r.contains("store") && r["store"].is_object())
+          std::cout << "state store:      " << r["store"].value("kind", "") << " "
+                    << r["store"].value("location", "") << "\n";
       }
       std::cout << "assigned roles:   " << Join(r["roles"]["assigned"]) << "\n"
                 << "available roles:  " << Join(r["roles"]["available"]) << "\n";
@@ -299,21 +302,30 @@ int RunCli(int argc, char** argv) {
   node->require_subcommand(1);
   auto* setup = node->add_subcommand("setup", "make this node the core (or a load balancer)");
   setup->require_subcommand(1);
-  std::string api_host;
+  std::string api_host, store_url;
   auto* core = setup->add_subcommand("core", "make this node the core of a new cluster");
   core->add_option("API_HOST", api_host, "the API endpoint, e.g. api.example.com")->required();
+  core->add_option("--store", store_url,
+                   "keep the cluster state in PostgreSQL: postgresql://USER:PASSWORD@HOST:PORT/DB "
+                   "(an empty database; default: SQLite in the data dir)");
   add_json(core);
   core->callback([&] {
-    run = read_cmd("node.setup_core", [&] { return json{{"api_host", api_host}}; },
-                   [](const json& r) {
-                     std::cout << "This node is the core of a new cluster at "
-                               << r["core_ip"].get<std::string>() << " (API endpoint "
-                               << r["endpoint"].get<std::string>() << ").\n"
-                               << "Join token:\n  " << r["token"].get<std::string>() << "\n"
-                               << "Attach other nodes with:\n  "
-                               << r["attach_command"].get<std::string>() << "\n";
-                   },
-                   Millis(120000));
+    run = read_cmd(
+        "node.setup_core",
+        [&] {
+          json a{{"api_host", api_host}};
+          if (!store_url.empty()) a["store"] = store_url;
+          return a;
+        },
+        [](const json& r) {
+          std::cout << "This node is the core of a new cluster at "
+                    << r["core_ip"].get<std::string>() << " (API endpoint "
+                    << r["endpoint"].get<std::string>() << ").\n"
+                    << "Join token:\n  " << r["token"].get<std::string>() << "\n"
+                    << "Attach other nodes with:\n  " << r["attach_command"].get<std::string>()
+                    << "\n";
+        },
+        Millis(120000));
   });
   std::vector<std::string> lb_routers;
   bool lb_force = false, lb_yes = false;
@@ -995,6 +1007,50 @@ int RunCli(int argc, char** argv) {
                   << (c.value("wildcard", false) ? "  (wildcard)" : "") << "\n";
       }
     });
+  });
+
+  std::string migrate_url;
+  bool migrate_yes = false;
+  auto* migrate_store = op->add_subcommand(
+      "migrate_store", "move the cluster state into an empty PostgreSQL database (on the core)");
+  migrate_store
+      ->add_option("URL", migrate_url,
+                   "postgresql://USER:PASSWORD@HOST:PORT/DB (an empty database)")
+      ->required();
+  migrate_store->add_flag("-y,--yes", migrate_yes, "do not ask for confirmation");
+  add_json(migrate_store);
+  migrate_store->callback([&] {
+    run = [&] {
+      if (!migrate_yes) {
+        if (!isatty(STDIN_FILENO)) {
+          std::cerr
+              << "kato: migrate_store stops the primary while it copies the cluster state; "
+                 "confirm with --yes (not interactive, so kato cannot ask); nothing changed\n";
+          return 2;
+        }
+        std::string a = Prompt(
+            "Move the cluster state into this PostgreSQL database? The primary stops during the "
+            "copy [y/N]");
+        if (a != "y" && a != "Y" && a != "yes") {
+          std::cerr << "kato: nothing changed\n";
+          return 1;
+        }
+      }
+      return read_cmd(
+          "op.migrate_store",
+          [&] {
+            return json{{"url", migrate_url}};
+          },
+          [](const json& r) {
+            std::cout << "The cluster state moved from " << r.value("from", "") << " to "
+                      << r.value("to", "") << " (revision "
+                      << r.value("revision", static_cast<int64_t>(0)) << ").\n";
+            if (r.contains("backup"))
+              std::cout << "The SQLite file is kept as a backup: " << r["backup"].get<std::string>()
+                        << "\n";
+          },
+          Millis(300000))();
+    };
   });
 
   try {

@@ -21,6 +21,8 @@ struct DataLayout {
   std::string log_dir() const { return dir + "/logs"; }
   std::string run_dir() const { return dir + "/run"; }
   std::string state_db() const { return dir + "/state.db"; }  // primary only
+  // The state store's spec (a postgresql:// URL) when it is not state.db; 0600.
+  std::string store_spec() const { return dir + "/state-store"; }
   std::string services_dir() const { return dir + "/services"; }
 };
 

@@ -17,11 +17,17 @@ int RunPrimary(const PrimaryConfig& config) {
   DataLayout layout{config.data_dir};
   sigset_t set = BlockStopSignals();
 
-  auto store = OpenSqliteStore(layout.state_db());
+  auto spec = StoreSpecOf(config.data_dir);
+  if (!spec) {
+    LogError("primary: {}", spec.error());
+    return 1;
+  }
+  auto store = OpenStore(*spec);
   if (!store) {
     LogError("{}", store.error());
     return 1;
   }
+  LogInfo("primary: cluster state in {} ({})", MaskStoreSpec(*spec), StoreKind(*spec));
   auto cert = ReadFile(layout.node_cert());
   auto key = ReadFile(layout.node_key());
   auto ca = ReadFile(layout.ca_cert());

@@ -644,6 +644,110 @@ class SqliteStore final : public Store {
     });
   }
 
+  Result<StoreSnapshot> Dump() override {
+    std::lock_guard lock(mu_);
+    StoreSnapshot snap;
+    KATO_TRY(ReadTx([&]() -> Status {
+      auto rev = ReadRevision();
+      if (!rev.ok()) return std::move(rev).take_error();
+      snap.revision = *rev;
+      auto rows = [&](const char* sql, const std::function<void(Stmt&)>& row) -> Status {
+        auto s = Prepare(sql);
+        if (!s.ok()) return std::move(s).take_error();
+        Stmt st(*s);
+        int rc;
+        while ((rc = st.Step()) == SQLITE_ROW) row(st);
+        if (rc != SQLITE_DONE) return Fail("cannot read the whole state");
+        return Ok();
+      };
+      KATO_TRY(rows("SELECT key, value FROM settings ORDER BY key",
+                    [&](Stmt& st) { snap.settings.emplace_back(st.Text(0), st.Text(1)); }));
+      auto nodes = ReadNodes(kNodesByJoin, std::nullopt, "cannot read the whole state");
+      if (!nodes.ok()) return std::move(nodes).take_error();
+      snap.nodes = std::move(*nodes);
+      KATO_TRY(rows("SELECT id FROM removed_nodes ORDER BY id",
+                    [&](Stmt& st) { snap.removed_nodes.push_back(st.Text(0)); }));
+      KATO_TRY(rows(
+          "SELECT secret_hash, created_ms, expires_ms, revoked FROM tokens ORDER BY secret_hash",
+          [&](Stmt& st) {
+            snap.tokens.push_back({st.Text(0), st.Int(1), st.Int(2), st.Int(3) != 0});
+          }));
+      KATO_TRY(rows("SELECT component, key, value_json FROM config ORDER BY component, key",
+                    [&](Stmt& st) {
+                      snap.config.push_back({st.Text(0), st.Text(1), st.Text(2)});
+                    }));
+      KATO_TRY(rows("SELECT kind, key, value_json FROM docs ORDER BY kind, key", [&](Stmt& st) {
+        snap.docs.push_back({st.Text(0), st.Text(1), st.Text(2)});
+      }));
+      KATO_TRY(rows("SELECT name, holder, expires_ms FROM leases ORDER BY name", [&](Stmt& st) {
+        snap.leases.push_back({st.Text(0), st.Text(1), st.Int(2)});
+      }));
+      return rows(
+          "SELECT id, time_ms, node, user, command FROM history ORDER BY id", [&](Stmt& st) {
+            snap.history.push_back({st.Int(0), st.Int(1), st.Text(2), st.Text(3), st.Text(4)});
+          });
+    }));
+    return snap;
+  }
+
+  Status Load(const StoreSnapshot& snap) override {
+    std::lock_guard lock(mu_);
+    KATO_TRY(ExecScript("cannot start a write transaction", "BEGIN IMMEDIATE"));
+    Status st = [&]() -> Status {
+      const std::string what = "cannot load the state";
+      auto rev = ReadRevision();
+      if (!rev.ok()) return std::move(rev).take_error();
+      auto count = Prepare(
+          "SELECT (SELECT count(*) FROM settings) + (SELECT count(*) FROM nodes) + "
+          "(SELECT count(*) FROM removed_nodes) + (SELECT count(*) FROM tokens) + "
+          "(SELECT count(*) FROM config) + (SELECT count(*) FROM docs) + "
+          "(SELECT count(*) FROM leases) + (SELECT count(*) FROM history)");
+      if (!count.ok()) return std::move(count).take_error();
+      {
+        Stmt q(*count);
+        if (q.Step() != SQLITE_ROW) return Fail(what);
+        if (*rev != 0 || q.Int(0) != 0)
+          return Err("state store " + path_ + " is not empty (revision " + std::to_string(*rev) +
+                     "); it already holds a cluster's state");
+      }
+      for (const auto& [k, v] : snap.settings)
+        KATO_TRY(Exec(what, "INSERT INTO settings (key, value) VALUES (?, ?)", k, v));
+      for (const NodeRecord& n : snap.nodes) {
+        KATO_TRY(Exec(what,
+                      "INSERT INTO nodes (id, ip, hostname, version, joined_ms) "
+                      "VALUES (?, ?, ?, ?, ?)",
+                      n.id, n.ip, n.hostname, n.version, n.joined_ms));
+        for (size_t i = 0; i < n.roles.size(); ++i)
+          KATO_TRY(Exec(what, "INSERT INTO node_roles (node_id, position, role) VALUES (?, ?, ?)",
+                        n.id, static_cast<int64_t>(i), n.roles[i]));
+      }
+      for (const std::string& id : snap.removed_nodes)
+        KATO_TRY(Exec(what, "INSERT INTO removed_nodes (id) VALUES (?)", id));
+      for (const TokenRecord& t : snap.tokens)
+        KATO_TRY(Exec(what,
+                      "INSERT INTO tokens (secret_hash, created_ms, expires_ms, revoked) "
+                      "VALUES (?, ?, ?, ?)",
+                      t.secret_hash, t.created_ms, t.expires_ms, t.revoked));
+      for (const ConfigEntry& c : snap.config)
+        KATO_TRY(Exec(what, "INSERT INTO config (component, key, value_json) VALUES (?, ?, ?)",
+                      c.component, c.key, c.value_json));
+      for (const auto& d : snap.docs)
+        KATO_TRY(Exec(what, "INSERT INTO docs (kind, key, value_json) VALUES (?, ?, ?)", d.kind,
+                      d.key, d.value_json));
+      for (const LeaseRecord& l : snap.leases)
+        KATO_TRY(Exec(what, "INSERT INTO leases (name, holder, expires_ms) VALUES (?, ?, ?)",
+                      l.name, l.holder, l.expires_ms));
+      for (const HistoryEntry& h : snap.history)
+        KATO_TRY(Exec(
+            what, "INSERT INTO history (id, time_ms, node, user, command) VALUES (?, ?, ?, ?, ?)",
+            h.id, h.time_ms, h.node, h.user, h.command));
+      return Exec(what, "UPDATE meta SET value = ? WHERE key = 'revision'", snap.revision);
+    }();
+    if (st.ok()) st = ExecScript("cannot commit", "COMMIT");
+    if (!st.ok()) RollbackIfOpen();
+    return st;
+  }
+
   Result<std::optional<LeaseRecord>> GetLease(const std::string& name) override {
     std::lock_guard lock(mu_);
     auto s = Prepare("SELECT holder, expires_ms FROM leases WHERE name = ?");

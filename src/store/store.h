@@ -59,6 +59,26 @@ struct LeaseRecord {
   bool operator==(const LeaseRecord&) const = default;
 };
 
+// Everything a store holds, for copying a whole cluster state from one store
+// to another (CopyStore). Lists are in a fixed order (by key, id or name), so
+// two snapshots of equal states compare equal.
+struct StoreSnapshot {
+  int64_t revision = 0;
+  std::vector<std::pair<std::string, std::string>> settings;  // by key
+  std::vector<NodeRecord> nodes;                              // as ListNodes
+  std::vector<std::string> removed_nodes;                     // by id
+  std::vector<TokenRecord> tokens;                            // by secret_hash
+  std::vector<ConfigEntry> config;                            // as ListConfig("")
+  struct Doc {
+    std::string kind, key, value_json;
+    bool operator==(const Doc&) const = default;
+  };
+  std::vector<Doc> docs;              // by kind, then key
+  std::vector<LeaseRecord> leases;    // by name
+  std::vector<HistoryEntry> history;  // by id
+  bool operator==(const StoreSnapshot&) const = default;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -121,10 +141,42 @@ class Store {
   virtual Status AppendHistory(const HistoryEntry& entry) = 0;
   // The newest `limit` entries, oldest first.
   virtual Result<std::vector<HistoryEntry>> ListHistory(int limit) = 0;
+
+  // The whole state, read in one transaction (a consistent snapshot).
+  virtual Result<StoreSnapshot> Dump() = 0;
+  // Fills an empty store (revision 0, no rows) with `snapshot` in one
+  // transaction, keeping history ids and setting the revision to the
+  // snapshot's: all or nothing. Refused when the store is not empty.
+  virtual Status Load(const StoreSnapshot& snapshot) = 0;
 };
 
 // SQLite in WAL mode at `path` (created with its schema when missing; the
 // schema has a version so later releases can migrate it).
 Result<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+
+// PostgreSQL at `url` (postgresql://USER:PASSWORD@HOST:PORT/DB[?...]): the
+// same schema and semantics as SQLite, created when missing. connect_timeout=5
+// is added when the URL has none. Errors name the URL with its password masked.
+Result<std::unique_ptr<Store>> OpenPostgresStore(const std::string& url);
+
+// A store spec is a postgresql:// or postgres:// URL, or else an SQLite path.
+bool IsPostgresUrl(const std::string& spec);
+Result<std::unique_ptr<Store>> OpenStore(const std::string& spec);
+// "postgresql" or "sqlite".
+std::string StoreKind(const std::string& spec);
+// The spec with any URL password replaced by "***" (safe for logs and output).
+std::string MaskStoreSpec(const std::string& spec);
+// Checks that `spec` is a usable postgresql:// URL (without connecting).
+Status CheckPostgresUrl(const std::string& spec);
+
+// Copies everything in `from` into the empty store `to` (Dump, Load), then
+// reads `to` back and compares it with what was copied.
+Status CopyStore(Store& from, Store& to);
+// True when the store holds nothing (revision 0 and no rows).
+Result<bool> IsEmptyStore(Store& store);
+
+// Where a core's primary keeps the cluster state: the spec saved in the data
+// dir by `node setup core --store` or `op migrate_store`, else SQLite state.db.
+Result<std::string> StoreSpecOf(const std::string& data_dir);
 
 }  // namespace kato

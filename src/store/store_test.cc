@@ -13,6 +13,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "store/pg_test_server.h"
 
 namespace kato {
 namespace {
@@ -20,13 +21,29 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-class StoreTest : public ::testing::Test {
+// Which store a test runs against: every behavioural test runs on both.
+enum class Backend { kSqlite, kPostgres };
+
+std::string BackendName(const ::testing::TestParamInfo<Backend>& info) {
+  return info.param == Backend::kSqlite ? "Sqlite" : "Postgres";
+}
+
+class StoreTest : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     std::string tmpl = (std::filesystem::temp_directory_path() / "kato_store_test.XXXXXX").string();
     ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
     dir_ = tmpl;
     path_ = dir_ + "/state.db";
+    if (GetParam() == Backend::kSqlite) {
+      spec_ = path_;
+    } else {
+      auto pg = PgTestServer::Get();
+      ASSERT_TRUE(pg.ok()) << pg.error();
+      auto url = (*pg)->NewDatabase();
+      ASSERT_TRUE(url.ok()) << url.error();
+      spec_ = *url;
+    }
     Reopen();
   }
   void TearDown() override {
@@ -36,7 +53,7 @@ class StoreTest : public ::testing::Test {
 
   void Reopen() {
     store_.reset();
-    auto s = OpenSqliteStore(path_);
+    auto s = OpenStore(spec_);
     ASSERT_TRUE(s.ok()) << s.error();
     store_ = std::move(*s);
   }
@@ -66,9 +83,17 @@ class StoreTest : public ::testing::Test {
   }
 
   std::string dir_;
-  std::string path_;
+  std::string path_;  // the SQLite file (SQLite only)
+  std::string spec_;  // what OpenStore opens: path_ or a PostgreSQL URL
   std::unique_ptr<Store> store_;
 };
+
+// Cases about SQLite's files and schema.
+class SqliteStoreTest : public StoreTest {};
+
+INSTANTIATE_TEST_SUITE_P(Stores, StoreTest, ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         BackendName);
+INSTANTIATE_TEST_SUITE_P(Stores, SqliteStoreTest, ::testing::Values(Backend::kSqlite), BackendName);
 
 #define ASSERT_OK(expr)                 \
   do {                                  \
@@ -76,7 +101,7 @@ class StoreTest : public ::testing::Test {
     ASSERT_TRUE(r_.ok()) << r_.error(); \
   } while (0)
 
-TEST_F(StoreTest, NewStoreIsEmptyAtRevisionZero) {
+TEST_P(StoreTest, NewStoreIsEmptyAtRevisionZero) {
   EXPECT_EQ(Rev(), 0);
   EXPECT_TRUE(store_->ListNodes()->empty());
   EXPECT_TRUE(store_->ListConfig("")->empty());
@@ -84,7 +109,7 @@ TEST_F(StoreTest, NewStoreIsEmptyAtRevisionZero) {
   EXPECT_FALSE(store_->GetSetting("endpoint")->has_value());
 }
 
-TEST_F(StoreTest, Settings) {
+TEST_P(StoreTest, Settings) {
   ASSERT_OK(store_->SetSetting("endpoint", "api.example.com"));
   ASSERT_OK(store_->SetSetting("core_ip", "10.0.0.1"));
   ASSERT_OK(store_->SetSetting("endpoint", "api2.example.com"));
@@ -96,14 +121,14 @@ TEST_F(StoreTest, Settings) {
   EXPECT_EQ(Rev(), 3);
 }
 
-TEST_F(StoreTest, SettingValuesAreStoredVerbatim) {
+TEST_P(StoreTest, SettingValuesAreStoredVerbatim) {
   // Bound parameters, not SQL text: quotes and NULs go through untouched.
   std::string tricky = std::string("it's'); DROP TABLE settings;--\n\0end", 36);
   ASSERT_OK(store_->SetSetting("ca_cert", tricky));
   EXPECT_EQ(store_->GetSetting("ca_cert")->value(), tricky);
 }
 
-TEST_F(StoreTest, PutGetFindListNodes) {
+TEST_P(StoreTest, PutGetFindListNodes) {
   NodeRecord a = Node("n-a", "10.0.0.5", 2000);
   NodeRecord b = Node("n-b", "10.0.0.6", 1000);
   NodeRecord c = Node("n-c", "10.0.0.7", 2000);
@@ -121,7 +146,7 @@ TEST_F(StoreTest, PutGetFindListNodes) {
   EXPECT_EQ(Rev(), 3);
 }
 
-TEST_F(StoreTest, PutNodeReplacesByIdIncludingRolesAndIp) {
+TEST_P(StoreTest, PutNodeReplacesByIdIncludingRolesAndIp) {
   ASSERT_OK(store_->PutNode(Node("n-a", "10.0.0.5")));
   NodeRecord moved = Node("n-a", "10.0.0.50");
   moved.hostname = "renamed";
@@ -133,7 +158,7 @@ TEST_F(StoreTest, PutNodeReplacesByIdIncludingRolesAndIp) {
   EXPECT_EQ(Rev(), 2);
 }
 
-TEST_F(StoreTest, PutNodeWithTakenIpFailsAndChangesNothing) {
+TEST_P(StoreTest, PutNodeWithTakenIpFailsAndChangesNothing) {
   NodeRecord a = Node("n-a", "10.0.0.5");
   NodeRecord b = Node("n-b", "10.0.0.6");
   ASSERT_OK(store_->PutNode(a));
@@ -156,13 +181,13 @@ TEST_F(StoreTest, PutNodeWithTakenIpFailsAndChangesNothing) {
   EXPECT_EQ(Rev(), rev + 1);
 }
 
-TEST_F(StoreTest, PutNodeRejectsEmptyIdOrIp) {
+TEST_P(StoreTest, PutNodeRejectsEmptyIdOrIp) {
   EXPECT_FALSE(store_->PutNode(Node("", "10.0.0.5")).ok());
   EXPECT_FALSE(store_->PutNode(Node("n-a", "")).ok());
   EXPECT_EQ(Rev(), 0);
 }
 
-TEST_F(StoreTest, RemoveNodeLeavesTombstoneUntilCleared) {
+TEST_P(StoreTest, RemoveNodeLeavesTombstoneUntilCleared) {
   ASSERT_OK(store_->PutNode(Node("n-a", "10.0.0.5")));
   EXPECT_FALSE(*store_->IsRemoved("n-a"));
   ASSERT_OK(store_->RemoveNode("n-a"));
@@ -186,7 +211,7 @@ TEST_F(StoreTest, RemoveNodeLeavesTombstoneUntilCleared) {
   EXPECT_EQ(store_->GetNode("n-a")->value(), again);
 }
 
-TEST_F(StoreTest, RemoveUnknownNodeFailsAndChangesNothing) {
+TEST_P(StoreTest, RemoveUnknownNodeFailsAndChangesNothing) {
   Status st = store_->RemoveNode("n-x");
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.error(), "no node with id n-x");
@@ -194,7 +219,7 @@ TEST_F(StoreTest, RemoveUnknownNodeFailsAndChangesNothing) {
   EXPECT_EQ(Rev(), 0);
 }
 
-TEST_F(StoreTest, Tokens) {
+TEST_P(StoreTest, Tokens) {
   TokenRecord t1{.secret_hash = "aa11", .created_ms = 10, .expires_ms = 0, .revoked = false};
   TokenRecord t2{.secret_hash = "bb22", .created_ms = 20, .expires_ms = 99, .revoked = false};
   ASSERT_OK(store_->AddToken(t1));
@@ -217,7 +242,7 @@ TEST_F(StoreTest, Tokens) {
   EXPECT_EQ(Rev(), 3);
 }
 
-TEST_F(StoreTest, ConfigSetGetListDelete) {
+TEST_P(StoreTest, ConfigSetGetListDelete) {
   ConfigEntry port{.component = "router", .key = "port", .value_json = "8080"};
   ConfigEntry hosts{.component = "router", .key = "hosts", .value_json = R"(["a", "b"])"};
   ConfigEntry quota{.component = "controller", .key = "quota", .value_json = R"({"mem": 2048})"};
@@ -242,7 +267,7 @@ TEST_F(StoreTest, ConfigSetGetListDelete) {
   EXPECT_FALSE(store_->GetConfig("router", "port")->has_value());
 }
 
-TEST_F(StoreTest, ConfigRejectsInvalidJson) {
+TEST_P(StoreTest, ConfigRejectsInvalidJson) {
   ASSERT_OK(store_->SetConfig({.component = "router", .key = "port", .value_json = "8080"}));
   for (const char* bad : {"", "{", "[1,]", "nope", "{'a': 1}", "8080 8081"}) {
     Status st = store_->SetConfig({.component = "router", .key = "port", .value_json = bad});
@@ -258,7 +283,7 @@ TEST_F(StoreTest, ConfigRejectsInvalidJson) {
   }
 }
 
-TEST_F(StoreTest, HistoryIsOrderedAndLimited) {
+TEST_P(StoreTest, HistoryIsOrderedAndLimited) {
   for (int i = 0; i < 5; ++i) {
     ASSERT_OK(store_->AppendHistory({.id = 999,  // ignored: the store assigns ids
                                      .time_ms = 100 + i,
@@ -288,7 +313,7 @@ TEST_F(StoreTest, HistoryIsOrderedAndLimited) {
   EXPECT_EQ(Rev(), 5);
 }
 
-TEST_F(StoreTest, ReadsDoNotBumpRevision) {
+TEST_P(StoreTest, ReadsDoNotBumpRevision) {
   ASSERT_OK(store_->PutNode(Node("n-a", "10.0.0.5")));
   ASSERT_OK(store_->SetSetting("k", "v"));
   ASSERT_OK(store_->AddToken({.secret_hash = "h"}));
@@ -310,7 +335,7 @@ TEST_F(StoreTest, ReadsDoNotBumpRevision) {
   EXPECT_EQ(Rev(), 5);
 }
 
-TEST_F(StoreTest, EverythingSurvivesCloseAndReopen) {
+TEST_P(StoreTest, EverythingSurvivesCloseAndReopen) {
   NodeRecord a = Node("n-a", "10.0.0.5");
   TokenRecord t{.secret_hash = "aa11", .created_ms = 1, .expires_ms = 2, .revoked = false};
   ConfigEntry c{.component = "router", .key = "port", .value_json = "8080"};
@@ -338,14 +363,14 @@ TEST_F(StoreTest, EverythingSurvivesCloseAndReopen) {
   EXPECT_GT((*h)[1].id, (*h)[0].id);
 }
 
-TEST_F(StoreTest, CommittedWritesSurviveProcessDeathWithoutClose) {
+TEST_P(StoreTest, CommittedWritesSurviveProcessDeathWithoutClose) {
   store_.reset();
   pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     // The child dies without closing the store: nothing but the committed WAL
     // is left behind.
-    auto s = OpenSqliteStore(path_);
+    auto s = OpenStore(spec_);
     bool ok =
         s.ok() && (*s)->SetSetting("k", "v").ok() && (*s)->PutNode(Node("n-a", "10.0.0.5")).ok();
     std::unique_ptr<Store> leaked = ok ? std::move(*s) : nullptr;
@@ -361,7 +386,7 @@ TEST_F(StoreTest, CommittedWritesSurviveProcessDeathWithoutClose) {
   EXPECT_TRUE(store_->GetNode("n-a")->has_value());
 }
 
-TEST_F(StoreTest, DatabaseFilesArePrivate) {
+TEST_P(SqliteStoreTest, DatabaseFilesArePrivate) {
   ASSERT_OK(store_->SetSetting("k", "v"));
   for (const std::string& p : {path_, path_ + "-wal", path_ + "-shm"}) {
     struct stat st;
@@ -377,7 +402,7 @@ TEST_F(StoreTest, DatabaseFilesArePrivate) {
   EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
-TEST_F(StoreTest, UsesWalAndFullSync) {
+TEST_P(SqliteStoreTest, UsesWalAndFullSync) {
   // WAL persists in the file header; check it from an independent connection.
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
@@ -389,7 +414,7 @@ TEST_F(StoreTest, UsesWalAndFullSync) {
   sqlite3_close(db);
 }
 
-TEST_F(StoreTest, ConcurrentCallsFromFourThreads) {
+TEST_P(StoreTest, ConcurrentCallsFromFourThreads) {
   constexpr int kThreads = 4;
   constexpr int kPerThread = 25;  // 4 mutations each
   std::vector<std::thread> threads;
@@ -421,7 +446,7 @@ TEST_F(StoreTest, ConcurrentCallsFromFourThreads) {
   EXPECT_EQ(store_->ListConfig("c")->size(), static_cast<size_t>(kThreads * kPerThread));
 }
 
-TEST_F(StoreTest, OpeningAnUnusablePathGivesAClearError) {
+TEST_P(SqliteStoreTest, OpeningAnUnusablePathGivesAClearError) {
   auto missing_dir = OpenSqliteStore(dir_ + "/no/such/dir/state.db");
   ASSERT_FALSE(missing_dir.ok());
   EXPECT_THAT(missing_dir.error(),
@@ -439,7 +464,7 @@ TEST_F(StoreTest, OpeningAnUnusablePathGivesAClearError) {
   EXPECT_THAT(under_file.error(), HasSubstr("Not a directory"));
 }
 
-TEST_F(StoreTest, OpeningAFileThatIsNotADatabaseFails) {
+TEST_P(SqliteStoreTest, OpeningAFileThatIsNotADatabaseFails) {
   std::string junk = dir_ + "/junk.db";
   FILE* f = std::fopen(junk.c_str(), "w");
   ASSERT_NE(f, nullptr);
@@ -451,7 +476,7 @@ TEST_F(StoreTest, OpeningAFileThatIsNotADatabaseFails) {
   EXPECT_THAT(s.error(), HasSubstr("file is not a database"));
 }
 
-TEST_F(StoreTest, RefusesASchemaNewerThanItKnows) {
+TEST_P(SqliteStoreTest, RefusesASchemaNewerThanItKnows) {
   store_.reset();
   RawExec("UPDATE meta SET value = 99 WHERE key = 'schema_version'");
   auto s = OpenSqliteStore(path_);
@@ -477,10 +502,8 @@ class DocsTest : public ::testing::Test {
   std::string dir_, path_;
 };
 
-TEST_F(DocsTest, PutGetListDeleteBumpRevision) {
-  auto store = OpenSqliteStore(path_);
-  ASSERT_TRUE(store.ok()) << store.error();
-  Store& s = **store;
+TEST_P(StoreTest, DocsPutGetListDeleteBumpRevision) {
+  Store& s = *store_;
   int64_t r0 = *s.Revision();
   ASSERT_TRUE(s.PutDoc("app", "web", R"({"instances":3})").ok());
   ASSERT_TRUE(s.PutDoc("app", "api", R"({"instances":1})").ok());
@@ -529,10 +552,8 @@ TEST_F(DocsTest, UpgradesAVersion1Store) {
   EXPECT_EQ((*(*again)->GetLease("leader"))->holder, "a");
 }
 
-TEST_F(DocsTest, LeaseIsExclusiveUntilItExpires) {
-  auto store = OpenSqliteStore(path_);
-  ASSERT_TRUE(store.ok()) << store.error();
-  Store& s = **store;
+TEST_P(StoreTest, LeaseIsExclusiveUntilItExpires) {
+  Store& s = *store_;
   EXPECT_FALSE(s.GetLease("leader")->has_value());
   int64_t r0 = *s.Revision();
   EXPECT_TRUE(*s.AcquireLease("leader", "a", 1000, 3000));
