@@ -20,6 +20,8 @@
 #include <charconv>
 #include <ctime>
 #include <future>
+#include <mutex>
+#include <set>
 #include <string_view>
 #include <thread>
 #include <unordered_map>
@@ -94,6 +96,16 @@ struct Shared {
   std::atomic<bool> closing{false};  // Drain: finish what is in flight, keep nothing alive
   std::atomic<int> connections{0};   // client connections (not health checks)
   std::optional<ssl::context> tls;
+
+  // Proxies in front of the routers (the cluster's load balancers): their
+  // X-Forwarded-Proto and -Host describe the client's request, so they are
+  // passed on. Read once per connection.
+  bool Trusted(const std::string& ip) {
+    std::lock_guard lock(trusted_mu);
+    return trusted.count(ip) > 0;
+  }
+  std::mutex trusted_mu;
+  std::set<std::string> trusted;
 };
 
 // Something with a deadline that its worker's sweep enforces.
@@ -206,6 +218,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     auto ep = sock.remote_endpoint(ec);
     if (ec) return;  // already gone
     peer_ip_ = ep.address().to_string();
+    trusted_proxy_ = w_.shared.Trusted(peer_ip_);
     if constexpr (kTls) {
       Arm(State::kHandshake, opt_.request_timeout);
       stream_.async_handshake(ssl::stream_base::server,
@@ -355,7 +368,8 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     BView target = req.target();
     h.append(method.data(), method.size()).append(" ");
     h.append(target.data(), target.size()).append(" HTTP/1.1\r\n");
-    bool xff = false;
+    xff_.clear();
+    bool proto = false, fhost = false;
     for (const auto& f : req) {
       BView name = f.name_string();
       BView value = f.value();
@@ -370,14 +384,19 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
         case http::field::upgrade:
           continue;
         case http::field::unknown:
-          if (beast::iequals(name, "X-Forwarded-Host") ||
-              beast::iequals(name, "X-Forwarded-Proto")) {
-            continue;
+          if (beast::iequals(name, "X-Forwarded-Proto")) {
+            if (!trusted_proxy_) continue;  // a client's claim: ours replaces it
+            proto = true;
+            break;
+          }
+          if (beast::iequals(name, "X-Forwarded-Host")) {
+            if (!trusted_proxy_) continue;
+            fhost = true;
+            break;
           }
           if (beast::iequals(name, "X-Forwarded-For")) {
             // Earlier proxies' addresses first, ours last (several fields merge).
-            h.append(xff ? ", " : "X-Forwarded-For: ").append(value.data(), value.size());
-            xff = true;
+            xff_.append(value.data(), value.size()).append(", ");
             continue;
           }
           break;
@@ -387,9 +406,9 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       if (!connection.empty() && ContainsToken(connection, name)) continue;  // hop-by-hop too
       AppendField(h, name, value);
     }
-    h.append(xff ? ", " : "X-Forwarded-For: ").append(peer_ip_).append("\r\n");
-    h.append(kTls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
-    AppendField(h, "X-Forwarded-Host", req[http::field::host]);
+    h.append("X-Forwarded-For: ").append(xff_).append(peer_ip_).append("\r\n");
+    if (!proto) h.append(kTls ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+    if (!fhost) AppendField(h, "X-Forwarded-Host", req[http::field::host]);
     if (websocket_) {
       h.append("Connection: Upgrade\r\n");
       AppendField(h, "Upgrade", req[http::field::upgrade]);
@@ -723,6 +742,8 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   beast::flat_buffer buffer_;
   State state_ = State::kReading;
   std::string peer_ip_;
+  bool trusted_proxy_ = false;  // peer is one of the cluster's load balancers
+  std::string xff_;             // incoming X-Forwarded-For values (capacity reused)
 
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response_parser<http::string_body>> res_parser_;
@@ -943,5 +964,10 @@ int Router::port() const { return impl_->port; }
 int Router::tls_port() const { return impl_->tls_port; }
 int Router::health_port() const { return impl_->health_port; }
 void Router::SetDraining(bool draining) { impl_->shared.draining.store(draining); }
+
+void Router::SetTrustedProxies(const std::vector<std::string>& ips) {
+  std::lock_guard lock(impl_->shared.trusted_mu);
+  impl_->shared.trusted = std::set<std::string>(ips.begin(), ips.end());
+}
 
 }  // namespace kato

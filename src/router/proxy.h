@@ -29,6 +29,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/http.h"
 #include "common/result.h"
@@ -78,6 +79,10 @@ class Router {
   int tls_port() const;
   int health_port() const;
   void SetDraining(bool draining);
+  // Peers whose X-Forwarded-Proto and X-Forwarded-Host are passed on (the
+  // cluster's load balancers); from anyone else they are replaced. Applies
+  // to connections accepted afterwards.
+  void SetTrustedProxies(const std::vector<std::string>& ips);
 
  private:
   struct Impl;

@@ -360,6 +360,40 @@ TEST_F(RouterTest, SetsForwardedHeaders) {
   EXPECT_EQ(seen[http::field::host], "App.Example:8080");
   ASSERT_EQ(c.Get("app.example", "/", {{"X-Forwarded-For", "203.0.113.7"}}).result_int(), 200);
   EXPECT_EQ(a.last()["X-Forwarded-For"], "203.0.113.7, 127.0.0.1");
+  // Fields after an incoming X-Forwarded-For arrive intact; several merge.
+  c.SendRaw("GET / HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 203.0.113.7\r\n"
+            "X-Forwarded-Proto: https\r\nX-Forwarded-For: 10.1.1.1\r\nX-After: yes\r\n"
+            "X-Forwarded-Host: evil.example\r\n\r\n");
+  ASSERT_EQ(c.Read().result_int(), 200);
+  seen = a.last();
+  EXPECT_EQ(seen["X-Forwarded-For"], "203.0.113.7, 10.1.1.1, 127.0.0.1");
+  EXPECT_EQ(seen["X-After"], "yes");
+  // A client's own claims about the scheme and host are replaced ...
+  EXPECT_EQ(seen["X-Forwarded-Proto"], "http");
+  EXPECT_EQ(seen["X-Forwarded-Host"], "app.example");
+  EXPECT_EQ(std::distance(seen.equal_range("X-Forwarded-Proto").first,
+                          seen.equal_range("X-Forwarded-Proto").second),
+            1);
+}
+
+TEST_F(RouterTest, PassesForwardedProtoAndHostFromTrustedProxies) {
+  FakeBackend a("A");
+  table_.Replace({{"app.example", {{"127.0.0.1", a.port()}}}});
+  StartRouter();
+  router_->SetTrustedProxies({"127.0.0.1"});  // ... but a load balancer's are kept
+  Client c(router_->port());
+  c.SendRaw("GET / HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 203.0.113.7\r\n"
+            "X-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example:443\r\n\r\n");
+  ASSERT_EQ(c.Read().result_int(), 200);
+  auto seen = a.last();
+  EXPECT_EQ(seen["X-Forwarded-Proto"], "https");
+  EXPECT_EQ(seen["X-Forwarded-Host"], "app.example:443");
+  EXPECT_EQ(seen["X-Forwarded-For"], "203.0.113.7, 127.0.0.1");
+  router_->SetTrustedProxies({});
+  Client later(router_->port());
+  later.SendRaw("GET / HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-Proto: https\r\n\r\n");
+  ASSERT_EQ(later.Read().result_int(), 200);
+  EXPECT_EQ(a.last()["X-Forwarded-Proto"], "http");
 }
 
 TEST_F(RouterTest, ForwardsRequestBodies) {

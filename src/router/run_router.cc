@@ -98,6 +98,12 @@ int RunRouter(const RouterConfig& config) {
       auto routes = BuildRoutes(store);
       if (routes) table.Replace(*routes);
       else LogWarn("router: keeping the last routes: {}", routes.error());
+      if (auto nodes = store.ListNodes(); nodes) {
+        std::vector<std::string> lbs;
+        for (const auto& n : *nodes)
+          if (std::count(n.roles.begin(), n.roles.end(), "load_balancer")) lbs.push_back(n.ip);
+        router.SetTrustedProxies(lbs);
+      }
       // Wake on any change of the cluster state; re-check at least every few seconds.
       auto r = client.Watch(revision, Millis(3000));
       if (r) revision = *r;

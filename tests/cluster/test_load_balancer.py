@@ -333,12 +333,6 @@ def test_load_balancer_with_chosen_routers(cluster, tmp_path):
     wait_for("nginx with the cluster's certificate", started_without_it, timeout=30)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kato router bug (src/router/proxy.cc PrepareUpstreamRequest): an incoming X-Forwarded-For "
-    "value is appended without its CRLF and the fields after it are glued onto it, so every "
-    "header nginx passes after its X-Forwarded-For (X-Kato-Test, Sec-WebSocket-Key, ...) reaches "
-    "the app corrupted. Fix: collect the incoming values and write one X-Forwarded-For line "
-    "after the loop; this test then passes (checked with that change). Remove this mark then."))
 def test_websocket_and_forwarded_headers_through_the_load_balancer(cluster):
     core = cluster.core(1, "api.lb.test")
     dea = cluster.node(2)
@@ -355,6 +349,7 @@ def test_websocket_and_forwarded_headers_through_the_load_balancer(cluster):
     assert seen["host"] == "ws.lb.test"
     assert seen.get("x-kato-test") == "1", seen
     assert [a.strip() for a in seen["x-forwarded-for"].split(",")] == ["127.0.0.1", lb.ip], seen
+    assert seen.get("x-forwarded-proto") == "https", seen  # the load balancer's, kept by routers
     # WebSockets through nginx and a router, over TLS.
     raw = socket.create_connection((lb.ip, 443), timeout=5)
     s = ctx.wrap_socket(raw, server_hostname="ws.lb.test")
