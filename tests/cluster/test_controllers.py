@@ -8,9 +8,8 @@ import json
 import os
 import time
 
-import pytest
-
 from conftest import Traffic, wait_for
+from pgserver import PgServer
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
 
@@ -111,6 +110,17 @@ def check_leader_failover(cluster, store_args=()):
 
 def test_leader_failover_on_the_embedded_store(cluster):
     check_leader_failover(cluster)
+
+
+def test_leader_failover_on_postgresql(cluster):
+    # The guide's 20-node layout keeps the state in PostgreSQL: here a private
+    # server on the cluster's subnet, the lease held in it.
+    with PgServer(ip=f"127.0.{cluster.subnet}.200") as pg:
+        url = pg.url("kato")
+        check_leader_failover(cluster, ("--store", url))
+        holder = pg.sql("kato", "SELECT holder FROM leases WHERE name = 'controller-leader'")
+        assert holder.strip() == cluster.nodes[0].json("info")["id"]
+        cluster.close()  # before the server goes
 
 
 def test_unwritable_droplets_dir_is_a_clear_error(cluster):
