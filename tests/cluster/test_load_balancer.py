@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import Traffic, wait_for
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
 NGINX = "/usr/sbin/nginx"
@@ -375,3 +375,31 @@ def test_websocket_and_forwarded_headers_through_the_load_balancer(cluster):
         assert echoed == frame
     finally:
         s.close()
+
+
+def test_a_router_stopped_by_the_operator_drains_without_failures(cluster):
+    """`kato stop router` behind the load balancer: /health fails first, the load
+    balancer takes it out, requests in flight finish; nothing fails, on new or
+    kept-alive connections to nginx alike."""
+    core = cluster.core(1, "api.drain.test")
+    r2 = cluster.node(2)
+    cluster.attach(r2, core, "router")
+    lb = cluster.node(3)
+    cluster.attach(lb, core)
+    lb.ok("node", "setup", "load_balancer", "--yes")
+    dea = cluster.node(4)
+    cluster.attach(dea, core, "dea")
+    core.ok("app", "push", "web", "--path", os.path.join(APPS, "web"), "--instances", "2",
+            "--memory", "64")
+    wait_for("both routers in the pool", lambda: pool(lb) == {core.ip, r2.ip})
+    with Traffic(lambda: http_get(lb.ip, "web.drain.test")[0], threads=2) as traffic:
+        traffic.wait_more(50)
+        r2.ok("stop", "router")
+        wait_for("the stopped router out of the pool", lambda: pool(lb) == {core.ip}, timeout=15)
+        traffic.wait_more(50)
+        r2.ok("start", "router")
+        wait_for("the router back in the pool", lambda: pool(lb) == {core.ip, r2.ip}, timeout=15)
+        traffic.wait_more(50)
+    print(f"drain: requests {traffic.total}, failed {len(traffic.failures)}")
+    assert traffic.failures == [], traffic.failures[:5]
+    assert served_by(lb, r2.ip, "web.drain.test") > 0
