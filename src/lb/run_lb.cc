@@ -7,12 +7,15 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <optional>
@@ -535,10 +538,33 @@ class LoadBalancer {
         }
       }
       WriteState(applied);
+      RotateLogs();
     }
     StopNginx();
     return 0;
   }
+
+  // nginx's logs grow with every request: past kMaxLogBytes the log becomes
+  // NAME.1 (replacing the previous one) and nginx reopens its files (SIGUSR1).
+  void RotateLogs() {
+    auto now = std::chrono::steady_clock::now();
+    if (now < next_rotate_check_) return;
+    next_rotate_check_ = now + std::chrono::seconds(10);
+    bool rotated = false;
+    for (const char* name : {"access.log", "error.log"}) {
+      std::string path = layout_.log_dir() + "/" + name;
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0 || st.st_size < kMaxLogBytes) continue;
+      if (::rename(path.c_str(), (path + ".1").c_str()) == 0) rotated = true;
+      else LogWarn("lb: cannot rotate {}: {}", path, std::strerror(errno));
+    }
+    if (rotated && nginx_pid_ > 0) {
+      kill(nginx_pid_, SIGUSR1);
+      LogInfo("lb: rotated nginx's logs (over {} MiB)", kMaxLogBytes >> 20);
+    }
+  }
+  static constexpr off_t kMaxLogBytes = 64 << 20;
+  std::chrono::steady_clock::time_point next_rotate_check_{};
 
   // nginx's worker pids (the master's children), when the kernel lists them.
   std::optional<std::set<std::string>> Workers() {

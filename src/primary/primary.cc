@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/pki.h"
+#include "lb/lb_layout.h"
 #include "roles/roles.h"
 
 namespace kato {
@@ -387,6 +388,8 @@ struct PrimaryService::Impl {
                                  " is the core (it holds the primary role) and cannot be removed");
     json j = NodeJson(*found);
     if (auto s = store.RemoveNode(found->id); !s) return ErrorReply(500, s.error());
+    // A load balancer's chosen routers go with it.
+    (void)store.DeleteConfig("load_balancer", LbRoutersConfigKey(found->id));
     live.erase(found->id);
     Audit(body, "node remove " + found->ip);
     return JsonReply(200, j);

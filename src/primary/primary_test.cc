@@ -843,5 +843,15 @@ TEST_F(PrimaryTest, DropletsDirMustBeAnAbsolutePath) {
             200);
 }
 
+TEST_F(PrimaryTest, RemovingALoadBalancerForgetsItsChosenRouters) {
+  std::string lb = Attach("10.0.0.9", {"load_balancer"});
+  std::string other = Attach("10.0.0.10", {"load_balancer"});
+  for (const auto& id : {lb, other})
+    ASSERT_TRUE(store_->SetConfig({"load_balancer", "routers." + id, R"(["10.0.0.2"])"}).ok());
+  ASSERT_EQ(Core("POST", "/v1/nodes/remove", {{"node", "10.0.0.9"}}).status, 200);
+  EXPECT_FALSE(store_->GetConfig("load_balancer", "routers." + lb)->has_value());
+  EXPECT_TRUE(store_->GetConfig("load_balancer", "routers." + other)->has_value());
+}
+
 }  // namespace
 }  // namespace kato

@@ -403,3 +403,12 @@ def test_a_router_stopped_by_the_operator_drains_without_failures(cluster):
     print(f"drain: requests {traffic.total}, failed {len(traffic.failures)}")
     assert traffic.failures == [], traffic.failures[:5]
     assert served_by(lb, r2.ip, "web.drain.test") > 0
+
+    # nginx's access log past 64 MiB is rotated, and nginx writes a new one.
+    access = os.path.join(lb.data_dir, "lb", "logs", "access.log")
+    with open(access, "ab") as f:
+        f.write(b"#" * (65 << 20) + b"\n")
+    wait_for("the rotated log", lambda: os.path.exists(access + ".1"), timeout=30)
+    assert http_get(lb.ip, "web.drain.test")[0] == 200
+    wait_for("a new access log", lambda: served_by(lb, core.ip, "web.drain.test") +
+             served_by(lb, r2.ip, "web.drain.test") > 0 and os.path.getsize(access) < 1 << 20)
