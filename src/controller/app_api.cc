@@ -9,6 +9,7 @@
 #include <set>
 
 #include "common/fs.h"
+#include "common/json_reply.h"
 #include "common/pki.h"
 
 namespace kato {
@@ -16,16 +17,6 @@ namespace kato {
 using json = nlohmann::json;
 
 namespace {
-
-HttpResponse Reply(int status, const json& body) {
-  HttpResponse r;
-  r.status = status;
-  r.body = body.dump();
-  return r;
-}
-HttpResponse Fail(int status, const std::string& message) {
-  return Reply(status, json{{"error", message}});
-}
 
 // The domain apps live under: the API endpoint without its "api." prefix.
 std::string DomainOf(const std::string& endpoint) {
@@ -232,7 +223,7 @@ Result<AppRecord> LoadApp(Ctx& c, const std::string& name) {
 
 HttpResponse AppError(const kato::Error& e) {
   bool missing = e.message.rfind("no app named", 0) == 0;
-  return Fail(missing ? 404 : 400, e.message);
+  return ErrorReply(missing ? 404 : 400, e.message);
 }
 
 // Applies the optional fields of a create/update body to `app`; true when
@@ -276,7 +267,7 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
     bool member = !req.peer_cn.empty();
     if (!member && (token.empty() || options_.admin_token_hash.empty() ||
                     Sha256Hex(token) != options_.admin_token_hash))
-      return Fail(401, "this API needs the admin credential: Authorization: Bearer TOKEN (print "
+      return ErrorReply(401, "this API needs the admin credential: Authorization: Bearer TOKEN (print "
                         "it with `kato node token --api` on the core)");
     Ctx c{store_, droplets_, clock_, options_};
     std::string path = req.target.substr(0, req.target.find('?'));
@@ -294,7 +285,7 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
             controllers.push_back({{"id", n.id}, {"ip", n.ip}, {"leader", n.id == leader}});
         }
       auto core = store_.GetSetting("core_ip");
-      return Reply(200, {{"version", options_.version},
+      return JsonReply(200, {{"version", options_.version},
                          {"endpoint", Endpoint(store_)},
                          {"core_ip", core && *core ? **core : ""},
                          {"nodes", nodes},
@@ -302,69 +293,69 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
     }
     if (path == "/v2/apps" && m == "GET") {
       auto docs = store_.ListDocs("app");
-      if (!docs) return Fail(500, docs.error());
+      if (!docs) return ErrorReply(500, docs.error());
       json out = json::array();
       for (const auto& [name, value] : *docs)
         if (auto a = AppFromJson(value); a) out.push_back(AppView(c, *a, false));
-      return Reply(200, out);
+      return JsonReply(200, out);
     }
     json body = json::object();
     if (!req.body.empty() && path.find("/bits") == std::string::npos) {
       body = json::parse(req.body, nullptr, false);
       if (body.is_discarded() || !body.is_object())
-        return Fail(400, "request body is not a JSON object");
+        return ErrorReply(400, "request body is not a JSON object");
     }
     if (path == "/v2/apps" && m == "POST") {
       std::string name = body.value("name", "");
-      if (auto s = CheckAppName(name); !s) return Fail(400, s.error());
+      if (auto s = CheckAppName(name); !s) return ErrorReply(400, s.error());
       auto existing = store_.GetDoc("app", name);
-      if (!existing) return Fail(500, existing.error());
-      if (*existing) return Fail(409, "an app named '" + name + "' already exists");
+      if (!existing) return ErrorReply(500, existing.error());
+      if (*existing) return ErrorReply(409, "an app named '" + name + "' already exists");
       AppRecord app;
       app.name = name;
       app.created_ms = app.updated_ms = clock_.wall_ms();
-      if (auto r = ApplyChanges(options_, body, app); !r) return Fail(400, r.error());
-      if (auto s = store_.PutDoc("app", name, AppToJson(app)); !s) return Fail(500, s.error());
-      return Reply(201, AppView(c, app, true));
+      if (auto r = ApplyChanges(options_, body, app); !r) return ErrorReply(400, r.error());
+      if (auto s = store_.PutDoc("app", name, AppToJson(app)); !s) return ErrorReply(500, s.error());
+      return JsonReply(201, AppView(c, app, true));
     }
     const std::string prefix = "/v2/apps/";
-    if (path.rfind(prefix, 0) != 0) return Fail(404, "no such API: " + m + " " + path);
+    if (path.rfind(prefix, 0) != 0) return ErrorReply(404, "no such API: " + m + " " + path);
     std::string rest = path.substr(prefix.size());
     std::string name = rest.substr(0, rest.find('/'));
     std::string sub = rest.size() > name.size() ? rest.substr(name.size()) : "";
     auto app = LoadApp(c, name);
     if (!app) return AppError(std::move(app).take_error());
 
-    if (sub.empty() && m == "GET") return Reply(200, AppView(c, *app, true));
+    if (sub.empty() && m == "GET") return JsonReply(200, AppView(c, *app, true));
     if (sub.empty() && m == "PUT") {
       auto replace = ApplyChanges(options_, body, *app);
-      if (!replace) return Fail(400, replace.error());
+      if (!replace) return ErrorReply(400, replace.error());
       if (*replace) ++app->version;
       app->updated_ms = clock_.wall_ms();
-      if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return Fail(500, s.error());
-      return Reply(200, AppView(c, *app, true));
+      if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return ErrorReply(500, s.error());
+      return JsonReply(200, AppView(c, *app, true));
     }
     if (sub == "/bits" && m == "PUT") {
-      if (req.body.empty()) return Fail(400, "upload the app's .tar.gz as the request body");
+      if (req.body.empty()) return ErrorReply(400, "upload the app's .tar.gz as the request body");
       if (req.body.size() > options_.max_bits_bytes)
-        return Fail(413, "app archive is larger than " +
+        return ErrorReply(413, "app archive is larger than " +
                               std::to_string(options_.max_bits_bytes >> 20) + " MiB");
       // gzip magic: the DEA unpacks it safely; here we only refuse what is clearly not one.
       if (req.body.size() < 2 || static_cast<unsigned char>(req.body[0]) != 0x1f ||
           static_cast<unsigned char>(req.body[1]) != 0x8b)
-        return Fail(400, "app bits must be a .tar.gz archive");
+        return ErrorReply(400, "app bits must be a .tar.gz archive");
       int64_t version = app->version + 1;
       auto sha = droplets_.Save(name, version, req.body);
-      if (!sha) return Fail(500, sha.error());
+      if (!sha) return ErrorReply(500, sha.error());
       app->version = version;
       app->droplet_sha256 = *sha;
       app->droplet_size = static_cast<int64_t>(req.body.size());
       app->updated_ms = clock_.wall_ms();
-      if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return Fail(500, s.error());
-      return Reply(200, AppView(c, *app, true));
+      if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return ErrorReply(500, s.error());
+      return JsonReply(200, AppView(c, *app, true));
     }
     if (sub == "/logs" && m == "GET") {
-      if (!options_.fetch_log) return Fail(501, "instance logs are not available here");
+      if (!options_.fetch_log) return ErrorReply(501, "instance logs are not available here");
       int lines = 100;
       auto q = req.target.find("lines=");
       if (q != std::string::npos) lines = std::clamp(std::atoi(req.target.c_str() + q + 6), 1, 10000);
@@ -382,27 +373,27 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
         }
         out.push_back(entry);
       }
-      return Reply(200, out);
+      return JsonReply(200, out);
     }
     if (sub == "/restart" && m == "POST") {
       ++app->version;
       app->state = "STARTED";
       app->updated_ms = clock_.wall_ms();
-      if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return Fail(500, s.error());
-      return Reply(200, AppView(c, *app, true));
+      if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return ErrorReply(500, s.error());
+      return JsonReply(200, AppView(c, *app, true));
     }
     if (sub.empty() && m == "DELETE") {
-      if (auto d = store_.DeleteDoc("app", name); !d) return Fail(500, d.error());
+      if (auto d = store_.DeleteDoc("app", name); !d) return ErrorReply(500, d.error());
       // Assignments go with the app; the DEAs stop what is no longer assigned.
       if (auto l = store_.ListDocs("assignment"); l)
         for (const auto& [key, v] : *l)
           if (key.rfind(name + "/", 0) == 0) (void)store_.DeleteDoc("assignment", key);
       droplets_.RemoveApp(name);
-      return Reply(200, {{"deleted", name}});
+      return JsonReply(200, {{"deleted", name}});
     }
-    return Fail(404, "no such API: " + m + " " + path);
+    return ErrorReply(404, "no such API: " + m + " " + path);
   } catch (const json::exception& e) {
-    return Fail(400, std::string("bad request: ") + e.what());
+    return ErrorReply(400, std::string("bad request: ") + e.what());
   }
 }
 

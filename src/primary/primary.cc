@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/json_reply.h"
 #include "common/layout.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -26,16 +27,6 @@ namespace kato {
 using json = nlohmann::json;
 
 namespace {
-
-HttpResponse JsonReply(int status, const json& body) {
-  HttpResponse r;
-  r.status = status;
-  r.body = body.dump();
-  return r;
-}
-HttpResponse ErrorReply(int status, const std::string& message) {
-  return JsonReply(status, json{{"error", message}});
-}
 
 // The path of a target without its query, and one query parameter.
 std::string PathOf(const std::string& target) { return target.substr(0, target.find('?')); }
