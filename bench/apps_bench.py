@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """App benchmarks for kato on real katod processes: push-to-serving and DEA failover.
 
 Every node is a katod bound to its own loopback address with its own data dir,
@@ -21,7 +21,7 @@ tests/cluster/conftest.py). The app is tests/cluster/apps/web (Python's http.ser
      the app is deleted, and the next run starts once the DEA is up and the route is gone.
 
 Standard library only; run as root (katod starts instances as their own users).
-Usage: python3 bench/apps_bench.py --build-dir build [--runs 7]
+Usage: /usr/bin/python3 bench/apps_bench.py --build-dir build [--runs 7]
 Prints a table and writes bench/apps_results.json (or --out).
 """
 import argparse
@@ -29,16 +29,15 @@ import http.client
 import json
 import os
 import platform
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "cluster"))
+from conftest import Cluster, wait_for  # noqa: E402  (the cluster tests' harness)
 WEB_APP = os.path.join(HERE, "..", "tests", "cluster", "apps", "web")
 PUSH_GOAL_S = 2.0
 FAILOVER_GOAL_S = 3.0
@@ -48,21 +47,6 @@ FAILOVER_GOAL_S = 3.0
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
-
-
-def wait_for(what, predicate, timeout=30.0, interval=0.05):
-    """Polls predicate until truthy; raises naming `what` after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as e:  # transient while the condition is not yet true
-            last = e
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def stats(samples_s):
@@ -87,128 +71,6 @@ def get(ip, host, timeout=5.0):
         c.close()
 
 
-def leftover_pids(root):
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                if root.encode() in f.read():
-                    pids.append(int(d))
-        except OSError:
-            pass
-    return pids
-
-
-# ---- the cluster harness ---------------------------------------------------
-
-class Node:
-    def __init__(self, cluster, index):
-        self.cluster = cluster
-        self.ip = f"127.0.{cluster.subnet}.{index}"
-        self.data_dir = os.path.join(cluster.root, f"node{index}")
-        os.makedirs(self.data_dir, exist_ok=True)
-        os.chmod(self.data_dir, 0o755)  # service and instance users traverse it
-        self.proc = None
-        self.log = None
-
-    def start(self):
-        self.log = open(os.path.join(self.data_dir, "katod.log"), "ab")
-        self.proc = subprocess.Popen(
-            [self.cluster.bins["katod"], "--data-dir", self.data_dir, "--ip", self.ip],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(f"katod at {self.ip} to answer", lambda: self.run("status")[0] == 0, 15)
-        return self
-
-    def env(self):
-        e = dict(os.environ, KATO_DATA_DIR=self.data_dir)
-        e.pop("KATO_TOKEN", None)
-        return e
-
-    def cmd(self, *args):
-        return [self.cluster.bins["kato"], *args]
-
-    def run(self, *args, timeout=300):
-        """Runs kato; returns (rc, stdout, stderr, wall seconds)."""
-        t0 = time.monotonic()
-        p = subprocess.run(self.cmd(*args), capture_output=True, text=True, env=self.env(),
-                           timeout=timeout)
-        return p.returncode, p.stdout, p.stderr, time.monotonic() - t0
-
-    def ok(self, *args, timeout=300):
-        rc, out, err, dt = self.run(*args, timeout=timeout)
-        if rc != 0:
-            raise RuntimeError(f"kato {' '.join(args)} failed on {self.ip}: {err or out}")
-        return out, err, dt
-
-    def json(self, *args):
-        return json.loads(self.ok(*args, "--json")[0])
-
-    def kill_all(self):
-        """kill -9 of the agent, then of everything still running from its data dir."""
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-        subprocess.run(["pkill", "-9", "-f", self.data_dir], check=False)
-
-    def stop(self, timeout=90):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-        if self.log:
-            self.log.close()
-            self.log = None
-
-
-class Cluster:
-    def __init__(self, bins, subnet, keep):
-        self.bins = bins
-        self.subnet = subnet
-        self.keep = keep
-        self.root = tempfile.mkdtemp(prefix=f"kato-appbench-{subnet}-")
-        os.chmod(self.root, 0o755)
-        self.nodes = []
-        self.closed = False
-
-    def node(self, index):
-        n = Node(self, index)
-        self.nodes.append(n)
-        return n.start()
-
-    def core(self, host):
-        n = self.node(1)
-        n.ok("node", "setup", "core", host)
-        return n
-
-    def attach_dea(self, node, core):
-        token = core.ok("node", "token")[0].strip()
-        node.ok("node", "attach", "--token", token, "-e", "dea", core.ip)
-
-    def close(self):
-        if self.closed:
-            return
-        self.closed = True
-        for n in reversed(self.nodes):  # the core last, so DEAs never lose it while running
-            n.stop()
-        # Safety net: anything still running from this cluster's data dirs.
-        subprocess.run(["pkill", "-9", "-f", self.root], check=False)
-        for pid in leftover_pids(self.root):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if self.keep:
-            log(f"  kept data dirs under {self.root}")
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
 def app_info(core, app):
     return core.json("app", "info", app)
 
@@ -218,12 +80,12 @@ def running(info):
 
 
 def build_core_and_deas(bins, subnet, n_deas, host, keep):
-    c = Cluster(bins, subnet, keep)
-    core = c.core(host)
+    c = Cluster(bins, subnet=subnet, keep=keep)
+    core = c.core(1, host)
     deas = []
     for i in range(2, 2 + n_deas):
         d = c.node(i)
-        c.attach_dea(d, core)
+        c.attach(d, core, "dea")
         deas.append(d)
     log(f"  cluster at 127.0.{subnet}.x: core + {n_deas} DEAs ({c.root})")
     return c, core, deas
@@ -287,8 +149,7 @@ def bench_push(bins, args, results):
             except Exception as e:
                 errors.append({"app": app, "error": str(e)})
                 log(f"  {app}: FAILED: {e}")
-            rc, out, err, _ = core.run("app", "delete", app)
-            if rc == 0:
+            if core.kato("app", "delete", app).rc == 0:
                 wait_for(f"route of {app} gone",
                          lambda: get(core.ip, f"{app}.{domain}", timeout=2) == 404, 15)
     finally:
@@ -406,7 +267,7 @@ def bench_failover(bins, args, results):
                 for d in deas:
                     if d.proc is None:
                         d.start()
-                core.run("app", "delete", app)
+                core.kato("app", "delete", app)
     finally:
         c.close()
     results["failover"] = {
@@ -460,8 +321,9 @@ def main():
     args = ap.parse_args()
     build = os.path.abspath(args.build_dir)
     bins = {"kato": os.path.join(build, "bin", "kato"),
-            "katod": os.path.join(build, "bin", "katod")}
-    for path in bins.values():
+            "katod": os.path.join(build, "bin", "katod"),
+            "katod_test": os.path.join(build, "test-bin", "katod-test")}
+    for path in (bins["kato"], bins["katod"]):
         if not os.access(path, os.X_OK):
             sys.exit(f"{path} is missing: build first")
     results = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),

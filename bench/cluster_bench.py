@@ -514,7 +514,7 @@ def print_report(res):
         for role, a in at.items():
             print(fmt_row(f"attach -e {role}", a["attach"]))
             print(fmt_row(f"  {role} alone: ready", a["server_ready"]))
-            print(fmt_row(f"  overhead (attach - ready)", a["overhead (paired per run)"]))
+            print(fmt_row("  overhead (attach - ready)", a["overhead (paired per run)"]))
             for k, s in a["phases"].items():
                 if s:
                     print(fmt_row(f"    phase {k}", s))

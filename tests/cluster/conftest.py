@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -124,13 +125,21 @@ class Node:
                  lambda: self.kato("status").rc == 0, timeout=15)
         return self
 
-    def kato(self, *args, input=None, timeout=300, env=None):
+    def env(self):
+        """The environment of a `kato` run on this node."""
         e = dict(os.environ, KATO_DATA_DIR=self.data_dir)
         e.pop("KATO_TOKEN", None)
+        return e
+
+    def cmd(self, *args):
+        return [self.cluster.bins["kato"], *args]
+
+    def kato(self, *args, input=None, timeout=300, env=None):
+        e = self.env()
         if env:
             e.update(env)
         t0 = time.monotonic()
-        p = subprocess.run([self.cluster.bins["kato"], *args], capture_output=True, text=True,
+        p = subprocess.run(self.cmd(*args), capture_output=True, text=True,
                            env=e, input=input, timeout=timeout)
         return Result(p, time.monotonic() - t0)
 
@@ -182,10 +191,13 @@ def _subnet_range():
 class Cluster:
     _subnets = _subnet_range()
 
-    def __init__(self, bins):
+    def __init__(self, bins, subnet=None, keep=False):
+        """subnet: the N of 127.0.N.x (default: the next of KATO_TEST_SUBNETS);
+        keep: leave the data dirs (and their logs) behind on close()."""
         self.bins = bins
-        self.subnet = next(Cluster._subnets)
-        self.root = tempfile.mkdtemp(prefix="kato-cluster-")
+        self.subnet = subnet if subnet is not None else next(Cluster._subnets)
+        self.keep = keep
+        self.root = tempfile.mkdtemp(prefix=f"kato-cluster-{self.subnet}-")
         os.chmod(self.root, 0o755)
         self.nodes = []
 
@@ -212,13 +224,16 @@ class Cluster:
         return node.ok(*args, *extra, core.ip)
 
     def close(self):
-        for n in self.nodes:
+        for n in reversed(self.nodes):  # the core last: the others never wait for it
             n.stop()
         # Safety net: anything still running from these data dirs (after a kill -9 of an agent).
         subprocess.run(["pkill", "-9", "-f", self.root], check=False)
         # RabbitMQ leaves Erlang's port mapper running as a daemon of its own.
         subprocess.run(["epmd", "-kill"], capture_output=True, check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if self.keep:
+            print(f"kept the data dirs under {self.root}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -36,8 +36,8 @@ def test_five_node_failover(cluster):
         cluster.attach(d, core, "dea")
 
     t0 = time.monotonic()
-    r = core.ok("app", "push", "web", "--path", os.path.join(APPS, "web"), "--instances", "3",
-                "--memory", "128")
+    core.ok("app", "push", "web", "--path", os.path.join(APPS, "web"), "--instances", "3",
+            "--memory", "128")
     push_seconds = time.monotonic() - t0
     info = core.json("app", "info", "web")
     assert {"name", "state", "urls", "instances"} <= set(info)

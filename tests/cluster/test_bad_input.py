@@ -4,7 +4,6 @@ import os
 import socket
 import ssl
 
-from conftest import wait_for
 
 
 def unchanged(core):

@@ -16,7 +16,6 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 
 import pytest
 

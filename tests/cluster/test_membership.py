@@ -1,8 +1,5 @@
 """The guide's flow on a real multi-node cluster: setup core, attach with roles,
 info, status --all, role add/remove, node remove, rename, migrate."""
-import json
-import os
-import signal
 import socket
 import time
 
