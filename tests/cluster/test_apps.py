@@ -95,9 +95,10 @@ def test_api_needs_credential_and_bad_input(cluster):
         c = http.client.HTTPConnection(core.ip, 80, timeout=5)
         c.request("GET", "/v2/apps", headers={"Host": "api.auth.test"})
         return c.getresponse().status
-    # The router learns the API's route from the cluster state within moments of setup.
-    assert wait_for("the API through the router", lambda: (lambda s: s if s != 503 else None)(
-        anonymous()), timeout=5) == 401
+    # The router learns the API's route from the cluster state within moments of
+    # setup (404: host not known yet, 503: no controller yet).
+    assert wait_for("the API through the router", lambda: (
+        lambda s: s if s not in (404, 503) else None)(anonymous()), timeout=10) == 401
     token = core.ok("node", "token", "--api").out.strip()
     c = http.client.HTTPConnection(core.ip, 80, timeout=5)
     c.request("GET", "/v2/info", headers={"Host": "api.auth.test",
