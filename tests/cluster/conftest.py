@@ -4,6 +4,7 @@ Each node gets its own data dir and address; `kato` runs against it through
 KATO_DATA_DIR, exactly as an operator would. Waiting is always for a condition
 with a deadline (wait_for), never a bare sleep.
 """
+import http.client
 import json
 import os
 import shutil
@@ -47,6 +48,17 @@ def wait_for(what, predicate, timeout=30.0, interval=0.05):
             last = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def get(ip, host, path="/", timeout=3):
+    """GET path from ip:80 with Host `host` on a new connection: (status, body)."""
+    c = http.client.HTTPConnection(ip, 80, timeout=timeout)
+    try:
+        c.request("GET", path, headers={"Host": host})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
 
 
 class Traffic:

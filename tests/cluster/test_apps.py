@@ -6,19 +6,9 @@ import json
 import os
 import time
 
-from conftest import Traffic, wait_for
+from conftest import Traffic, get, wait_for
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
-
-
-def get(ip, host, path="/", timeout=3):
-    c = http.client.HTTPConnection(ip, 80, timeout=timeout)
-    try:
-        c.request("GET", path, headers={"Host": host})
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
 
 
 def running_instances(core, app):

@@ -2,26 +2,15 @@
 PostgreSQL server, an SQLite cluster moved onto PostgreSQL with
 `kato op migrate_store`, and bad input refused with nothing changed."""
 import glob
-import http.client
 import json
 import os
 import sqlite3
 import threading
 
-from conftest import wait_for
+from conftest import get, wait_for
 from pgserver import PgServer
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
-
-
-def get(ip, host, path="/", timeout=3):
-    c = http.client.HTTPConnection(ip, 80, timeout=timeout)
-    try:
-        c.request("GET", path, headers={"Host": host})
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
 
 
 def serves(ip, host):
