@@ -169,6 +169,19 @@ struct Agent::Impl {
     if (loop_fd >= 0) (void)::write(loop_fd, &one, sizeof one);
   }
 
+  // Asks the primary to change this node's roles (body: {"node", "add"/"remove"})
+  // and records its answer as this node's membership.
+  Result<Membership> ChangeRoles(const json& body, const Caller& caller) {
+    auto r = CallPrimary("POST", "/v1/nodes/roles", body, kCallTimeout, &caller);
+    if (!r) return Err(r.error());
+    Membership n = Member();
+    n.roles = Strings(*r, "roles");
+    if (r->contains("revision") && (*r)["revision"].is_number())
+      n.revision = std::max(n.revision, (*r)["revision"].get<int64_t>());
+    KATO_TRY(SetMembership(n));
+    return n;
+  }
+
   Status SetMembership(const Membership& m) {
     KATO_TRY(SaveMembership(layout, m));
     {
@@ -720,13 +733,7 @@ struct Agent::Impl {
     }
     if (!Contains(m.roles, "load_balancer") || !plan->remove_roles.empty()) {
       json body{{"node", ident.id}, {"remove", plan->remove_roles}, {"add", {"load_balancer"}}};
-      auto r = CallPrimary("POST", "/v1/nodes/roles", body, kCallTimeout, &caller);
-      if (!r) return Err(r.error());
-      Membership n = Member();
-      n.roles = Strings(*r, "roles");
-      if (r->contains("revision") && (*r)["revision"].is_number())
-        n.revision = std::max(n.revision, (*r)["revision"].get<int64_t>());
-      KATO_TRY(SetMembership(n));
+      KATO_TRY(ChangeRoles(body, caller));
     }
     progress("starting nginx over " + (plan->pool.empty() ? std::string("no router yet")
                                                            : json(plan->pool).dump()));
@@ -1092,13 +1099,9 @@ struct Agent::Impl {
     if (roles.empty()) return Err("no roles given; name at least one (see `kato info`)");
     auto ident = Identity();
     json body{{"node", ident.id}, {add ? "add" : "remove", roles}};
-    auto r = CallPrimary("POST", "/v1/nodes/roles", body, kCallTimeout, &caller);
-    if (!r) return Err(r.error());
-    Membership n = Member();
-    n.roles = Strings(*r, "roles");
-    if (r->contains("revision") && (*r)["revision"].is_number())
-      n.revision = std::max(n.revision, (*r)["revision"].get<int64_t>());
-    KATO_TRY(SetMembership(n));
+    auto changed = ChangeRoles(body, caller);
+    if (!changed) return Err(changed.error());
+    const Membership& n = *changed;
     if (add) KATO_TRY(WaitRunning(ProcessNamesOf(roles), Millis(180000), progress));
     if (!add) {
       auto names = ProcessNamesOf(roles);
