@@ -24,6 +24,7 @@
 
 #include "agent/identity.h"
 #include "common/fs.h"
+#include "common/log_tail.h"
 #include "common/http.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -1385,26 +1386,14 @@ struct Agent::Impl {
       if (q != std::string::npos) lines = std::clamp(std::atoi(req.target.c_str() + q + 6), 1, 10000);
       bool ok_id = !id.empty() && id.size() <= 64 && rest == id + "/log" &&
                    id.find_first_not_of("0123456789abcdef") == std::string::npos;
-      auto text = ok_id ? ReadFile(opt.data_dir + "/dea/instances/" + id + "/logs/app.log")
-                        : Result<std::string>(Err("bad instance id"));
-      if (!text) {
+      // The log rotates; only its end is read (common/log_tail.h).
+      auto tail = ok_id ? TailLog(opt.data_dir + "/dea/instances/" + id + "/logs/app.log", lines)
+                        : Result<LogTail>(Err("bad instance id"));
+      if (!tail) {
         respond(reply(404, {{"error", "no log for instance " + id + " on this node"}}));
         return;
       }
-      // The last `lines` lines, and how many the log has in all (for --follow).
-      size_t total = static_cast<size_t>(std::count(text->begin(), text->end(), '\n'));
-      size_t pos = text->size();
-      int seen = 0;
-      while (pos > 0 && seen <= lines) {
-        pos = text->rfind('\n', pos - 1);
-        if (pos == std::string::npos) {
-          pos = 0;
-          break;
-        }
-        ++seen;
-      }
-      std::string tail = text->substr(pos == 0 ? 0 : pos + 1);
-      respond(reply(200, {{"total_lines", total}, {"text", tail}}));
+      respond(reply(200, {{"end_offset", tail->end_offset}, {"text", tail->text}}));
     } else if (path == "/v1/detach" && req.method == "POST") {
       // A nudge from the core: the next heartbeat learns whether this node was removed.
       Wake();

@@ -858,7 +858,7 @@ int RunCli(int argc, char** argv) {
   add_json(alogs);
   alogs->callback([&] {
     run = [&]() -> int {
-      std::map<std::string, long> printed;  // instance id -> lines printed so far
+      std::map<std::string, long> printed;  // instance id -> end_offset printed up to
       for (bool first = true;; first = false) {
         auto r = AppApi(g, api, "GET",
                         "/v2/apps/" + app_name + "/logs?lines=" + std::to_string(log_lines), "");
@@ -874,14 +874,17 @@ int RunCli(int argc, char** argv) {
             if (first) std::cerr << prefix << "(" << i["error"].get<std::string>() << ")\n";
             continue;
           }
-          long total = i.value("total_lines", 0L);
-          std::vector<std::string> lines;
-          std::istringstream text(i.value("text", ""));
-          for (std::string l; std::getline(text, l);) lines.push_back(l);
-          long skip = printed.count(id) ? printed[id] - (total - static_cast<long>(lines.size())) : 0;
-          for (size_t k = static_cast<size_t>(std::max(0L, skip)); k < lines.size(); ++k)
-            std::cout << prefix << lines[k] << "\n";
-          printed[id] = total;
+          // end_offset counts every byte the instance ever wrote (its log
+          // rotates): print only what lies past what was printed before.
+          long end = i.value("end_offset", 0L);
+          std::string text = i.value("text", "");
+          long start = end - static_cast<long>(text.size());
+          if (printed.count(id) && printed[id] > start)
+            text = text.substr(static_cast<size_t>(std::min<long>(printed[id] - start,
+                                                                  static_cast<long>(text.size()))));
+          std::istringstream in(text);
+          for (std::string l; std::getline(in, l);) std::cout << prefix << l << "\n";
+          printed[id] = end;
         }
         std::cout << std::flush;
         if (!follow) return 0;

@@ -366,7 +366,7 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
         auto log = options_.fetch_log(inst["node_ip"], inst["instance_id"], lines);
         json body = log ? json::parse(*log, nullptr, false) : json();
         if (log && body.is_object()) {
-          entry["total_lines"] = body.value("total_lines", 0);
+          entry["end_offset"] = body.value("end_offset", static_cast<uint64_t>(0));
           entry["text"] = body.value("text", "");
         } else {
           entry["error"] = log ? "the DEA sent a malformed log" : log.error();

@@ -84,7 +84,7 @@ class ControllerApi {
     size_t max_bits_bytes = 64u << 20;
     int max_instances = 64;
     int max_memory_mb = 16384;
-    // Fetches the tail of one instance's log from its DEA: {"total_lines", "text"}
+    // Fetches the tail of one instance's log from its DEA: {"end_offset", "text"}
     // as JSON text. Unset: logs are not available.
     std::function<Result<std::string>(const std::string& node_ip, const std::string& instance_id,
                                       int lines)>

@@ -180,7 +180,7 @@ TEST_F(AppApiTest, LogsComeFromEachInstancesDea) {
   o.fetch_log = [&](const std::string& ip, const std::string& id, int lines) -> Result<std::string> {
     asked.push_back(ip + " " + id + " " + std::to_string(lines));
     if (id == "i2") return Err("cannot reach the node agent");
-    return std::string(R"({"total_lines":7,"text":"hello\n"})");
+    return std::string(R"({"end_offset":7,"text":"hello\n"})");
   };
   api_ = std::make_unique<ControllerApi>(o, *store_, *droplets_, clock_);
   ASSERT_TRUE(store_->PutDoc("assignment", "web/0", R"({"index":0,"instance_id":"i1","node_id":"n2"})").ok());
@@ -190,7 +190,7 @@ TEST_F(AppApiTest, LogsComeFromEachInstancesDea) {
   json j = Json(r);
   ASSERT_EQ(j.size(), 2u);
   EXPECT_EQ(j[0]["text"], "hello\n");
-  EXPECT_EQ(j[0]["total_lines"], 7);
+  EXPECT_EQ(j[0]["end_offset"], 7);
   EXPECT_THAT(j[1]["error"].get<std::string>(), HasSubstr("cannot reach"));
   EXPECT_THAT(asked, ::testing::ElementsAre("10.0.0.2 i1 5", "10.0.0.2 i2 5"));
 }

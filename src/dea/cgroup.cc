@@ -103,6 +103,7 @@ class CgroupV1 final : public CgroupManager {
       : root_(std::move(root)), parent_(std::move(parent)), hierarchies_(std::move(hierarchies)) {}
 
   int version() const override { return 1; }
+  bool HasController(const std::string& c) const override { return Has(c); }
 
   Status Create(const std::string& id, const CgroupLimits& limits) override {
     for (const auto& h : hierarchies_) {
@@ -172,6 +173,7 @@ class CgroupV2 final : public CgroupManager {
       : root_(std::move(root)), parent_(std::move(parent)), controllers_(std::move(controllers)) {}
 
   int version() const override { return 2; }
+  bool HasController(const std::string& c) const override { return Enabled(c); }
 
   Status Create(const std::string& id, const CgroupLimits& limits) override {
     // Controllers must be enabled in each ancestor's subtree_control to appear
@@ -256,6 +258,24 @@ Result<std::unique_ptr<CgroupManager>> ProbeCgroups(const std::string& root,
   return Err("no usable cgroup memory controller under " + root +
              ": mount cgroup v2 with the memory controller, or the v1 memory hierarchy at " + root +
              "/memory");
+}
+
+Status RequireControllers(const CgroupManager& cgroups) {
+  std::vector<std::string> missing;
+  for (const char* c : {"memory", "cpu", "pids"})
+    if (!cgroups.HasController(c)) missing.push_back(c);
+  if (missing.empty()) return Ok();
+  std::string names;
+  for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
+  std::string how = cgroups.version() == 2
+                        ? "enable it in the cgroup v2 tree (e.g. echo +" + missing[0] +
+                              " > /sys/fs/cgroup/cgroup.subtree_control)"
+                        : "mount its v1 hierarchy (e.g. mount -t cgroup -o " + missing[0] +
+                              " cgroup /sys/fs/cgroup/" + missing[0] + ")";
+  return Err("the cgroup controller" + std::string(missing.size() > 1 ? "s " : " ") + names +
+             (missing.size() > 1 ? " are" : " is") + " missing, so app instances could not be "
+             "limited: " + how + "; `kato config set dea allow_unlimited true` runs apps without "
+             "limits anyway (not for untrusted apps)");
 }
 
 }  // namespace kato

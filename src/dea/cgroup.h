@@ -37,6 +37,8 @@ class CgroupManager {
  public:
   virtual ~CgroupManager() = default;
   virtual int version() const = 0;  // 1 or 2
+  // Whether "memory", "cpu" or "pids" limits are applied.
+  virtual bool HasController(const std::string& controller) const = 0;
   // Creates the instance's group (or reuses one left by a crash) and sets its limits.
   virtual Status Create(const std::string& id, const CgroupLimits& limits) = 0;
   // The cgroup.procs files a process writes its own pid to, to join the group
@@ -49,6 +51,10 @@ class CgroupManager {
   // empty, and removes it. A group that does not exist is already removed.
   virtual Status Remove(const std::string& id) = 0;
 };
+
+// Ok when memory, cpu and pids are all there; else an error naming what is
+// missing, how to enable it, and the override.
+Status RequireControllers(const CgroupManager& cgroups);
 
 Result<std::unique_ptr<CgroupManager>> ProbeCgroups(const std::string& root = "/sys/fs/cgroup",
                                                     const std::string& parent = "kato");

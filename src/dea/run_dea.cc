@@ -18,6 +18,10 @@
 #include "common/log.h"
 #include "common/signals.h"
 #include "dea/cgroup.h"
+#include "dea/command.h"
+#include "dea/instance_disk.h"
+#include "dea/instance_log.h"
+#include "dea/instance_network.h"
 #include "dea/port.h"
 #include "dea/sandbox.h"
 #include "dea/unpack.h"
@@ -31,6 +35,8 @@ using json = nlohmann::json;
 namespace {
 
 constexpr int kDefaultMemoryMb = 4096;
+constexpr int kDefaultDiskMb = 1024;
+constexpr const char* kDefaultInstanceCidr = "10.254.0.0/16";
 constexpr Millis kStopGrace{5000};
 constexpr Millis kStartTimeout{60000};
 
@@ -55,35 +61,74 @@ struct Instance {
   bool stopping = false;
   std::string dir;
   std::string message;
+  Attachment net;     // its network namespace (index -1: none yet)
+  InstanceDisk disk;  // its disk image (empty: none yet)
 };
+
+// The dea component's settings (`kato config set dea KEY VALUE`).
+struct DeaSettings {
+  int memory_mb = kDefaultMemoryMb;
+  std::string instance_cidr = kDefaultInstanceCidr;
+  std::vector<EgressRule> egress_allow;
+  bool allow_unlimited = false;
+};
+
+DeaSettings ReadSettings(RemoteStore& store) {
+  DeaSettings out;
+  auto list = store.ListConfig("dea");
+  if (!list) return out;
+  for (const auto& e : *list) {
+    json v = json::parse(e.value_json, nullptr, false);
+    if (e.key == "memory_mb" && v.is_number_integer()) out.memory_mb = v.get<int>();
+    if (e.key == "instance_cidr" && v.is_string()) out.instance_cidr = v.get<std::string>();
+    if (e.key == "allow_unlimited" && v.is_boolean()) out.allow_unlimited = v.get<bool>();
+    if (e.key == "egress_allow") {
+      auto rules = ParseEgressAllow(e.value_json);
+      if (rules) out.egress_allow = *rules;
+      else LogWarn("dea: ignoring dea egress_allow: {}", rules.error());
+    }
+  }
+  return out;
+}
 
 class Dea {
  public:
-  Dea(const DeaConfig& c, ClusterClient& client, RemoteStore& store,
-      std::unique_ptr<CgroupManager> cgroups)
+  Dea(const DeaConfig& c, const std::string& node_id, const DeaSettings& settings,
+      ClusterClient& client, RemoteStore& store, std::unique_ptr<CgroupManager> cgroups)
       : config_(c), client_(client), store_(store), cgroups_(std::move(cgroups)),
-        root_(c.data_dir + "/dea") {}
+        root_(c.data_dir + "/dea"), node_id_(node_id), settings_(settings),
+        network_(runner_, NetworkOptions{node_id, c.ip, settings.instance_cidr}),
+        disks_(runner_, "/run/kato/dea-" + InstanceNetwork::TagOf(node_id)) {}
 
-  Status Init(const std::string& node_id) {
-    node_id_ = node_id;
+  Status Init() {
     KATO_TRY(MakeDirs(root_ + "/instances", 0755));
     KATO_TRY(MakeDirs(root_ + "/droplets", 0700));
-    // Instances left by an earlier run (killed with the agent) are gone or orphaned: clear them.
+    // Instances left by an earlier run (killed with the agent) are gone or
+    // orphaned: clear their cgroups, disks, namespaces and rules, then their dirs.
+    KATO_TRY(disks_.RemoveLeftovers());
     std::error_code ec;
     for (const auto& e : std::filesystem::directory_iterator(root_ + "/instances", ec)) {
       if (cgroups_) (void)cgroups_->Remove(e.path().filename().string());
       std::filesystem::remove_all(e.path(), ec);
     }
-    if (auto m = store_.GetConfig("dea", "memory_mb"); m && *m) {
-      json v = json::parse((*m)->value_json, nullptr, false);
-      if (v.is_number_integer()) memory_mb_ = v.get<int>();
-    }
+    auto policy = Policy();
+    if (!policy) return Err(policy.error());
+    KATO_TRY(network_.Init(*policy));
     return Ok();
+  }
+
+  // Removes every namespace and rule of this DEA (after StopAll).
+  void Shutdown() {
+    if (auto s = network_.Shutdown(); !s) LogWarn("dea: {}", s.error());
   }
 
   void Round() {
     Reap();
     CheckReadiness();
+    if (++rounds_ % 4 == 0) settings_ = ReadSettings(store_);
+    if (auto policy = Policy(); policy) {
+      if (auto s = network_.SetPolicy(*policy); !s) LogWarn("dea: {}", s.error());
+    }
     auto assignments = store_.ListDocs("assignment");
     if (assignments) {
       std::set<std::string> wanted;
@@ -99,6 +144,23 @@ class Dea {
     }
     EnforceStops();
     Report();
+  }
+
+  // Who instances may reach: the cluster's nodes, from the current node list.
+  Result<EgressPolicy> Policy() {
+    auto nodes = store_.ListNodes();
+    if (!nodes) return Err(nodes.error());
+    EgressPolicy p;
+    for (const auto& n : *nodes) {
+      p.nodes.insert(n.ip);
+      for (const auto& r : n.roles)
+        if (r == "router" || r == "load_balancer") p.routers.insert(n.ip);
+    }
+    if (auto core = client_.Load(); core && !core->core_ip.empty()) p.nodes.insert(core->core_ip);
+    if (auto resolv = ReadFile("/etc/resolv.conf"); resolv)
+      for (const auto& ns : Nameservers(*resolv)) p.dns.insert(ns);
+    p.allow = settings_.egress_allow;
+    return p;
   }
 
   void StopAll() {
@@ -161,28 +223,37 @@ class Dea {
       LogWarn("dea: ignoring a malformed assignment {}", a.dump());
       return;
     }
+    // What is set up so far is undone by Cleanup when the instance goes.
     auto fail = [&](const std::string& why) {
       SetState(inst, "CRASHED", why);
       LogWarn("dea: instance {} of {} cannot start: {}", inst.id, inst.app, why);
+      Cleanup(inst);
       instances_[inst.id] = inst;
     };
     auto app_doc = store_.GetDoc("app", inst.app);
     if (!app_doc || !*app_doc) return fail("the app is gone");
     json app = json::parse(**app_doc, nullptr, false);
     inst.memory_mb = app.value("memory_mb", 256);
+    int disk_mb = app.value("disk_mb", kDefaultDiskMb);
+    InstanceConfig c;
+    c.command = app.value("command", "");
+    if (c.command.empty()) return fail("the app has no command (push it with --command or a Procfile)");
     auto droplet = FetchDroplet(inst.app, inst.version);
     if (!droplet) return fail(droplet.error());
-    for (auto d : {inst.dir + "/app", inst.dir + "/home", inst.dir + "/logs"})
-      if (auto s = MakeDirs(d, 0755); !s) return fail(s.error());
-    ::chown((inst.dir + "/home").c_str(), 65534, 65534);
-    if (auto s = UnpackArchive(*droplet, inst.dir + "/app/droplet", UnpackLimits{}); !s)
+    if (auto s = MakeDirs(inst.dir + "/logs", 0700); !s) return fail(s.error());
+    auto disk = disks_.Create(inst.id, inst.dir + "/disk.img", disk_mb, c.uid, c.gid);
+    if (!disk) return fail(disk.error());
+    inst.disk = *disk;
+    if (auto s = UnpackArchive(*droplet, inst.disk.app(), UnpackLimits{}); !s)
       return fail("the app's archive was refused: " + s.error());
     std::set<int> in_use;
     for (const auto& [id, i] : instances_) in_use.insert(i.port);
     auto port = AllocatePort(kInstancePortLo, kInstancePortHi, in_use);
     if (!port) return fail(port.error());
     inst.port = *port;
-    InstanceConfig c;
+    auto net = network_.Attach(inst.port);
+    if (!net) return fail(net.error());
+    inst.net = *net;
     c.instance_id = inst.id;
     c.app_name = inst.app;
     c.instance_index = inst.index;
@@ -190,9 +261,11 @@ class Dea {
     std::string domain = endpoint && *endpoint ? **endpoint : "";
     if (domain.rfind("api.", 0) == 0) domain = domain.substr(4);
     c.uris = {inst.app + "." + domain};
-    c.app_dir = inst.dir + "/app/droplet";
-    c.home_dir = inst.dir + "/home";
-    c.command = app.value("command", "");
+    c.app_dir = inst.disk.app();
+    c.home_dir = inst.disk.home();
+    c.tmp_dir = inst.disk.tmp();
+    c.netns_path = inst.net.netns_path;
+    c.probe_host = inst.net.ip;
     if (app.contains("env") && app["env"].is_object())
       for (const auto& [k, v] : app["env"].items())
         if (v.is_string()) c.env[k] = v.get<std::string>();
@@ -203,14 +276,18 @@ class Dea {
       if (auto s = cgroups_->Create(inst.id, InstanceLimits(c)); !s) return fail(s.error());
       c.cgroup_procs_files = cgroups_->ProcsFiles(inst.id);
     }
-    if (c.command.empty()) return fail("the app has no command (push it with --command or a Procfile)");
-    auto spec = InstanceSpec(c);
-    if (!spec) return fail(spec.error());
-    auto pid = launcher_.launch(*spec, inst.dir + "/logs/app.log");
+    std::string args = inst.dir + "/sandbox.args";
+    auto launch = InstanceSpec(c, args);
+    if (!launch) return fail(launch.error());
+    if (auto s = WriteSandboxArgs(args, launch->sandbox_args); !s) return fail(s.error());
+    auto out = logs_.Open(inst.id, inst.dir + "/logs/app.log");
+    if (!out) return fail(out.error());
+    auto pid = launcher_.launch_to_fd(launch->spec, *out);
+    ::close(*out);
     if (!pid) return fail(pid.error());
     inst.pid = *pid;
-    LogInfo("dea: started {} #{} as instance {} on port {} (pid {})", inst.app, inst.index, inst.id,
-            inst.port, inst.pid);
+    LogInfo("dea: started {} #{} as instance {} on port {} at {} (pid {})", inst.app, inst.index,
+            inst.id, inst.port, inst.net.ip, inst.pid);
     instances_[inst.id] = inst;
   }
 
@@ -235,8 +312,14 @@ class Dea {
     }
   }
 
-  void Cleanup(const Instance& i) {
+  // Undoes whatever Start set up; the processes are gone (or never started).
+  void Cleanup(Instance& i) {
+    logs_.Close(i.id);
     if (cgroups_) (void)cgroups_->Remove(i.id);
+    if (auto s = network_.Detach(i.net); !s) LogWarn("dea: instance {}: {}", i.id, s.error());
+    i.net = Attachment{};
+    if (auto s = disks_.Remove(i.disk); !s) LogWarn("dea: instance {}: {}", i.id, s.error());
+    i.disk = InstanceDisk{};
     std::error_code ec;
     std::filesystem::remove_all(i.dir, ec);
   }
@@ -262,7 +345,7 @@ class Dea {
     auto now = std::chrono::steady_clock::now();
     for (auto& [id, i] : instances_) {
       if (i.stopping || i.pid == 0) continue;
-      bool up = prober_.ready({"127.0.0.1", i.port});
+      bool up = prober_.ready({i.net.ip, i.port});
       if (i.state == "STARTING" && up) SetState(i, "RUNNING");
       else if (i.state == "RUNNING" && !up) SetState(i, "STARTING", "port " + std::to_string(i.port) + " stopped answering");
       else if (i.state == "STARTING" && now - i.started > kStartTimeout) {
@@ -282,7 +365,8 @@ class Dea {
                       {"message", i.message}});
     }
     auto r = client_.Call("POST", "/v1/report",
-                          json{{"memory_mb", memory_mb_}, {"instances", list}}.dump(), Millis(2000));
+                          json{{"memory_mb", settings_.memory_mb}, {"instances", list}}.dump(),
+                          Millis(2000));
     if (!r) LogWarn("dea: cannot report to the core: {}", r.error());
   }
 
@@ -292,7 +376,12 @@ class Dea {
   std::unique_ptr<CgroupManager> cgroups_;
   std::string root_;
   std::string node_id_;
-  int memory_mb_ = kDefaultMemoryMb;
+  DeaSettings settings_;
+  int64_t rounds_ = 0;
+  PosixCommandRunner runner_;
+  InstanceNetwork network_;
+  InstanceDisks disks_;
+  LogPump logs_;
   PosixLauncher launcher_;
   TcpProber prober_;
   std::map<std::string, Instance> instances_;
@@ -309,10 +398,21 @@ int RunDea(const DeaConfig& config) {
     return 1;
   }
   RemoteStore store(client);
+  DeaSettings settings = ReadSettings(store);
+  // Instances are untrusted: without every limit the DEA refuses to run them,
+  // unless the operator said otherwise.
   auto cg = ProbeCgroups();
-  if (!cg) LogWarn("dea: running instances without cgroup limits: {}", cg.error());
-  Dea dea(config, client, store, cg ? std::move(*cg) : nullptr);
-  if (auto s = dea.Init(id->node_id); !s) {
+  Status limits = cg ? RequireControllers(**cg) : Status(Err(cg.error()));
+  if (!limits) {
+    if (!settings.allow_unlimited) {
+      LogError("dea: refusing to start: {}", limits.error());
+      return 1;
+    }
+    LogError("dea: WARNING: app instances run WITHOUT resource limits (dea allow_unlimited is "
+             "true): {}", limits.error());
+  }
+  Dea dea(config, id->node_id, settings, client, store, cg ? std::move(*cg) : nullptr);
+  if (auto s = dea.Init(); !s) {
     LogError("dea: {}", s.error());
     return 1;
   }
@@ -329,6 +429,7 @@ int RunDea(const DeaConfig& config) {
   }
   signals.join();
   dea.StopAll();
+  dea.Shutdown();
   return 0;
 }
 

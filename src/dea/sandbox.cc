@@ -11,16 +11,26 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "common/fs.h"
+
 namespace kato {
 namespace {
 
 namespace fs = std::filesystem;
 
-// Joins the cgroups named before "--", then execs the rest. Exit 125 (like
-// env(1) and chroot(1) for their own failures) tells a failed join apart from
+// $1 is the sandbox's argument file; then the cgroups to join up to "--";
+// then the command, exec'd with the argument file on fd 3. Exit 125 (like
+// env(1) and chroot(1) for their own failures) tells a failed step apart from
 // the app's exit codes; sh has already logged which file failed.
 constexpr const char* kJoinScript =
-    "while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 125; shift; done; shift; exec \"$@\"";
+    "a=$1; shift; while [ \"$1\" != -- ]; do echo $$ > \"$1\" || exit 125; shift; done; shift; "
+    "exec \"$@\" 3<\"$a\" || exit 125";
+
+// The environment of the privileged steps: fixed, nothing of the user's.
+const std::map<std::string, std::string> kPrivilegedEnv = {
+    {"PATH", "/usr/sbin:/usr/bin:/sbin:/bin"}, {"LANG", "C.UTF-8"}};
+
+constexpr const char* kSmallTmpfs = "16777216";  // /run, /home, /root: 16 MiB each
 
 // Top-level host entries the sandbox never gets: kernel and device trees (it
 // gets fresh ones), places holding other users' files and live sockets (a
@@ -80,29 +90,51 @@ void SignalInstance(const CgroupManager& cgroups, const std::string& id, pid_t s
   }
 }
 
-Result<ProcessSpec> InstanceSpec(const InstanceConfig& c) {
+Status WriteSandboxArgs(const std::string& args_path, const std::string& sandbox_args) {
+  return WriteFileAtomic(args_path, sandbox_args, 0600);
+}
+
+Result<InstanceLaunch> InstanceSpec(const InstanceConfig& c, const std::string& args_path) {
   if (c.instance_id.empty() || c.instance_id.find('/') != std::string::npos) {
     return Err("instance id '" + c.instance_id + "' must be non-empty and hold no '/'");
   }
   if (c.command.empty()) return Err("app " + c.app_name + " has no command to run");
   if (c.port <= 0 || c.port > 65535) return Err("instance " + c.instance_id + " has no port");
   if (c.uid == 0) return Err("instances must not run as root; give an unprivileged uid");
+  if (args_path.empty() || args_path[0] != '/') return Err("the sandbox's argument file must be an absolute path");
   for (const auto& p : {c.app_dir, c.home_dir}) {
     if (p.empty() || p[0] != '/') return Err("instance directories must be absolute paths");
   }
+  if (!c.tmp_dir.empty() && c.tmp_dir[0] != '/') return Err("instance directories must be absolute paths");
   KATO_TRY(CheckReachable(c.app_dir, c.uid, c.gid, "app directory"));
   KATO_TRY(CheckReachable(c.home_dir, c.uid, c.gid, "home directory"));
+  if (!c.tmp_dir.empty()) KATO_TRY(CheckReachable(c.tmp_dir, c.uid, c.gid, "tmp directory"));
+  if (c.open_files < 64 || c.open_files > (1 << 20))
+    return Err("open_files must be between 64 and 1048576");
 
-  std::vector<std::string> a = {"/bin/sh", "-c", kJoinScript, "kato-instance"};
-  for (const auto& f : c.cgroup_procs_files) a.push_back(f);
-  a.insert(a.end(), {"--", c.setpriv, "--reuid=" + std::to_string(c.uid),
-                     "--regid=" + std::to_string(c.gid), "--clear-groups", "--no-new-privs", "--",
-                     c.bwrap, "--unshare-user", "--uid", std::to_string(c.uid), "--gid",
-                     std::to_string(c.gid), "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                     "--hostname", c.app_name.empty() ? "app" : c.app_name.substr(0, 63),
-                     "--die-with-parent",
-                     "--new-session"});
+  // The environment the app sees: the user's, then the platform's (which win).
+  std::map<std::string, std::string> env = c.env;
+  std::string port = std::to_string(c.port);
+  env["PORT"] = port;
+  env["VCAP_APP_PORT"] = port;
+  env["VCAP_APP_HOST"] = "0.0.0.0";
+  env["VCAP_APPLICATION"] = VcapApplication(c);
+  env["HOME"] = kSandboxHomeDir;
+  env["TMPDIR"] = "/tmp";
+  env.emplace("PATH", "/usr/local/bin:/usr/bin:/bin");
+  env.emplace("LANG", "C.UTF-8");
+  for (const auto& [k, v] : env) {
+    if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos ||
+        v.find('\0') != std::string::npos)
+      return Err("environment variable '" + k + "' has a name or value kato cannot pass on");
+  }
 
+  // bwrap's arguments, read from fd 3.
+  std::vector<std::string> b = {"--unshare-user", "--uid", std::to_string(c.uid), "--gid",
+                                std::to_string(c.gid), "--disable-userns", "--unshare-pid",
+                                "--unshare-ipc", "--unshare-uts", "--hostname",
+                                c.app_name.empty() ? "app" : c.app_name.substr(0, 63),
+                                "--die-with-parent", "--new-session"};
   // bwrap's root is a fresh tmpfs; the host's system directories are mounted
   // into it one by one (rather than --ro-bind / /) so that /app and /home/app
   // can be created, and it is made read-only at the end.
@@ -115,47 +147,59 @@ Result<ProcessSpec> InstanceSpec(const InstanceConfig& c) {
     std::string name = e.path().filename().string();
     if (kNotShared.count(name)) continue;
     if (e.is_symlink(ec)) {
-      a.insert(a.end(), {"--symlink", fs::read_symlink(e.path(), ec).string(), e.path().string()});
+      b.insert(b.end(), {"--symlink", fs::read_symlink(e.path(), ec).string(), e.path().string()});
     } else if (e.is_directory(ec)) {
-      a.insert(a.end(), {"--ro-bind", e.path().string(), e.path().string()});
+      b.insert(b.end(), {"--ro-bind", e.path().string(), e.path().string()});
     }
   }
-  a.insert(a.end(), {"--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
-                     "--tmpfs", "/home", "--tmpfs", "/root"});
+  b.insert(b.end(), {"--proc", "/proc", "--dev", "/dev", "--size", kSmallTmpfs, "--tmpfs", "/run",
+                     "--size", kSmallTmpfs, "--tmpfs", "/home", "--size", kSmallTmpfs, "--tmpfs",
+                     "/root"});
+  if (c.tmp_dir.empty()) {
+    b.insert(b.end(), {"--size", "67108864", "--tmpfs", "/tmp"});
+  } else {
+    b.insert(b.end(), {"--bind", c.tmp_dir, "/tmp"});
+  }
   // Runtimes read the CPU count here; the rest of /sys stays out of sight.
   if (fs::is_directory("/sys/devices/system/cpu", ec)) {
-    a.insert(a.end(), {"--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"});
+    b.insert(b.end(), {"--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"});
   }
   for (const auto& h : c.hidden_paths) {
     struct stat st;
     if (h.empty() || h[0] != '/') return Err("hidden path '" + h + "' must be absolute");
     if (::lstat(h.c_str(), &st) != 0) continue;  // nothing there to hide
     if (S_ISDIR(st.st_mode)) {
-      a.insert(a.end(), {"--tmpfs", h});
+      b.insert(b.end(), {"--tmpfs", h});
     } else {
-      a.insert(a.end(), {"--ro-bind", "/dev/null", h});
+      b.insert(b.end(), {"--ro-bind", "/dev/null", h});
     }
   }
-  a.insert(a.end(), {"--ro-bind", c.app_dir, kSandboxAppDir, "--bind", c.home_dir,
-                     kSandboxHomeDir, "--remount-ro", "/", "--chdir", kSandboxAppDir, "--",
-                     "/bin/sh", "-c", c.command});
+  b.insert(b.end(), {"--ro-bind", c.app_dir, kSandboxAppDir, "--bind", c.home_dir,
+                     kSandboxHomeDir, "--remount-ro", "/", "--chdir", kSandboxAppDir,
+                     "--clearenv"});
+  for (const auto& [k, v] : env) b.insert(b.end(), {"--setenv", k, v});
+  InstanceLaunch out;
+  for (const auto& arg : b) {
+    out.sandbox_args += arg;
+    out.sandbox_args.push_back('\0');
+  }
 
-  ProcessSpec spec;
-  spec.name = "app-" + c.instance_id;
-  spec.argv = std::move(a);
-  spec.env = c.env;
-  std::string port = std::to_string(c.port);
-  spec.env["PORT"] = port;
-  spec.env["VCAP_APP_PORT"] = port;
-  spec.env["VCAP_APP_HOST"] = "0.0.0.0";
-  spec.env["VCAP_APPLICATION"] = VcapApplication(c);
-  spec.env["HOME"] = kSandboxHomeDir;
-  spec.env["TMPDIR"] = "/tmp";
-  spec.env.emplace("PATH", "/usr/local/bin:/usr/bin:/bin");
-  spec.env.emplace("LANG", "C.UTF-8");
-  spec.cwd = "/";
-  spec.ready = ReadinessCheck{"127.0.0.1", c.port};
-  return spec;
+  std::vector<std::string> a = {"/bin/sh", "-c", kJoinScript, "kato-instance", args_path};
+  for (const auto& f : c.cgroup_procs_files) a.push_back(f);
+  a.push_back("--");
+  if (!c.netns_path.empty()) a.insert(a.end(), {c.nsenter, "--net=" + c.netns_path, "--"});
+  std::string nofile = std::to_string(c.open_files);
+  a.insert(a.end(), {c.prlimit, "--nofile=" + nofile + ":" + nofile, "--core=0", "--"});
+  a.insert(a.end(), {c.setpriv, "--reuid=" + std::to_string(c.uid),
+                     "--regid=" + std::to_string(c.gid), "--clear-groups", "--no-new-privs", "--",
+                     c.bwrap, "--args", "3", "--", "/bin/sh", "-c", c.command});
+
+  out.spec.name = "app-" + c.instance_id;
+  out.spec.argv = std::move(a);
+  out.spec.env = kPrivilegedEnv;
+  out.spec.cwd = "/";
+  out.spec.ready = ReadinessCheck{c.probe_host, c.port};
+  return out;
 }
 
 }  // namespace kato

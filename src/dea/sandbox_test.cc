@@ -97,11 +97,13 @@ class SandboxTest : public ::testing::Test {
     cgroups_ = std::move(*made);
     EXPECT_TRUE(cgroups_->Create(config_.instance_id, InstanceLimits(config_)).ok());
     config_.cgroup_procs_files = cgroups_->ProcsFiles(config_.instance_id);
-    auto spec = InstanceSpec(config_);
-    EXPECT_TRUE(spec.ok()) << spec.error();
-    if (!spec.ok()) return 0;
+    std::string args = root_ + "/args-" + std::to_string(runs_ + 1);
+    auto launch = InstanceSpec(config_, args);
+    EXPECT_TRUE(launch.ok()) << launch.error();
+    if (!launch.ok()) return 0;
+    EXPECT_TRUE(WriteSandboxArgs(args, launch->sandbox_args).ok());
     log_ = root_ + "/log-" + std::to_string(++runs_) + ".txt";
-    auto pid = launcher_.launch(*spec, log_);
+    auto pid = launcher_.launch(launch->spec, log_);
     EXPECT_TRUE(pid.ok()) << pid.error();
     return pid.ok() ? *pid : 0;
   }
@@ -153,58 +155,103 @@ class SandboxTest : public ::testing::Test {
   std::unique_ptr<CgroupManager> cgroups_;
 };
 
+// bwrap's arguments as a list, and the environment they set.
+std::vector<std::string> SplitArgs(const std::string& nul_separated) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < nul_separated.size()) {
+    size_t j = nul_separated.find('\0', i);
+    out.push_back(nul_separated.substr(i, j - i));
+    i = j + 1;
+  }
+  return out;
+}
+std::map<std::string, std::string> SetEnv(const std::vector<std::string>& b) {
+  std::map<std::string, std::string> env;
+  for (size_t i = 0; i + 2 < b.size(); ++i)
+    if (b[i] == "--setenv") env[b[i + 1]] = b[i + 2];
+  return env;
+}
+
 TEST_F(SandboxTest, SpecCarriesPortAndVcapApplication) {
   config_.cgroup_procs_files = {"/sys/fs/cgroup/memory/kato/x/cgroup.procs"};
   config_.command = "python3 -m http.server $PORT";
-  auto spec = InstanceSpec(config_);
-  ASSERT_TRUE(spec.ok()) << spec.error();
-  EXPECT_EQ(spec->name, "app-" + config_.instance_id);
-  EXPECT_EQ(spec->user, "") << "the join step runs as root; setpriv drops privileges";
-  EXPECT_EQ(spec->env.at("PORT"), "18080") << "the platform's PORT wins over the user's";
-  EXPECT_EQ(spec->env.at("VCAP_APP_PORT"), "18080");
-  EXPECT_EQ(spec->env.at("GREETING"), "hello");
-  EXPECT_EQ(spec->env.at("HOME"), "/home/app");
-  auto vcap = nlohmann::json::parse(spec->env.at("VCAP_APPLICATION"));
+  config_.netns_path = "/run/netns/kato-x-1";
+  config_.probe_host = "10.254.0.3";
+  auto launch = InstanceSpec(config_, "/data/args");
+  ASSERT_TRUE(launch.ok()) << launch.error();
+  const ProcessSpec& spec = launch->spec;
+  EXPECT_EQ(spec.name, "app-" + config_.instance_id);
+  EXPECT_EQ(spec.user, "") << "the join step runs as root; setpriv drops privileges";
+  auto b = SplitArgs(launch->sandbox_args);
+  auto env = SetEnv(b);
+  EXPECT_EQ(env.at("PORT"), "18080") << "the platform's PORT wins over the user's";
+  EXPECT_EQ(env.at("VCAP_APP_PORT"), "18080");
+  EXPECT_EQ(env.at("GREETING"), "hello");
+  EXPECT_EQ(env.at("HOME"), "/home/app");
+  auto vcap = nlohmann::json::parse(env.at("VCAP_APPLICATION"));
   EXPECT_EQ(vcap["name"], "myapp");
   EXPECT_EQ(vcap["instance_index"], 2);
   EXPECT_EQ(vcap["uris"], nlohmann::json::array({"myapp.example.com"}));
-  ASSERT_TRUE(spec->ready.has_value());
-  EXPECT_EQ(spec->ready->port, 18080);
+  ASSERT_TRUE(spec.ready.has_value());
+  EXPECT_EQ(spec.ready->port, 18080);
+  EXPECT_EQ(spec.ready->host, "10.254.0.3");
+  // The privileged steps get a fixed environment: nothing of the user's.
+  EXPECT_EQ(spec.env, (std::map<std::string, std::string>{
+                          {"PATH", "/usr/sbin:/usr/bin:/sbin:/bin"}, {"LANG", "C.UTF-8"}}));
+  // --clearenv comes before every --setenv.
+  auto clear = std::find(b.begin(), b.end(), "--clearenv");
+  ASSERT_NE(clear, b.end());
+  EXPECT_LT(clear - b.begin(), std::find(b.begin(), b.end(), "--setenv") - b.begin());
 
-  const auto& a = spec->argv;
+  const auto& a = spec.argv;
   EXPECT_EQ(a[0], "/bin/sh");
-  EXPECT_EQ(a[4], "/sys/fs/cgroup/memory/kato/x/cgroup.procs");
-  EXPECT_EQ(a[5], "--");
-  EXPECT_EQ(a[6], "/usr/bin/setpriv");
+  EXPECT_EQ(a[4], "/data/args");
+  EXPECT_EQ(a[5], "/sys/fs/cgroup/memory/kato/x/cgroup.procs");
+  EXPECT_EQ(a[6], "--");
+  EXPECT_EQ(a[7], "/usr/bin/nsenter");
+  EXPECT_EQ(a[8], "--net=/run/netns/kato-x-1");
+  EXPECT_THAT(a, Contains("/usr/bin/prlimit"));
+  EXPECT_THAT(a, Contains("--nofile=4096:4096"));
+  EXPECT_THAT(a, Contains("/usr/bin/setpriv"));
+  EXPECT_THAT(a, Contains("/usr/bin/bwrap"));
+  for (const auto& arg : a) EXPECT_THAT(arg, Not(HasSubstr("hello"))) << "env on a command line";
   for (const char* flag : {"--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-user",
-                           "--die-with-parent", "--new-session", "--remount-ro"}) {
-    EXPECT_THAT(a, Contains(flag));
+                           "--disable-userns", "--die-with-parent", "--new-session",
+                           "--remount-ro"}) {
+    EXPECT_THAT(b, Contains(flag));
   }
-  EXPECT_THAT(a, Not(Contains("--share-net")));
-  auto hidden = std::find(a.begin(), a.end(), data_);
-  ASSERT_NE(hidden, a.end());
+  EXPECT_THAT(b, Not(Contains("--share-net")));
+  auto hidden = std::find(b.begin(), b.end(), data_);
+  ASSERT_NE(hidden, b.end());
   EXPECT_EQ(*(hidden - 1), "--tmpfs");
   EXPECT_EQ(a.back(), config_.command);
   EXPECT_EQ(*(a.end() - 2), "-c");
+}
+
+TEST_F(SandboxTest, SpecRefusesEnvironmentItCannotPass) {
+  config_.command = "true";
+  config_.env = {{"BAD", std::string("a\0b", 3)}};
+  EXPECT_THAT(InstanceSpec(config_, "/data/args").error(), HasSubstr("cannot pass on"));
 }
 
 TEST_F(SandboxTest, SpecRefusesBadConfigs) {
   config_.command = "true";
   auto c = config_;
   c.uid = 0;
-  EXPECT_THAT(InstanceSpec(c).error(), HasSubstr("must not run as root"));
+  EXPECT_THAT(InstanceSpec(c, "/data/args").error(), HasSubstr("must not run as root"));
   c = config_;
   c.port = 0;
-  EXPECT_THAT(InstanceSpec(c).error(), HasSubstr("has no port"));
+  EXPECT_THAT(InstanceSpec(c, "/data/args").error(), HasSubstr("has no port"));
   c = config_;
   c.instance_id = "../x";
-  EXPECT_THAT(InstanceSpec(c).error(), HasSubstr("must be non-empty and hold no '/'"));
+  EXPECT_THAT(InstanceSpec(c, "/data/args").error(), HasSubstr("must be non-empty and hold no '/'"));
   c = config_;
   c.command = "";
-  EXPECT_THAT(InstanceSpec(c).error(), HasSubstr("no command"));
+  EXPECT_THAT(InstanceSpec(c, "/data/args").error(), HasSubstr("no command"));
   c = config_;
   ::chmod(root_.c_str(), 0700);
-  EXPECT_THAT(InstanceSpec(c).error(),
+  EXPECT_THAT(InstanceSpec(c, "/data/args").error(),
               HasSubstr("cannot reach the app directory " + app_ + " because it may not search " +
                         root_));
 }
@@ -254,6 +301,33 @@ TEST_F(SandboxTest, ROOT_InstanceIsIsolated) {
   ASSERT_NE(n, std::string::npos);
   EXPECT_LE(std::stoi(log.substr(n + 7)), 8) << "the instance must see only its own processes";
   EXPECT_FALSE(fs::exists("/usr/kato-sandbox-test"));
+}
+
+// The app's environment applies only inside the sandbox: a library named in
+// LD_PRELOAD by its host path (as another app could name one from its own
+// instance dir) must never load into the privileged steps (sh, nsenter,
+// prlimit, setpriv, bwrap), while the app itself may preload one (jemalloc).
+TEST_F(SandboxTest, ROOT_AppEnvironmentNeverReachesPrivilegedSteps) {
+  SkipUnlessRoot();
+  std::string cc = PathExists("/usr/bin/cc") ? "/usr/bin/cc" : "";
+  if (cc.empty()) GTEST_SKIP() << "needs a C compiler to build the probe library";
+  std::string src = root_ + "/probe.c";
+  ASSERT_TRUE(WriteFileAtomic(src,
+                              "#include <stdio.h>\n#include <unistd.h>\n"
+                              "__attribute__((constructor)) static void probe(void) {\n"
+                              "  fprintf(stderr, \"preload-ran uid=%d\\n\", (int)getuid());\n}\n",
+                              0644)
+                  .ok());
+  std::string lib = app_ + "/probe.so";
+  ASSERT_EQ(std::system((cc + " -shared -fPIC -o " + lib + " " + src).c_str()), 0);
+  ::chmod(lib.c_str(), 0755);
+  config_.env["LD_PRELOAD"] = lib + ":/app/probe.so";
+  config_.command = "echo app-ran";
+  std::string log = Run();
+  SCOPED_TRACE(log);
+  EXPECT_THAT(log, HasSubstr("app-ran"));
+  EXPECT_THAT(log, HasSubstr("preload-ran uid=65534")) << "the app may preload its own library";
+  EXPECT_THAT(log, Not(HasSubstr("preload-ran uid=0"))) << "a privileged step loaded it";
 }
 
 // The control for the test above: without hiding, the same probes see the

@@ -165,25 +165,39 @@ std::string Describe(const ChildError& e, const ProcessSpec& spec, const std::st
   return "cannot start " + spec.name + ": setting up the child process failed: " + why;
 }
 
-}  // namespace
-
-Result<pid_t> PosixLauncher::launch(const ProcessSpec& spec, const std::string& log_path) {
+// The spec's command must be absolute; its user (if any) is looked up here.
+Result<std::optional<UserIds>> Prepare(const ProcessSpec& spec) {
   if (spec.argv.empty() || spec.argv[0].empty() || spec.argv[0][0] != '/') {
     return Err("cannot start " + spec.name + ": its command must start with an absolute path");
   }
+  if (spec.user.empty()) return std::optional<UserIds>();
+  auto ids = LookUpUser(spec.user, spec.name);
+  if (!ids) return std::move(ids).take_error();
+  return std::optional<UserIds>(std::move(*ids));
+}
+
+}  // namespace
+
+Result<pid_t> PosixLauncher::launch(const ProcessSpec& spec, const std::string& log_path) {
+  auto user = Prepare(spec);
+  if (!user) return std::move(user).take_error();
   std::string log_dir = std::filesystem::path(log_path).parent_path().string();
   if (!log_dir.empty()) KATO_TRY(MakeDirs(log_dir, 0755));
   std::string cwd = spec.cwd.empty() ? (log_dir.empty() ? "/" : log_dir) : spec.cwd;
-
-  std::optional<UserIds> user;
-  if (!spec.user.empty()) {
-    auto ids = LookUpUser(spec.user, spec.name);
-    if (!ids) return std::move(ids).take_error();
-    user = std::move(*ids);
-  }
-
   Fd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640));
   if (log.get() < 0) return Err("cannot open log file " + log_path + ": " + Errno(errno));
+  return Spawn(spec, cwd, *user ? &**user : nullptr, log.get());
+}
+
+Result<pid_t> PosixLauncher::launch_to_fd(const ProcessSpec& spec, int output_fd) {
+  auto user = Prepare(spec);
+  if (!user) return std::move(user).take_error();
+  return Spawn(spec, spec.cwd.empty() ? "/" : spec.cwd, *user ? &**user : nullptr, output_fd);
+}
+
+Result<pid_t> PosixLauncher::Spawn(const ProcessSpec& spec, const std::string& cwd,
+                                   const void* user_ids, int log_fd) {
+  const UserIds* user = static_cast<const UserIds*>(user_ids);
   Fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
   if (null.get() < 0) return Err("cannot open /dev/null: " + Errno(errno));
 
@@ -196,8 +210,8 @@ Result<pid_t> PosixLauncher::launch(const ProcessSpec& spec, const std::string& 
   for (auto& e : env) plan.envp.push_back(e.data());
   plan.envp.push_back(nullptr);
   plan.cwd = cwd.c_str();
-  plan.user = user ? &*user : nullptr;
-  plan.log_fd = log.get();
+  plan.user = user;
+  plan.log_fd = log_fd;
   plan.null_fd = null.get();
   long max_fd = ::sysconf(_SC_OPEN_MAX);
   plan.max_fd = max_fd > 0 && max_fd < (1 << 20) ? static_cast<int>(max_fd) : (1 << 16);

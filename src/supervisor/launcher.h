@@ -42,8 +42,16 @@ class ReadinessProber {
 class PosixLauncher final : public ProcessLauncher {
  public:
   Result<pid_t> launch(const ProcessSpec& spec, const std::string& log_path) override;
+  // The same, with stdout and stderr on `output_fd` (e.g. a pipe the caller
+  // drains); the caller keeps and closes its descriptor. `spec.cwd` empty: /.
+  Result<pid_t> launch_to_fd(const ProcessSpec& spec, int output_fd);
   void kill_group(pid_t pgid, int sig) override;
   std::vector<ExitEvent> reap() override;
+
+ private:
+  // `user_ids`: the looked-up user (launcher.cc's UserIds) or nullptr.
+  Result<pid_t> Spawn(const ProcessSpec& spec, const std::string& cwd, const void* user_ids,
+                      int log_fd);
 };
 
 // Connects to check.host (a numeric IPv4 or IPv6 address, never resolved, so

@@ -1,0 +1,128 @@
+// InstanceNetwork: a network namespace per app instance, and the node's
+// nftables rules that decide what an instance may reach.
+//
+// Each instance gets a namespace `kato-TAG-N` (TAG: 8 characters of the DEA's
+// node id, N: an index unique on the host) holding one end of a veth pair as
+// eth0 with the address BASE+2+N of the instance range (`kato config set dea
+// instance_cidr`, default 10.254.0.0/16), and a default route via the gateway
+// BASE+1, which every host-side end (`kTAG-N`) carries. Addresses are local to
+// the host: traffic leaves NATed and arrives DNATed, so every node may use the
+// same range, and DEAs sharing a machine split it (the index is chosen under a
+// host-wide lock). Inside, only 127.0.0.1 stays local: the rest of 127/8 is
+// routed to the host (route_localnet on both ends), so instances reach
+// routers bound to 127.0.N.x on test clusters.
+//
+// Ingress: the router keeps connecting to NODE_IP:HOST_PORT; the table's
+// prerouting and output hooks DNAT that to INSTANCE_IP:HOST_PORT. Egress from
+// an instance (`EgressPolicy`): replies, the operator's `egress_allow` rules,
+// routers and load balancers on 80/443, the resolvers on 53, then refused:
+// any cluster node, any instance, any address local to this host; anything
+// else (outside the cluster) is allowed and masqueraded.
+//
+// The table `ip kato_TAG` and the namespaces belong to one DEA: Init() removes
+// what an earlier run left (after kill -9), Shutdown() removes everything.
+// Commands go through a CommandRunner (ip, nft, sysctl, nsenter). Not
+// thread-safe: the DEA calls it from its one loop.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "dea/command.h"
+
+namespace kato {
+
+struct Ipv4Net {
+  uint32_t base = 0;  // host order, host bits zero
+  int prefix = 32;
+  uint32_t size() const { return prefix == 0 ? 0xffffffffu : (1u << (32 - prefix)); }
+  bool operator==(const Ipv4Net&) const = default;
+};
+// "10.254.0.0/16"; host bits must be zero.
+Result<Ipv4Net> ParseIpv4Net(const std::string& text);
+Result<uint32_t> ParseIpv4(const std::string& text);
+std::string FormatIpv4(uint32_t addr);
+std::string FormatIpv4Net(const Ipv4Net& net);
+
+// One operator rule: instances may reach NET on ports FIRST..LAST (TCP and UDP).
+struct EgressRule {
+  Ipv4Net net;
+  int first_port = 0;
+  int last_port = 0;
+  bool operator==(const EgressRule&) const = default;
+};
+// `kato config set dea egress_allow '["10.0.0.0/8:5432", "192.0.2.7:8000-8100"]'`:
+// a JSON array of "ADDRESS[/PREFIX]:PORT[-PORT]".
+Result<std::vector<EgressRule>> ParseEgressAllow(const std::string& json_text);
+
+struct EgressPolicy {
+  std::set<std::string> nodes;    // every cluster node's IP: refused
+  std::set<std::string> routers;  // routers and load balancers: 80 and 443 allowed
+  std::set<std::string> dns;      // resolvers: 53 allowed
+  std::vector<EgressRule> allow;  // the operator's rules, checked first
+  bool operator==(const EgressPolicy&) const = default;
+};
+
+// The IPv4 nameservers of a resolv.conf text.
+std::vector<std::string> Nameservers(const std::string& resolv_conf);
+
+struct NetworkOptions {
+  std::string node_id;  // TAG is derived from it
+  std::string node_ip;  // the address routers connect to
+  std::string instance_cidr = "10.254.0.0/16";
+  std::string netns_dir = "/run/netns";  // where `ip netns` keeps its names
+  std::string lock_path = "/run/kato-netns.lock";
+};
+
+struct Attachment {
+  int index = -1;
+  std::string netns;       // namespace name
+  std::string netns_path;  // for nsenter --net=
+  std::string veth;        // the host-side interface
+  std::string ip;          // the instance's address
+  int port = 0;            // NODE_IP:port -> ip:port
+};
+
+class InstanceNetwork {
+ public:
+  InstanceNetwork(CommandRunner& run, NetworkOptions options);
+
+  static std::string TagOf(const std::string& node_id);
+  const std::string& tag() const { return tag_; }
+  std::string table() const { return "kato_" + tag_; }
+
+  // Removes what an earlier run of this DEA left behind, enables IPv4
+  // forwarding and installs the table with `policy`.
+  Status Init(const EgressPolicy& policy);
+  // Replaces the policy's sets atomically (nothing happens when unchanged).
+  Status SetPolicy(const EgressPolicy& policy);
+  // A namespace with its address and the DNAT of node_ip:port to it. On
+  // failure nothing is left behind.
+  Result<Attachment> Attach(int port);
+  // Removes the DNAT and the namespace (its veth goes with it).
+  Status Detach(const Attachment& a);
+  // Every namespace of this DEA and its table.
+  Status Shutdown();
+
+  // Rendering, public for tests.
+  std::string TableScript(const EgressPolicy& policy) const;
+  std::string PolicyScript(const EgressPolicy& policy) const;
+
+ private:
+  Status RemoveLeftovers();
+  Result<int> ClaimIndex();
+
+  CommandRunner& run_;
+  NetworkOptions opt_;
+  std::string tag_;
+  Ipv4Net net_;
+  std::string init_error_;
+  std::string ip_, nft_, sysctl_, nsenter_;
+  EgressPolicy policy_;
+};
+
+}  // namespace kato
