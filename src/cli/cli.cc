@@ -668,7 +668,7 @@ int RunCli(int argc, char** argv) {
   ApiTarget api;
   appc->add_option("--api", api.url, "the API's http:// URL (with KATO_API_TOKEN); default: this node's cluster");
   std::string app_name, app_path, app_command;
-  int app_instances = 0, app_memory = 0;
+  int app_instances = 0, app_memory = 0, app_disk = 0;
   std::vector<std::string> app_env;
   auto fail = [](const std::string& e) {
     std::cerr << "kato: " << e << "\n";
@@ -699,6 +699,8 @@ int RunCli(int argc, char** argv) {
   push->add_option("--command", app_command, "how to start it (default: the Procfile's web: line)");
   push->add_option("--instances", app_instances, "how many instances")->check(CLI::Range(1, 64));
   push->add_option("--memory", app_memory, "memory limit of each instance, MB")->check(CLI::Range(16, 16384));
+  push->add_option("--disk", app_disk, "disk space of each instance (app, home, tmp), MB; default 1024")
+      ->check(CLI::Range(64, 65536));
   push->add_option("--env", app_env, "K=V, repeatable");
   add_json(push);
   push->callback([&] {
@@ -717,6 +719,7 @@ int RunCli(int argc, char** argv) {
       if (!command.empty()) body["command"] = command;
       if (app_instances) body["instances"] = app_instances;
       if (app_memory) body["memory"] = app_memory;
+      if (app_disk) body["disk"] = app_disk;
       if (!app_env.empty()) {
         json env = json::object();
         for (const auto& kv : app_env) {

@@ -58,6 +58,7 @@ std::string AppToJson(const AppRecord& a) {
   return json{{"name", a.name},
               {"instances", a.instances},
               {"memory_mb", a.memory_mb},
+              {"disk_mb", a.disk_mb},
               {"command", a.command},
               {"env", a.env},
               {"state", a.state},
@@ -77,6 +78,7 @@ Result<AppRecord> AppFromJson(const std::string& text) {
     a.name = j.at("name").get<std::string>();
     a.instances = j.at("instances").get<int>();
     a.memory_mb = j.at("memory_mb").get<int>();
+    a.disk_mb = j.value("disk_mb", 1024);
     a.command = j.value("command", "");
     a.env = j.value("env", std::map<std::string, std::string>{});
     a.state = j.value("state", "STARTED");
@@ -196,6 +198,7 @@ json AppView(Ctx& c, const AppRecord& a, bool with_instances) {
          {"state", a.state},
          {"instances", a.instances},
          {"memory_mb", a.memory_mb},
+         {"disk_mb", a.disk_mb},
          {"command", a.command},
          {"env", a.env},
          {"version", a.version},
@@ -229,11 +232,12 @@ HttpResponse AppError(const kato::Error& e) {
 // Applies the optional fields of a create/update body to `app`; true when
 // running instances must be replaced (command, env or memory changed).
 Result<bool> ApplyChanges(const ControllerApi::Options& o, const json& body, AppRecord& app) {
-  std::optional<int> instances, memory;
+  std::optional<int> instances, memory, disk;
   std::optional<std::string> command, state;
   std::optional<std::map<std::string, std::string>> env;
   KATO_TRY(Field(body, "instances", instances, "a whole number"));
   KATO_TRY(Field(body, "memory", memory, "a whole number of MB"));
+  KATO_TRY(Field(body, "disk", disk, "a whole number of MB"));
   KATO_TRY(Field(body, "command", command, "a string"));
   KATO_TRY(Field(body, "state", state, "\"STARTED\" or \"STOPPED\""));
   KATO_TRY(EnvField(body, env));
@@ -241,13 +245,16 @@ Result<bool> ApplyChanges(const ControllerApi::Options& o, const json& body, App
     return Err("instances must be between 0 and " + std::to_string(o.max_instances));
   if (memory && (*memory < 16 || *memory > o.max_memory_mb))
     return Err("memory must be between 16 and " + std::to_string(o.max_memory_mb) + " MB");
+  if (disk && (*disk < 64 || *disk > o.max_disk_mb))
+    return Err("disk must be between 64 and " + std::to_string(o.max_disk_mb) + " MB");
   if (state && *state != "STARTED" && *state != "STOPPED")
     return Err("state must be \"STARTED\" or \"STOPPED\"");
   if (command && command->find('\0') != std::string::npos) return Err("command contains NUL");
   bool replace = (command && *command != app.command) || (env && *env != app.env) ||
-                 (memory && *memory != app.memory_mb);
+                 (memory && *memory != app.memory_mb) || (disk && *disk != app.disk_mb);
   if (instances) app.instances = *instances;
   if (memory) app.memory_mb = *memory;
+  if (disk) app.disk_mb = *disk;
   if (command) app.command = *command;
   if (env) app.env = *env;
   if (state) app.state = *state;

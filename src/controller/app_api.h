@@ -7,9 +7,9 @@
 //
 //   GET    /v2/info                      version, endpoint, core IP, nodes and roles
 //   GET    /v2/apps                      every app
-//   POST   /v2/apps                      create {name, instances, memory, command, env}
+//   POST   /v2/apps                      create {name, instances, memory, disk, command, env}
 //   GET    /v2/apps/NAME                 one app, with its instances
-//   PUT    /v2/apps/NAME                 change {instances, memory, command, env, state}
+//   PUT    /v2/apps/NAME                 change {instances, memory, disk, command, env, state}
 //   PUT    /v2/apps/NAME/bits            upload the app's archive (new version)
 //   POST   /v2/apps/NAME/restart         new instances for every index
 //   GET    /v2/apps/NAME/logs?lines=N   recent output of each instance
@@ -39,6 +39,7 @@ struct AppRecord {
   std::string name;
   int instances = 1;
   int memory_mb = 256;
+  int disk_mb = 1024;  // each instance's disk (app, home, tmp)
   std::string command;
   std::map<std::string, std::string> env;
   std::string state = "STARTED";  // STARTED | STOPPED
@@ -84,6 +85,7 @@ class ControllerApi {
     size_t max_bits_bytes = 64u << 20;
     int max_instances = 64;
     int max_memory_mb = 16384;
+    int max_disk_mb = 65536;
     // Fetches the tail of one instance's log from its DEA: {"end_offset", "text"}
     // as JSON text. Unset: logs are not available.
     std::function<Result<std::string>(const std::string& node_ip, const std::string& instance_id,

@@ -89,8 +89,13 @@ TEST_F(AppApiTest, CreateInfoScaleStopDelete) {
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(Json(r)["instances"], 5);
   EXPECT_EQ(Json(r)["version"], version);  // scaling keeps the running instances
+  EXPECT_EQ(Json(r)["disk_mb"], 1024);  // the default
   r = Call("PUT", "/v2/apps/web", R"({"env":{"GREETING":"hello"}})");
   EXPECT_EQ(Json(r)["version"], version + 1);  // new env: new instances
+  r = Call("PUT", "/v2/apps/web", R"({"disk":256})");
+  EXPECT_EQ(Json(r)["disk_mb"], 256);
+  EXPECT_EQ(Json(r)["version"], version + 2);  // a new disk size: new instances
+  version += 1;
   r = Call("PUT", "/v2/apps/web", R"({"state":"STOPPED"})");
   EXPECT_EQ(Json(r)["state"], "STOPPED");
   r = Call("POST", "/v2/apps/web/restart");
@@ -144,6 +149,8 @@ TEST_F(AppApiTest, BadInputChangesNothing) {
       {"POST", "/v2/apps", R"({"name":"x","instances":"3"})", 400, "whole number"},
       {"POST", "/v2/apps", R"({"name":"x","instances":1000})", 400, "between"},
       {"POST", "/v2/apps", R"({"name":"x","memory":1})", 400, "memory"},
+      {"POST", "/v2/apps", R"({"name":"x","disk":10})", 400, "disk must be between 64"},
+      {"POST", "/v2/apps", R"({"name":"x","disk":"big"})", 400, "whole number"},
       {"POST", "/v2/apps", R"({"name":"x","env":{"PORT":"1"}})", 400, "set by kato"},
       {"POST", "/v2/apps", R"({"name":"x","env":{"A":1}})", 400, "string"},
       {"POST", "/v2/apps", "{not json", 400, "not a JSON object"},

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/fs.h"
+#include "common/ipv4.h"
 #include "common/json_reply.h"
 #include "common/layout.h"
 #include "common/log.h"
@@ -416,6 +417,18 @@ struct PrimaryService::Impl {
         return Err("controller droplets_dir must be an absolute path (the controllers' shared "
                    "directory), e.g. /mnt/controller");
     }
+    if (component == "dea" && key == "instance_cidr") {
+      auto net = value.is_string() ? ParseIpv4Net(value.get<std::string>())
+                                   : Result<Ipv4Net>(Err("it must be a string"));
+      if (!net || net->prefix > 29 || net->prefix < 8)
+        return Err("dea instance_cidr must be an IPv4 network from /8 to /29 that no app needs "
+                   "to reach, e.g. 10.254.0.0/16" + (net ? "" : " (" + net.error() + ")"));
+    }
+    if (component == "dea" && key == "egress_allow") {
+      if (auto rules = ParseEgressAllow(value.dump()); !rules) return Err(rules.error());
+    }
+    if (component == "dea" && key == "allow_unlimited" && !value.is_boolean())
+      return Err("dea allow_unlimited must be true or false");
     return Ok();
   }
 

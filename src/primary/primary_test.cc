@@ -843,6 +843,30 @@ TEST_F(PrimaryTest, DropletsDirMustBeAnAbsolutePath) {
             200);
 }
 
+TEST_F(PrimaryTest, DeaNetworkSettingsAreCheckedBeforeTheyAreStored) {
+  int64_t before = Rev();
+  struct Case {
+    const char* key;
+    json value;
+    const char* words;
+  } bad[] = {{"instance_cidr", "10.254.0.1/16", "did you mean"},
+             {"instance_cidr", "10.254.0.0/30", "/8 to /29"},
+             {"instance_cidr", 5, "/8 to /29"},
+             {"egress_allow", "10.0.0.0/8:5432", "JSON array"},
+             {"egress_allow", json::array({"10.0.0.0/8"}), "no :PORT"},
+             {"allow_unlimited", "yes", "true or false"}};
+  for (const auto& c : bad) {
+    Reply r = Core("POST", "/v1/config/set", {{"component", "dea"}, {"key", c.key}, {"value", c.value}});
+    EXPECT_EQ(r.status, 400) << c.key << " " << c.value.dump();
+    EXPECT_THAT(r.body.dump(), HasSubstr(c.words));
+  }
+  EXPECT_EQ(Rev(), before);
+  EXPECT_EQ(Core("POST", "/v1/config/set",
+                 {{"component", "dea"}, {"key", "egress_allow"}, {"value", json::array({"10.0.0.0/8:5432"})}})
+                .status,
+            200);
+}
+
 TEST_F(PrimaryTest, RemovingALoadBalancerForgetsItsChosenRouters) {
   std::string lb = Attach("10.0.0.9", {"load_balancer"});
   std::string other = Attach("10.0.0.10", {"load_balancer"});
