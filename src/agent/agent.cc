@@ -28,6 +28,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/pki.h"
+#include "common/redact.h"
 #include "common/unix_socket.h"
 #include "lb/lb_layout.h"
 #include "primary/primary.h"
@@ -1339,7 +1340,7 @@ struct Agent::Impl {
     struct ucred cred{};
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) caller.user = UserName(cred.uid);
-    caller.command = Str(req, "command");
+    caller.command = RedactCommandLine(Str(req, "command"));  // also what old CLIs send
     json args = req.contains("args") && req["args"].is_object() ? req["args"] : json::object();
     auto result = SafeDispatch(req["cmd"].get<std::string>(), args, caller,
                                [&](const std::string& p) { reply({{"progress", p}}); });

@@ -19,6 +19,7 @@
 #include "common/fs.h"
 #include "common/layout.h"
 #include "common/net.h"
+#include "common/redact.h"
 #include "common/unix_socket.h"
 
 namespace kato {
@@ -199,6 +200,7 @@ Result<json> AppApi(const Globals& g, const ApiTarget& t, const std::string& met
 int RunCli(int argc, char** argv) {
   Globals g;
   for (int i = 0; i < argc; ++i) g.command_line += (i ? " " : "") + std::string(i ? argv[i] : "kato");
+  g.command_line = RedactCommandLine(g.command_line);  // it is recorded in `kato history`
   const char* env_dir = std::getenv("KATO_DATA_DIR");
   g.data_dir = env_dir && *env_dir ? env_dir : kDefaultDataDir;
 

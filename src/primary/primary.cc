@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/pki.h"
+#include "common/redact.h"
 #include "lb/lb_layout.h"
 #include "roles/roles.h"
 
@@ -153,7 +154,7 @@ struct PrimaryService::Impl {
     const json audit = body.is_object() && body.contains("audit") ? body["audit"] : json::object();
     h.node = Str(audit, "node");
     h.user = Str(audit, "user");
-    h.command = Str(audit, "command");
+    h.command = RedactCommandLine(Str(audit, "command"));  // whatever the client sent
     if (h.command.empty()) h.command = fallback;
     if (h.user.empty()) h.user = "root";
     auto s = store.AppendHistory(h);

@@ -26,6 +26,7 @@ using json = nlohmann::json;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 constexpr const char* kVersion = "0.1.3";
 constexpr const char* kCoreIp = "10.0.0.1";
@@ -772,6 +773,20 @@ TEST_F(PrimaryTest, HistoryRecordsCommandsWithTheirCaller) {
   EXPECT_LT(r.body[0]["id"], r.body[1]["id"]);
 
   EXPECT_EQ(Core("GET", "/v1/history?limit=abc").status, 400);
+}
+
+TEST_F(PrimaryTest, HistoryNeverKeepsASecretAClientSends) {
+  const std::string secret = RandomHex(32);
+  json audit = {{"node", "10.0.0.7"},
+                {"command", "kato node attach --token KATO1." + token_.ca_hash + "." + secret +
+                                " --store postgresql://u:" + secret + "@db/kato 10.0.0.1"}};
+  ASSERT_EQ(Core("POST", "/v1/history", {{"audit", audit}}).status, 200);
+  Reply r = Core("GET", "/v1/history?limit=1");
+  ASSERT_EQ(r.status, 200);
+  ASSERT_EQ(r.body.size(), 1u);
+  std::string recorded = r.body[0]["command"];
+  EXPECT_THAT(recorded, Not(HasSubstr(secret)));
+  EXPECT_EQ(recorded, "kato node attach --token *** --store postgresql://u:***@db/kato 10.0.0.1");
 }
 
 // ---- versions -----------------------------------------------------------------------

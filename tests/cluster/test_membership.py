@@ -1,5 +1,6 @@
 """The guide's flow on a real multi-node cluster: setup core, attach with roles,
 info, status --all, role add/remove, node remove, rename, migrate."""
+import json
 import socket
 import time
 
@@ -55,6 +56,10 @@ def test_setup_core_attach_info_status(cluster):
     hist = core.json("history")
     assert any("node setup core" in h["command"] for h in hist)
     assert any("node attach" in h["command"] and h["node"] == n2.ip for h in hist)
+    # The join token is never recorded: the command is kept with it masked.
+    assert any("node attach --token *** " in h["command"] for h in hist), hist
+    secret = cluster.token(core).split(".")[-1]
+    assert secret not in json.dumps(hist) and secret not in core.ok("history").out
 
 
 def test_role_add_remove_and_remote(cluster):
