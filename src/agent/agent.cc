@@ -645,8 +645,8 @@ struct Agent::Impl {
       for (auto s : {st.SetSetting("core_ip", ident.ip), st.SetSetting("version", opt.version),
                      st.SetSetting("endpoint", api_host),
                      st.SetSetting("ca_fingerprint", *fp), st.PutNode(rec),
-                     st.AddToken({Sha256Hex(token.secret), RealClock::instance().wall_ms(), 0,
-                                  false}),
+                     st.AddToken({Sha256Hex(token.secret), RealClock::instance().wall_ms(),
+                                  RealClock::instance().wall_ms() + kJoinTokenTtl.count(), false}),
                      st.AppendHistory(h)})
         if (!s) return Err(s.error());
       KATO_TRY(WriteFileAtomic(layout.token_file(), token.str() + "\n", 0600));
@@ -674,6 +674,7 @@ struct Agent::Impl {
     return json{{"core_ip", ident.ip},
                 {"endpoint", api_host},
                 {"token", t},
+                {"token_expires_ms", token->value("expires_ms", static_cast<int64_t>(0))},
                 {"attach_command", "kato node attach --token " + t + " " + ident.ip}};
   }
 

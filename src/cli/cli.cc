@@ -88,6 +88,17 @@ std::string TimeText(int64_t ms) {
   return buf;
 }
 
+// When a join token ({"expires_ms", "expired"}) stops working, for people.
+std::string TokenExpiryText(const json& t) {
+  int64_t ms = t.value("expires_ms", static_cast<int64_t>(0));
+  if (ms == 0)
+    return "This token does not expire (make one that does with `kato node token --rotate`).";
+  if (t.value("expired", false))
+    return "This token expired at " + TimeText(ms) +
+           "; make a new one with `kato node token --rotate [--ttl 24h]`.";
+  return "Valid until " + TimeText(ms) + " (`kato node token --rotate [--ttl 24h]` for a new one).";
+}
+
 void PrintProcesses(const json& procs) {
   for (const auto& p : procs) {
     std::string line = "  " + Pad(p.value("name", ""), 16) + Pad(p.value("state", ""), 10);
@@ -323,7 +334,8 @@ int RunCli(int argc, char** argv) {
           std::cout << "This node is the core of a new cluster at "
                     << r["core_ip"].get<std::string>() << " (API endpoint "
                     << r["endpoint"].get<std::string>() << ").\n"
-                    << "Join token:\n  " << r["token"].get<std::string>() << "\n"
+                    << "Join token:\n  " << r["token"].get<std::string>() << "\n  "
+                    << TokenExpiryText({{"expires_ms", r.value("token_expires_ms", 0LL)}}) << "\n"
                     << "Attach other nodes with:\n  " << r["attach_command"].get<std::string>()
                     << "\n";
         },
@@ -428,10 +440,13 @@ int RunCli(int argc, char** argv) {
         std::cerr << "kato: " << r.error() << "\n";
         return 1;
       }
-      if (g.json_out)
+      if (g.json_out) {
         std::cout << r->dump(2) << "\n";
-      else
-        std::cout << (*r)["token"].get<std::string>() << "\n";
+        return 0;
+      }
+      std::cout << (*r)["token"].get<std::string>() << "\n";
+      // On stderr, so that `$(kato node token)` is the token alone.
+      if (!api_token) std::cerr << TokenExpiryText(*r) << "\n";
       return 0;
     };
   });

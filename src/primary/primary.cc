@@ -466,14 +466,26 @@ struct PrimaryService::Impl {
     DataLayout layout{cfg.data_dir};
     bool rotate = Bool(body, "rotate");
     int64_t ttl_s = Int(body, "ttl_s");
+    if (ttl_s < 0 || ttl_s > 3650LL * 86400)
+      return ErrorReply(400, "a token's ttl_s must be between 1 s and 10 years");
     auto current = ReadFile(layout.token_file());
-    if (!rotate && current) return JsonReply(200, {{"token", current->substr(0, current->find('\n'))}});
+    if (!rotate && current) {
+      std::string text = current->substr(0, current->find('\n'));
+      auto parsed = ParseJoinToken(text);
+      auto rec = parsed ? store.FindToken(Sha256Hex(parsed->secret))
+                        : Result<std::optional<TokenRecord>>(std::nullopt);
+      if (!rec) return ErrorReply(500, rec.error());
+      json out{{"token", text}, {"expires_ms", *rec ? (*rec)->expires_ms : 0}};
+      if (*rec && (*rec)->expires_ms != 0 && (*rec)->expires_ms < clock.wall_ms())
+        out["expired"] = true;
+      return JsonReply(200, out);
+    }
     auto fp = CertFingerprint(ca.cert_pem);
     if (!fp) return ErrorReply(500, fp.error());
     JoinToken t{*fp, RandomHex(32)};
     if (auto s = store.RevokeAllTokens(); !s) return ErrorReply(500, s.error());
     TokenRecord rec{Sha256Hex(t.secret), clock.wall_ms(),
-                    ttl_s > 0 ? clock.wall_ms() + ttl_s * 1000 : 0, false};
+                    clock.wall_ms() + (ttl_s > 0 ? ttl_s * 1000 : kJoinTokenTtl.count()), false};
     if (auto s = store.AddToken(rec); !s) return ErrorReply(500, s.error());
     if (auto s = WriteFileAtomic(layout.token_file(), t.str() + "\n", 0600); !s)
       return ErrorReply(500, s.error());

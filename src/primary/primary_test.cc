@@ -299,6 +299,35 @@ TEST_F(PrimaryTest, TokenWithATtlWorksUntilItExpires) {
   EXPECT_THAT(late.error(), HasSubstr("expired"));
 }
 
+TEST_F(PrimaryTest, RotatedTokenIsValidFor24HoursByDefault) {
+  Reply rot = Core("POST", "/v1/token", {{"rotate", true}});
+  ASSERT_EQ(rot.status, 200) << rot.body.dump();
+  const int64_t day_ms = 24 * 3600 * 1000;
+  EXPECT_EQ(rot.body["expires_ms"], clock_.wall_ms() + day_ms);
+  // Reading the token again says when it expires, and that it has.
+  Reply again = Core("POST", "/v1/token");
+  EXPECT_EQ(again.body["token"], rot.body["token"]);
+  EXPECT_EQ(again.body["expires_ms"], rot.body["expires_ms"]);
+  EXPECT_FALSE(again.body.contains("expired"));
+  token_ = *ParseJoinToken(rot.body["token"]);
+  clock_.advance(Millis(day_ms));
+  EXPECT_EQ(Join(JoinBody(NewId(), "10.0.0.2")).status, 200);  // the last millisecond
+  clock_.advance(Millis(1));
+  Reply late = Join(JoinBody(NewId(), "10.0.0.3"));
+  EXPECT_EQ(late.status, 403);
+  EXPECT_THAT(late.error(), HasSubstr("expired"));
+  EXPECT_EQ(Core("POST", "/v1/token").body["expired"], true);
+}
+
+TEST_F(PrimaryTest, TokenTtlOutOfRangeIsRefused) {
+  for (int64_t ttl : {int64_t{-1}, int64_t{3650LL * 86400 + 1}, int64_t{1} << 62}) {
+    Reply r = Core("POST", "/v1/token", {{"rotate", true}, {"ttl_s", ttl}});
+    EXPECT_EQ(r.status, 400) << ttl;
+    EXPECT_THAT(r.error(), HasSubstr("ttl_s"));
+  }
+  EXPECT_EQ(ReadFile(layout_.token_file()).value(), token_.str() + "\n");  // not rotated
+}
+
 TEST_F(PrimaryTest, TokenWithoutRotateReturnsTheCurrentOne) {
   Reply r = Core("POST", "/v1/token");
   ASSERT_EQ(r.status, 200) << r.body.dump();

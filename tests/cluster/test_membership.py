@@ -17,6 +17,11 @@ def test_setup_core_attach_info_status(cluster):
     assert set(info["roles"]["assigned"]) == {"primary", "controller", "router", "base"}
     assert "redis" in info["roles"]["available"]
     assert "harbor" not in info["roles"]["available"]  # not yet implemented: never faked
+    # The token core setup made is valid for 24 h; `node token` says until when.
+    token = core.json("node", "token")
+    day_ms = 24 * 3600 * 1000
+    assert abs(token["expires_ms"] - (time.time() * 1000 + day_ms)) < 10 * 60 * 1000, token
+    assert "Valid until" in core.ok("node", "token").err
 
     n2 = cluster.node(2)
     # A node that is not in a cluster says so, and still exits 0.
