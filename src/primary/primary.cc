@@ -211,6 +211,22 @@ struct PrimaryService::Impl {
     return Err("no node " + ref + " in the cluster (see `kato node list`)");
   }
 
+  // A join may take over the id of a member that is gone (its rejoin), never
+  // the core's id nor the id of a member that is up: that would hijack its
+  // identity (certificate, roles, instances).
+  Status CheckIdFree(const NodeRecord& member) {
+    if (std::count(member.roles.begin(), member.roles.end(), "primary"))
+      return Err("node id " + member.id +
+                 " is the core's; a node cannot join with it (give the "
+                 "joining node its own identity: remove node.json from its data dir)");
+    if (IsUp(member.id))
+      return Err("node id " + member.id + " belongs to the member at " + member.ip +
+                 ", which is up; a joining node cannot take a live member's id (if that node is "
+                 "gone, run `kato node remove " +
+                 member.ip + "` on the core first)");
+    return Ok();
+  }
+
   HttpResponse Join(const json& body) {
     std::string secret = Str(body, "secret");
     std::string node_id = Str(body, "node_id");
@@ -242,6 +258,11 @@ struct PrimaryService::Impl {
       return ErrorReply(409, "version mismatch: this node runs kato " + version +
                                  " and the core runs kato " + cfg.version +
                                  "; install the same MAJOR.MINOR, or pass --force");
+    auto existing = store.GetNode(node_id);
+    if (!existing) return ErrorReply(500, existing.error());
+    if (*existing) {
+      if (auto s = CheckIdFree(**existing); !s) return ErrorReply(409, s.error());
+    }
     std::set<std::string> roles{"base"};
     for (const auto& r : StringList(body, "roles")) {
       if (!IsRole(r)) return ErrorReply(400, "unknown role '" + r + "'");
@@ -256,14 +277,13 @@ struct PrimaryService::Impl {
     if (auto s = CheckNodeRoles(roles, primary_elsewhere); !s) return ErrorReply(400, s.error());
     auto cert = SignCsr(ca, csr, node_id, 3650);
     if (!cert) return ErrorReply(400, "cannot sign the node's certificate request: " + cert.error());
-    auto existing = store.GetNode(node_id);
     NodeRecord rec;
     rec.id = node_id;
     rec.ip = ip;
     rec.hostname = hostname;
     rec.version = version;
     rec.roles = SortedRoles(roles);
-    rec.joined_ms = existing && *existing ? (*existing)->joined_ms : clock.wall_ms();
+    rec.joined_ms = *existing ? (*existing)->joined_ms : clock.wall_ms();
     // PutNode first: when it is refused (address taken), a removed node stays removed.
     if (auto s = store.PutNode(rec); !s) return ErrorReply(409, s.error());
     if (auto s = store.ClearRemoved(node_id); !s) return ErrorReply(500, s.error());

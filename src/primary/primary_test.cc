@@ -455,6 +455,25 @@ TEST_F(RefusedJoinTest, BodyNotAJsonObject) {
   ExpectRefused(Call("POST", "/v1/join", "", ""), 400, "join request needs");
 }
 
+TEST_F(RefusedJoinTest, TheCoresIdEvenWhenTheCoreIsDown) {
+  ASSERT_EQ(State(core_.id), "down");
+  ExpectRefused(Join(JoinBody(core_.id, "10.0.0.5")), 409, "is the core's");
+  EXPECT_EQ(Node(core_.id).ip, kCoreIp);
+}
+
+TEST_F(RefusedJoinTest, TheIdOfAMemberThatIsUp) {
+  std::string id = Attach("10.0.0.2", {"router"});
+  nodes_before_ = Nodes();
+  rev_before_ = Rev();
+  clock_.advance(kDownAfter - Millis(1));
+  ExpectRefused(Join(JoinBody(id, "10.0.0.3", {"dea"})), 409, "10.0.0.2, which is up");
+  EXPECT_THAT(Node(id).roles, ElementsAre("router", "base"));
+  // Once the member is gone (no heartbeat for kDownAfter), the id may join again.
+  clock_.advance(Millis(1));
+  EXPECT_EQ(Join(JoinBody(id, "10.0.0.3")).status, 200);
+  EXPECT_EQ(Node(id).ip, "10.0.0.3");
+}
+
 TEST_F(RefusedJoinTest, AddressOfAnotherNode) {
   ExpectRefused(Join(JoinBody(NewId(), kCoreIp)), 409, "already used");
 }
