@@ -544,6 +544,11 @@ struct PrimaryService::Impl {
       if (!*d) return ErrorReply(404, "no " + kind + " '" + key + "'");
       return JsonReply(200, {{"key", key}, {"value", json::parse(**d, nullptr, false)}});
     }
+    // A node speaks only for itself: its instances come from its own /v1/report.
+    if (kind == "instances")
+      return ErrorReply(403,
+                        "instance reports are read-only here: each node reports its own "
+                        "with POST /v1/report");
     std::lock_guard lock(mu);
     if (method == "PUT") {
       if (!body.contains("value")) return ErrorReply(400, "PUT needs {\"value\": ...}");

@@ -823,6 +823,33 @@ TEST_F(PrimaryTest, HistoryRecordsCommandsWithTheirCaller) {
   EXPECT_EQ(Core("GET", "/v1/history?limit=abc").status, 400);
 }
 
+TEST_F(PrimaryTest, ANodeReportsOnlyItsOwnInstances) {
+  std::string a = Attach("10.0.0.2", {"dea"});
+  std::string b = Attach("10.0.0.3", {"dea"});
+  json instances = json::array({{{"instance_id", "i1"}, {"app", "web"}}});
+  ASSERT_EQ(Call("POST", "/v1/report", json{{"instances", instances}}.dump(), a).status, 200);
+  int64_t rev = Rev();
+  // Through the documents API, neither another node nor the node itself writes them.
+  for (const std::string& peer : {b, a, core_.id}) {
+    SCOPED_TRACE(peer);
+    Reply put =
+        Call("PUT", "/v1/docs/instances/" + a, json{{"value", json::object()}}.dump(), peer);
+    EXPECT_EQ(put.status, 403);
+    EXPECT_THAT(put.error(), HasSubstr("/v1/report"));
+    EXPECT_EQ(Call("DELETE", "/v1/docs/instances/" + a, "", peer).status, 403);
+    EXPECT_EQ(Call("PUT", "/v1/docs/instances/" + b, json{{"value", 1}}.dump(), peer).status, 403);
+  }
+  EXPECT_EQ(Rev(), rev);
+  Reply got = Call("GET", "/v1/docs/instances/" + a, "", b);  // reading stays open to members
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(got.body["value"]["instances"], instances);
+  // A report lands under the reporting node's own id, whatever its body says.
+  ASSERT_EQ(
+      Call("POST", "/v1/report", json{{"instances", json::array()}, {"node", a}}.dump(), b).status,
+      200);
+  EXPECT_EQ(Call("GET", "/v1/docs/instances/" + a, "", b).body["value"]["instances"], instances);
+}
+
 TEST_F(PrimaryTest, HistoryNeverKeepsASecretAClientSends) {
   const std::string secret = RandomHex(32);
   json audit = {{"node", "10.0.0.7"},
