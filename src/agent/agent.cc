@@ -23,12 +23,14 @@
 #include <thread>
 
 #include "agent/identity.h"
+#include "agent/member_set.h"
 #include "common/fs.h"
 #include "common/log_tail.h"
 #include "common/http.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "common/pki.h"
+#include "common/redact.h"
 #include "common/unix_socket.h"
 #include "lb/lb_layout.h"
 #include "primary/primary.h"
@@ -111,6 +113,7 @@ struct Agent::Impl {
   int loop_fd = -1;  // eventfd: wakes the main loop
   std::atomic<int64_t> seen_revision{0};
   std::atomic<bool> core_reachable{true};
+  MemberSet members;  // who may use the agent port; from heartbeat (and join) replies
 
   explicit Impl(AgentOptions o) : opt(std::move(o)), layout{opt.data_dir} {}
 
@@ -290,6 +293,7 @@ struct Agent::Impl {
   void DetachLocally(const std::string& why) {
     LogWarn("leaving the cluster: {}", why);
     Membership none;
+    members.Clear();
     if (auto s = SetMembership(none); !s) LogError("{}", s.error());
     for (auto f : {layout.node_cert(), layout.ca_cert()}) ::unlink(f.c_str());
     LoadPki();
@@ -323,6 +327,7 @@ struct Agent::Impl {
       LogWarn("heartbeat refused: {}", j.error());
       return;
     }
+    (void)members.Update(*j);  // a revision change wakes this heartbeat: removals apply at once
     ApplyNodeReply(*j);
   }
 
@@ -645,8 +650,8 @@ struct Agent::Impl {
       for (auto s : {st.SetSetting("core_ip", ident.ip), st.SetSetting("version", opt.version),
                      st.SetSetting("endpoint", api_host),
                      st.SetSetting("ca_fingerprint", *fp), st.PutNode(rec),
-                     st.AddToken({Sha256Hex(token.secret), RealClock::instance().wall_ms(), 0,
-                                  false}),
+                     st.AddToken({Sha256Hex(token.secret), RealClock::instance().wall_ms(),
+                                  RealClock::instance().wall_ms() + kJoinTokenTtl.count(), false}),
                      st.AppendHistory(h)})
         if (!s) return Err(s.error());
       KATO_TRY(WriteFileAtomic(layout.token_file(), token.str() + "\n", 0600));
@@ -674,6 +679,7 @@ struct Agent::Impl {
     return json{{"core_ip", ident.ip},
                 {"endpoint", api_host},
                 {"token", t},
+                {"token_expires_ms", token->value("expires_ms", static_cast<int64_t>(0))},
                 {"attach_command", "kato node attach --token " + t + " " + ident.ip}};
   }
 
@@ -928,6 +934,7 @@ struct Agent::Impl {
     if (!r) return Err("cannot attach to " + core_ip + ": " + r.error());
     auto j = DecodeReply(r, "the core");
     if (!j) return Err("the core refused to attach this node: " + j.error());
+    (void)members.Update(*j);
     KATO_TRY(MakeDirs(layout.pki_dir(), 0700));
     KATO_TRY(WriteFileAtomic(layout.ca_cert(), r->peer_ca_pem, 0644));
     KATO_TRY(WriteFileAtomic(layout.node_key(), kc->key_pem, 0600));
@@ -1340,7 +1347,7 @@ struct Agent::Impl {
     struct ucred cred{};
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) caller.user = UserName(cred.uid);
-    caller.command = Str(req, "command");
+    caller.command = RedactCommandLine(Str(req, "command"));  // also what old CLIs send
     json args = req.contains("args") && req["args"].is_object() ? req["args"] : json::object();
     auto result = SafeDispatch(req["cmd"].get<std::string>(), args, caller,
                                [&](const std::string& p) { reply({{"progress", p}}); });
@@ -1370,8 +1377,8 @@ struct Agent::Impl {
       r.body = j.dump();
       return r;
     };
-    if (req.peer_cn.empty()) {
-      respond(reply(401, {{"error", "a node certificate of this cluster is required"}}));
+    if (auto refused = members.Refuse(req)) {  // current members only, on every endpoint
+      respond(std::move(*refused));
       return;
     }
     std::string path = req.target.substr(0, req.target.find('?'));
@@ -1408,18 +1415,7 @@ struct Agent::Impl {
         return;
       }
       // Commands can wait for processes: run them off the I/O threads.
-      std::thread([this, body, respond, reply, peer = req.peer_cn]() {
-        // Only current members may act here: a removed node's certificate still
-        // chains to the CA, so ask the primary who is in the cluster.
-        auto cluster = CallPrimary("GET", "/v1/cluster", json::object());
-        bool member = false;
-        if (cluster && cluster->contains("nodes") && (*cluster)["nodes"].is_array())
-          for (const auto& n : (*cluster)["nodes"]) member = member || Str(n, "id") == peer;
-        if (!member) {
-          respond(reply(403, {{"error", cluster ? "node " + peer + " is not a member of this cluster"
-                                                : "cannot check membership: " + cluster.error()}}));
-          return;
-        }
+      std::thread([this, body, respond, reply]() {
         Caller caller{Str(body, "user"), Str(body, "command")};
         json args = body.contains("args") && body["args"].is_object() ? body["args"]
                                                                       : json::object();

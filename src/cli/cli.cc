@@ -19,6 +19,7 @@
 #include "common/fs.h"
 #include "common/layout.h"
 #include "common/net.h"
+#include "common/redact.h"
 #include "common/unix_socket.h"
 
 namespace kato {
@@ -85,6 +86,17 @@ std::string TimeText(int64_t ms) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
   return buf;
+}
+
+// When a join token ({"expires_ms", "expired"}) stops working, for people.
+std::string TokenExpiryText(const json& t) {
+  int64_t ms = t.value("expires_ms", static_cast<int64_t>(0));
+  if (ms == 0)
+    return "This token does not expire (make one that does with `kato node token --rotate`).";
+  if (t.value("expired", false))
+    return "This token expired at " + TimeText(ms) +
+           "; make a new one with `kato node token --rotate [--ttl 24h]`.";
+  return "Valid until " + TimeText(ms) + " (`kato node token --rotate [--ttl 24h]` for a new one).";
 }
 
 void PrintProcesses(const json& procs) {
@@ -199,6 +211,7 @@ Result<json> AppApi(const Globals& g, const ApiTarget& t, const std::string& met
 int RunCli(int argc, char** argv) {
   Globals g;
   for (int i = 0; i < argc; ++i) g.command_line += (i ? " " : "") + std::string(i ? argv[i] : "kato");
+  g.command_line = RedactCommandLine(g.command_line);  // it is recorded in `kato history`
   const char* env_dir = std::getenv("KATO_DATA_DIR");
   g.data_dir = env_dir && *env_dir ? env_dir : kDefaultDataDir;
 
@@ -321,7 +334,8 @@ int RunCli(int argc, char** argv) {
           std::cout << "This node is the core of a new cluster at "
                     << r["core_ip"].get<std::string>() << " (API endpoint "
                     << r["endpoint"].get<std::string>() << ").\n"
-                    << "Join token:\n  " << r["token"].get<std::string>() << "\n"
+                    << "Join token:\n  " << r["token"].get<std::string>() << "\n  "
+                    << TokenExpiryText({{"expires_ms", r.value("token_expires_ms", 0LL)}}) << "\n"
                     << "Attach other nodes with:\n  " << r["attach_command"].get<std::string>()
                     << "\n";
         },
@@ -426,10 +440,13 @@ int RunCli(int argc, char** argv) {
         std::cerr << "kato: " << r.error() << "\n";
         return 1;
       }
-      if (g.json_out)
+      if (g.json_out) {
         std::cout << r->dump(2) << "\n";
-      else
-        std::cout << (*r)["token"].get<std::string>() << "\n";
+        return 0;
+      }
+      std::cout << (*r)["token"].get<std::string>() << "\n";
+      // On stderr, so that `$(kato node token)` is the token alone.
+      if (!api_token) std::cerr << TokenExpiryText(*r) << "\n";
       return 0;
     };
   });

@@ -227,8 +227,13 @@ Result<KeyAndCsr> CreateKeyAndCsr(const std::string& cn) {
   return KeyAndCsr{std::move(*key_pem), std::move(*csr_pem)};
 }
 
-Result<std::string> SignCsr(const CaBundle& ca, const std::string& csr_pem, const std::string& cn,
-                            int days) {
+namespace {
+
+// A leaf certificate for a CSR (whose signature must verify): CommonName `cn`
+// (the CSR's own subject is ignored), extended key usage `eku`, and, when not
+// empty, subjectAltName `san`.
+Result<std::string> SignLeaf(const CaBundle& ca, const std::string& csr_pem, const std::string& cn,
+                             int days, const char* eku, const std::string& san) {
   if (cn.empty()) return Err("cannot sign a certificate with an empty CommonName");
   if (days < 1 || days > 36500) return Err("certificate validity must be 1..36500 days");
   auto ca_cert = ReadCert(ca.cert_pem, "the CA certificate");
@@ -253,11 +258,19 @@ Result<std::string> SignCsr(const CaBundle& ca, const std::string& csr_pem, cons
   X509* x = cert->get();
   KATO_TRY(AddExt(x, ca_cert->get(), NID_basic_constraints, "critical,CA:FALSE"));
   KATO_TRY(AddExt(x, ca_cert->get(), NID_key_usage, "critical,digitalSignature,keyAgreement"));
-  KATO_TRY(AddExt(x, ca_cert->get(), NID_ext_key_usage, "serverAuth,clientAuth"));
+  KATO_TRY(AddExt(x, ca_cert->get(), NID_ext_key_usage, eku));
   KATO_TRY(AddExt(x, ca_cert->get(), NID_subject_key_identifier, "hash"));
   KATO_TRY(AddExt(x, ca_cert->get(), NID_authority_key_identifier, "keyid:always"));
+  if (!san.empty()) KATO_TRY(AddExt(x, ca_cert->get(), NID_subject_alt_name, san.c_str()));
   if (X509_sign(x, ca_key->get(), EVP_sha256()) <= 0) return SslErr("cannot sign the certificate");
   return ToPem<X509, WriteCert>(x);
+}
+
+}  // namespace
+
+Result<std::string> SignCsr(const CaBundle& ca, const std::string& csr_pem, const std::string& cn,
+                            int days) {
+  return SignLeaf(ca, csr_pem, cn, days, "serverAuth,clientAuth", "");
 }
 
 Result<std::string> SignServerCsr(const CaBundle& ca, const std::string& csr_pem,
@@ -275,19 +288,9 @@ Result<std::string> SignServerCsr(const CaBundle& ca, const std::string& csr_pem
     if (!ok) return Err("'" + n + "' is not a DNS name for a certificate");
     san += (san.empty() ? "DNS:" : ",DNS:") + n;
   }
-  // SignCsr checks the CA, the CSR and the validity; the SAN is added to its result.
-  auto leaf_pem = SignCsr(ca, csr_pem, cn, days);
-  if (!leaf_pem) return leaf_pem;
-  auto leaf = ReadCert(*leaf_pem, "the new certificate");
-  if (!leaf) return std::move(leaf).take_error();
-  auto ca_cert = ReadCert(ca.cert_pem, "the CA certificate");
-  if (!ca_cert) return std::move(ca_cert).take_error();
-  auto ca_key = ReadKey(ca.key_pem, "the CA key");
-  if (!ca_key) return std::move(ca_key).take_error();
-  KATO_TRY(AddExt(leaf->get(), ca_cert->get(), NID_subject_alt_name, san.c_str()));
-  if (X509_sign(leaf->get(), ca_key->get(), EVP_sha256()) <= 0)
-    return SslErr("cannot sign the certificate");
-  return ToPem<X509, WriteCert>(leaf->get());
+  // serverAuth only: TLS servers refuse it as a client certificate (OpenSSL
+  // checks the purpose), so it never speaks for a node.
+  return SignLeaf(ca, csr_pem, cn, days, "serverAuth", san);
 }
 
 namespace {

@@ -41,7 +41,9 @@ Result<std::string> SignCsr(const CaBundle& ca, const std::string& csr_pem, cons
 
 // Like SignCsr, but a TLS server certificate for web clients: its
 // subjectAltName lists `dns_names` (at least one; "*.example.com" wildcards
-// allowed), which browsers check instead of the CommonName.
+// allowed), which browsers check instead of the CommonName. Its extended key
+// usage is serverAuth only: it is never accepted as a client certificate
+// (node certificates from SignCsr have serverAuth and clientAuth).
 Result<std::string> SignServerCsr(const CaBundle& ca, const std::string& csr_pem,
                                   const std::string& cn, const std::vector<std::string>& dns_names,
                                   int days);

@@ -27,14 +27,15 @@ X509Ptr Parse(const std::string& pem) {
   return X509Ptr(x);
 }
 
-// Verifies `leaf` against `ca` as a TLS client certificate would be.
-bool ChainsTo(const std::string& leaf, const std::string& ca) {
+// Verifies `leaf` against `ca` as a TLS client certificate would be (or for another purpose).
+bool ChainsTo(const std::string& leaf, const std::string& ca,
+              int purpose = X509_PURPOSE_SSL_CLIENT) {
   X509Ptr l = Parse(leaf), c = Parse(ca);
   X509_STORE* store = X509_STORE_new();
   X509_STORE_add_cert(store, c.get());
   X509_STORE_CTX* ctx = X509_STORE_CTX_new();
   X509_STORE_CTX_init(ctx, store, l.get(), nullptr);
-  X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
+  X509_STORE_CTX_set_purpose(ctx, purpose);
   bool ok = X509_verify_cert(ctx) == 1;
   X509_STORE_CTX_free(ctx);
   X509_STORE_free(store);
@@ -113,7 +114,9 @@ TEST(PkiTest, SignServerCsrNamesTheWebHosts) {
   auto cert = SignServerCsr(*ca, kc->csr_pem, "example.com",
                             {"api.example.com", "*.example.com", "example.com"}, 365);
   ASSERT_TRUE(cert.ok()) << cert.error();
-  EXPECT_TRUE(ChainsTo(*cert, ca->cert_pem));
+  EXPECT_TRUE(ChainsTo(*cert, ca->cert_pem, X509_PURPOSE_SSL_SERVER));
+  // A web certificate is for servers only: never a client (node) certificate.
+  EXPECT_FALSE(ChainsTo(*cert, ca->cert_pem, X509_PURPOSE_SSL_CLIENT));
   EXPECT_TRUE(KeyMatchesCert(kc->key_pem, *cert).ok());
   auto info = InspectCert(*cert);
   ASSERT_TRUE(info.ok()) << info.error();

@@ -103,6 +103,27 @@ Status CheckAppName(const std::string& name) {
              "(it becomes the host name NAME.DOMAIN)");
 }
 
+const std::vector<std::string>& ReservedAppNames() {
+  static const std::vector<std::string> names{"admin", "aok", "api", "console",
+                                              "login", "uaa", "www"};
+  return names;
+}
+
+Status CheckNewAppName(const std::string& name, const std::string& endpoint) {
+  KATO_TRY(CheckAppName(name));
+  if (name + "." + DomainOf(endpoint) == endpoint)
+    return Err("app name '" + name + "' would take the route " + endpoint +
+               ", the cluster's API endpoint; choose another name");
+  const auto& reserved = ReservedAppNames();
+  if (std::find(reserved.begin(), reserved.end(), name) != reserved.end()) {
+    std::string list;
+    for (const auto& r : reserved) list += (list.empty() ? "" : ", ") + r;
+    return Err("app name '" + name + "' is reserved for the cluster (reserved: " + list +
+               "); choose another name");
+  }
+  return Ok();
+}
+
 // ---- DropletStore ----------------------------------------------------------
 
 Status DropletStore::CheckWritable() const {
@@ -314,7 +335,7 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
     }
     if (path == "/v2/apps" && m == "POST") {
       std::string name = body.value("name", "");
-      if (auto s = CheckAppName(name); !s) return ErrorReply(400, s.error());
+      if (auto s = CheckNewAppName(name, Endpoint(store_)); !s) return ErrorReply(400, s.error());
       auto existing = store_.GetDoc("app", name);
       if (!existing) return ErrorReply(500, existing.error());
       if (*existing) return ErrorReply(409, "an app named '" + name + "' already exists");

@@ -26,6 +26,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/http.h"
@@ -56,6 +57,14 @@ Result<AppRecord> AppFromJson(const std::string& text);
 
 // An app name is a DNS label: its URL is NAME.DOMAIN.
 Status CheckAppName(const std::string& name);
+
+// Names no app may take: the cluster's own hosts under its domain (api.DOMAIN
+// is the API endpoint; the others are kept for consoles and login services).
+const std::vector<std::string>& ReservedAppNames();
+// Whether a new app may be called `name` on the cluster whose API endpoint is
+// `endpoint`: a valid name, not reserved, and whose host NAME.DOMAIN is not
+// already the API endpoint's route.
+Status CheckNewAppName(const std::string& name, const std::string& endpoint);
 
 // App archives on disk: DIR/NAME/VERSION.tar.gz. The directory may be shared
 // by several controllers (issue "20-node layout": droplets_dir).

@@ -170,6 +170,40 @@ TEST_F(AppApiTest, BadInputChangesNothing) {
   EXPECT_FALSE(store_->GetDoc("app", "x")->has_value());
 }
 
+TEST_F(AppApiTest, TheApiEndpointsNameIsRefused) {
+  int64_t rev = *store_->Revision();
+  auto r = Call("POST", "/v2/apps", R"({"name":"api"})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(Json(r)["error"].get<std::string>(),
+              HasSubstr("would take the route api.example.com, the cluster's API endpoint"));
+  EXPECT_EQ(*store_->Revision(), rev);
+  EXPECT_FALSE(store_->GetDoc("app", "api")->has_value());
+  // Names close to it are apps like any other.
+  EXPECT_EQ(Call("POST", "/v2/apps", R"({"name":"api2"})").status, 201);
+  EXPECT_EQ(Call("POST", "/v2/apps", R"({"name":"my-api"})").status, 201);
+}
+
+TEST_F(AppApiTest, ReservedNamesAreRefused) {
+  int64_t rev = *store_->Revision();
+  for (const auto& name : ReservedAppNames()) {
+    SCOPED_TRACE(name);
+    auto r = Call("POST", "/v2/apps", json{{"name", name}}.dump());
+    EXPECT_EQ(r.status, 400);
+    EXPECT_THAT(Json(r)["error"].get<std::string>(), HasSubstr("'" + name + "'"));
+  }
+  EXPECT_EQ(*store_->Revision(), rev);
+  for (const char* name : {"admin", "console", "login", "uaa", "www"})
+    EXPECT_THAT(CheckNewAppName(name, "api.example.com").error(), HasSubstr("is reserved"));
+}
+
+TEST(CheckNewAppNameTest, FollowsTheEndpoint) {
+  EXPECT_TRUE(CheckNewAppName("web", "api.example.com").ok());
+  EXPECT_THAT(CheckNewAppName("Web", "api.example.com").error(), HasSubstr("not valid"));
+  // An endpoint without "api.": apps live under it, so no app name reaches it.
+  EXPECT_TRUE(CheckNewAppName("cloud", "cloud.example.com").ok());
+  EXPECT_FALSE(CheckNewAppName("api", "cloud.example.com").ok());  // still reserved
+}
+
 TEST_F(AppApiTest, DropletDirMustBeWritable) {
   EXPECT_TRUE(DropletStore(dir_ + "/d").CheckWritable().ok());
   auto s = DropletStore("/proc/kato-droplets").CheckWritable();

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "agent/cluster_client.h"
+#include "agent/member_set.h"
 #include "common/fs.h"
 #include "common/http.h"
 #include "common/layout.h"
@@ -91,10 +92,15 @@ int RunController(const ControllerConfig& config) {
     LogError("controller: {}", s.error());
     return 1;
   }
-  // App archives for DEAs, to cluster members only.
+  // App archives for DEAs, to current cluster members only.
+  MemberSet members;
+  PrimaryMemberSource member_source(client);
+  MemberFollower follower(members, member_source);
+  follower.Start();
   HttpsServer internal(
       ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem},
-      [&droplets, &api](const HttpRequest& req, Responder respond) {
+      [&droplets, &api, &members](const HttpRequest& req, Responder respond) {
+        if (auto refused = members.Refuse(req)) return respond(std::move(*refused));
         if (!req.peer_cn.empty() && req.target.rfind("/v2/", 0) == 0) {
           std::thread([&api, req, respond]() { respond(api.Handle(req)); }).detach();
           return;
@@ -177,6 +183,7 @@ int RunController(const ControllerConfig& config) {
   if (leader) (void)store.ReleaseLease(ControllerApi::kLeaderLease, id->node_id);
   server.Stop();
   internal.Stop();
+  follower.Stop();
   return 0;
 }
 

@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/pki.h"
+#include "common/redact.h"
 #include "lb/lb_layout.h"
 #include "roles/roles.h"
 
@@ -154,7 +155,7 @@ struct PrimaryService::Impl {
     const json audit = body.is_object() && body.contains("audit") ? body["audit"] : json::object();
     h.node = Str(audit, "node");
     h.user = Str(audit, "user");
-    h.command = Str(audit, "command");
+    h.command = RedactCommandLine(Str(audit, "command"));  // whatever the client sent
     if (h.command.empty()) h.command = fallback;
     if (h.user.empty()) h.user = "root";
     auto s = store.AppendHistory(h);
@@ -211,6 +212,22 @@ struct PrimaryService::Impl {
     return Err("no node " + ref + " in the cluster (see `kato node list`)");
   }
 
+  // A join may take over the id of a member that is gone (its rejoin), never
+  // the core's id nor the id of a member that is up: that would hijack its
+  // identity (certificate, roles, instances).
+  Status CheckIdFree(const NodeRecord& member) {
+    if (std::count(member.roles.begin(), member.roles.end(), "primary"))
+      return Err("node id " + member.id +
+                 " is the core's; a node cannot join with it (give the "
+                 "joining node its own identity: remove node.json from its data dir)");
+    if (IsUp(member.id))
+      return Err("node id " + member.id + " belongs to the member at " + member.ip +
+                 ", which is up; a joining node cannot take a live member's id (if that node is "
+                 "gone, run `kato node remove " +
+                 member.ip + "` on the core first)");
+    return Ok();
+  }
+
   HttpResponse Join(const json& body) {
     std::string secret = Str(body, "secret");
     std::string node_id = Str(body, "node_id");
@@ -242,6 +259,11 @@ struct PrimaryService::Impl {
       return ErrorReply(409, "version mismatch: this node runs kato " + version +
                                  " and the core runs kato " + cfg.version +
                                  "; install the same MAJOR.MINOR, or pass --force");
+    auto existing = store.GetNode(node_id);
+    if (!existing) return ErrorReply(500, existing.error());
+    if (*existing) {
+      if (auto s = CheckIdFree(**existing); !s) return ErrorReply(409, s.error());
+    }
     std::set<std::string> roles{"base"};
     for (const auto& r : StringList(body, "roles")) {
       if (!IsRole(r)) return ErrorReply(400, "unknown role '" + r + "'");
@@ -256,14 +278,13 @@ struct PrimaryService::Impl {
     if (auto s = CheckNodeRoles(roles, primary_elsewhere); !s) return ErrorReply(400, s.error());
     auto cert = SignCsr(ca, csr, node_id, 3650);
     if (!cert) return ErrorReply(400, "cannot sign the node's certificate request: " + cert.error());
-    auto existing = store.GetNode(node_id);
     NodeRecord rec;
     rec.id = node_id;
     rec.ip = ip;
     rec.hostname = hostname;
     rec.version = version;
     rec.roles = SortedRoles(roles);
-    rec.joined_ms = existing && *existing ? (*existing)->joined_ms : clock.wall_ms();
+    rec.joined_ms = *existing ? (*existing)->joined_ms : clock.wall_ms();
     // PutNode first: when it is refused (address taken), a removed node stays removed.
     if (auto s = store.PutNode(rec); !s) return ErrorReply(409, s.error());
     if (auto s = store.ClearRemoved(node_id); !s) return ErrorReply(500, s.error());
@@ -478,14 +499,26 @@ struct PrimaryService::Impl {
     DataLayout layout{cfg.data_dir};
     bool rotate = Bool(body, "rotate");
     int64_t ttl_s = Int(body, "ttl_s");
+    if (ttl_s < 0 || ttl_s > 3650LL * 86400)
+      return ErrorReply(400, "a token's ttl_s must be between 1 s and 10 years");
     auto current = ReadFile(layout.token_file());
-    if (!rotate && current) return JsonReply(200, {{"token", current->substr(0, current->find('\n'))}});
+    if (!rotate && current) {
+      std::string text = current->substr(0, current->find('\n'));
+      auto parsed = ParseJoinToken(text);
+      auto rec = parsed ? store.FindToken(Sha256Hex(parsed->secret))
+                        : Result<std::optional<TokenRecord>>(std::nullopt);
+      if (!rec) return ErrorReply(500, rec.error());
+      json out{{"token", text}, {"expires_ms", *rec ? (*rec)->expires_ms : 0}};
+      if (*rec && (*rec)->expires_ms != 0 && (*rec)->expires_ms < clock.wall_ms())
+        out["expired"] = true;
+      return JsonReply(200, out);
+    }
     auto fp = CertFingerprint(ca.cert_pem);
     if (!fp) return ErrorReply(500, fp.error());
     JoinToken t{*fp, RandomHex(32)};
     if (auto s = store.RevokeAllTokens(); !s) return ErrorReply(500, s.error());
     TokenRecord rec{Sha256Hex(t.secret), clock.wall_ms(),
-                    ttl_s > 0 ? clock.wall_ms() + ttl_s * 1000 : 0, false};
+                    clock.wall_ms() + (ttl_s > 0 ? ttl_s * 1000 : kJoinTokenTtl.count()), false};
     if (auto s = store.AddToken(rec); !s) return ErrorReply(500, s.error());
     if (auto s = WriteFileAtomic(layout.token_file(), t.str() + "\n", 0600); !s)
       return ErrorReply(500, s.error());
@@ -524,6 +557,11 @@ struct PrimaryService::Impl {
       if (!*d) return ErrorReply(404, "no " + kind + " '" + key + "'");
       return JsonReply(200, {{"key", key}, {"value", json::parse(**d, nullptr, false)}});
     }
+    // A node speaks only for itself: its instances come from its own /v1/report.
+    if (kind == "instances")
+      return ErrorReply(403,
+                        "instance reports are read-only here: each node reports its own "
+                        "with POST /v1/report");
     std::lock_guard lock(mu);
     if (method == "PUT") {
       if (!body.contains("value")) return ErrorReply(400, "PUT needs {\"value\": ...}");

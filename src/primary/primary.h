@@ -24,6 +24,8 @@ namespace kato {
 
 constexpr Millis kHeartbeatInterval{1000};
 constexpr Millis kDownAfter{3000};
+// How long a join token is valid unless `kato node token --rotate --ttl` says otherwise.
+constexpr Millis kJoinTokenTtl{24 * 3600 * 1000};
 
 struct PrimaryConfig {
   std::string data_dir;

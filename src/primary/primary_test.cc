@@ -26,6 +26,7 @@ using json = nlohmann::json;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 constexpr const char* kVersion = "0.1.3";
 constexpr const char* kCoreIp = "10.0.0.1";
@@ -298,6 +299,35 @@ TEST_F(PrimaryTest, TokenWithATtlWorksUntilItExpires) {
   EXPECT_THAT(late.error(), HasSubstr("expired"));
 }
 
+TEST_F(PrimaryTest, RotatedTokenIsValidFor24HoursByDefault) {
+  Reply rot = Core("POST", "/v1/token", {{"rotate", true}});
+  ASSERT_EQ(rot.status, 200) << rot.body.dump();
+  const int64_t day_ms = 24 * 3600 * 1000;
+  EXPECT_EQ(rot.body["expires_ms"], clock_.wall_ms() + day_ms);
+  // Reading the token again says when it expires, and that it has.
+  Reply again = Core("POST", "/v1/token");
+  EXPECT_EQ(again.body["token"], rot.body["token"]);
+  EXPECT_EQ(again.body["expires_ms"], rot.body["expires_ms"]);
+  EXPECT_FALSE(again.body.contains("expired"));
+  token_ = *ParseJoinToken(rot.body["token"]);
+  clock_.advance(Millis(day_ms));
+  EXPECT_EQ(Join(JoinBody(NewId(), "10.0.0.2")).status, 200);  // the last millisecond
+  clock_.advance(Millis(1));
+  Reply late = Join(JoinBody(NewId(), "10.0.0.3"));
+  EXPECT_EQ(late.status, 403);
+  EXPECT_THAT(late.error(), HasSubstr("expired"));
+  EXPECT_EQ(Core("POST", "/v1/token").body["expired"], true);
+}
+
+TEST_F(PrimaryTest, TokenTtlOutOfRangeIsRefused) {
+  for (int64_t ttl : {int64_t{-1}, int64_t{3650LL * 86400 + 1}, int64_t{1} << 62}) {
+    Reply r = Core("POST", "/v1/token", {{"rotate", true}, {"ttl_s", ttl}});
+    EXPECT_EQ(r.status, 400) << ttl;
+    EXPECT_THAT(r.error(), HasSubstr("ttl_s"));
+  }
+  EXPECT_EQ(ReadFile(layout_.token_file()).value(), token_.str() + "\n");  // not rotated
+}
+
 TEST_F(PrimaryTest, TokenWithoutRotateReturnsTheCurrentOne) {
   Reply r = Core("POST", "/v1/token");
   ASSERT_EQ(r.status, 200) << r.body.dump();
@@ -423,6 +453,25 @@ TEST_F(RefusedJoinTest, BodyNotAJsonObject) {
   ExpectRefused(Call("POST", "/v1/join", "{not json", ""), 400, "not a JSON object");
   ExpectRefused(Call("POST", "/v1/join", "[1,2]", ""), 400, "not a JSON object");
   ExpectRefused(Call("POST", "/v1/join", "", ""), 400, "join request needs");
+}
+
+TEST_F(RefusedJoinTest, TheCoresIdEvenWhenTheCoreIsDown) {
+  ASSERT_EQ(State(core_.id), "down");
+  ExpectRefused(Join(JoinBody(core_.id, "10.0.0.5")), 409, "is the core's");
+  EXPECT_EQ(Node(core_.id).ip, kCoreIp);
+}
+
+TEST_F(RefusedJoinTest, TheIdOfAMemberThatIsUp) {
+  std::string id = Attach("10.0.0.2", {"router"});
+  nodes_before_ = Nodes();
+  rev_before_ = Rev();
+  clock_.advance(kDownAfter - Millis(1));
+  ExpectRefused(Join(JoinBody(id, "10.0.0.3", {"dea"})), 409, "10.0.0.2, which is up");
+  EXPECT_THAT(Node(id).roles, ElementsAre("router", "base"));
+  // Once the member is gone (no heartbeat for kDownAfter), the id may join again.
+  clock_.advance(Millis(1));
+  EXPECT_EQ(Join(JoinBody(id, "10.0.0.3")).status, 200);
+  EXPECT_EQ(Node(id).ip, "10.0.0.3");
 }
 
 TEST_F(RefusedJoinTest, AddressOfAnotherNode) {
@@ -772,6 +821,47 @@ TEST_F(PrimaryTest, HistoryRecordsCommandsWithTheirCaller) {
   EXPECT_LT(r.body[0]["id"], r.body[1]["id"]);
 
   EXPECT_EQ(Core("GET", "/v1/history?limit=abc").status, 400);
+}
+
+TEST_F(PrimaryTest, ANodeReportsOnlyItsOwnInstances) {
+  std::string a = Attach("10.0.0.2", {"dea"});
+  std::string b = Attach("10.0.0.3", {"dea"});
+  json instances = json::array({{{"instance_id", "i1"}, {"app", "web"}}});
+  ASSERT_EQ(Call("POST", "/v1/report", json{{"instances", instances}}.dump(), a).status, 200);
+  int64_t rev = Rev();
+  // Through the documents API, neither another node nor the node itself writes them.
+  for (const std::string& peer : {b, a, core_.id}) {
+    SCOPED_TRACE(peer);
+    Reply put =
+        Call("PUT", "/v1/docs/instances/" + a, json{{"value", json::object()}}.dump(), peer);
+    EXPECT_EQ(put.status, 403);
+    EXPECT_THAT(put.error(), HasSubstr("/v1/report"));
+    EXPECT_EQ(Call("DELETE", "/v1/docs/instances/" + a, "", peer).status, 403);
+    EXPECT_EQ(Call("PUT", "/v1/docs/instances/" + b, json{{"value", 1}}.dump(), peer).status, 403);
+  }
+  EXPECT_EQ(Rev(), rev);
+  Reply got = Call("GET", "/v1/docs/instances/" + a, "", b);  // reading stays open to members
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(got.body["value"]["instances"], instances);
+  // A report lands under the reporting node's own id, whatever its body says.
+  ASSERT_EQ(
+      Call("POST", "/v1/report", json{{"instances", json::array()}, {"node", a}}.dump(), b).status,
+      200);
+  EXPECT_EQ(Call("GET", "/v1/docs/instances/" + a, "", b).body["value"]["instances"], instances);
+}
+
+TEST_F(PrimaryTest, HistoryNeverKeepsASecretAClientSends) {
+  const std::string secret = RandomHex(32);
+  json audit = {{"node", "10.0.0.7"},
+                {"command", "kato node attach --token KATO1." + token_.ca_hash + "." + secret +
+                                " --store postgresql://u:" + secret + "@db/kato 10.0.0.1"}};
+  ASSERT_EQ(Core("POST", "/v1/history", {{"audit", audit}}).status, 200);
+  Reply r = Core("GET", "/v1/history?limit=1");
+  ASSERT_EQ(r.status, 200);
+  ASSERT_EQ(r.body.size(), 1u);
+  std::string recorded = r.body[0]["command"];
+  EXPECT_THAT(recorded, Not(HasSubstr(secret)));
+  EXPECT_EQ(recorded, "kato node attach --token *** --store postgresql://u:***@db/kato 10.0.0.1");
 }
 
 // ---- versions -----------------------------------------------------------------------

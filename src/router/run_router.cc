@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "agent/cluster_client.h"
@@ -48,7 +49,18 @@ Result<RouteMap> BuildRoutes(Store& store) {
       if (i.is_object() && i.value("state", "") == "RUNNING")
         running[i.value("instance_id", "")] = json{{"node", node_id}, {"port", i.value("port", 0)}};
   }
-  for (const auto& [name, value] : *apps) routes[name + "." + domain] = {};
+  // An app's host never replaces the API endpoint's route, even if the store
+  // holds an app whose name the controller would refuse today.
+  std::set<std::string> app_hosts;
+  for (const auto& [name, value] : *apps) {
+    std::string host = name + "." + domain;
+    if (host == api) {
+      LogWarn("router: app '{}' would take the API endpoint's route {}; not routed", name, api);
+      continue;
+    }
+    app_hosts.insert(host);
+    routes[host] = {};
+  }
   for (const auto& [key, value] : *assignments) {
     json a = json::parse(value, nullptr, false);
     if (!a.is_object()) continue;
@@ -57,7 +69,7 @@ Result<RouteMap> BuildRoutes(Store& store) {
     std::string host = a.value("app", "") + "." + domain;
     auto ip = ip_of.find(it->second["node"].get<std::string>());
     int port = it->second["port"].get<int>();
-    if (ip == ip_of.end() || port <= 0 || port > 65535 || !routes.count(host)) continue;
+    if (ip == ip_of.end() || port <= 0 || port > 65535 || !app_hosts.count(host)) continue;
     routes[host].push_back({ip->second, static_cast<uint16_t>(port)});
   }
   return routes;

@@ -1,5 +1,6 @@
 """The guide's flow on a real multi-node cluster: setup core, attach with roles,
 info, status --all, role add/remove, node remove, rename, migrate."""
+import json
 import socket
 import time
 
@@ -16,6 +17,11 @@ def test_setup_core_attach_info_status(cluster):
     assert set(info["roles"]["assigned"]) == {"primary", "controller", "router", "base"}
     assert "redis" in info["roles"]["available"]
     assert "harbor" not in info["roles"]["available"]  # not yet implemented: never faked
+    # The token core setup made is valid for 24 h; `node token` says until when.
+    token = core.json("node", "token")
+    day_ms = 24 * 3600 * 1000
+    assert abs(token["expires_ms"] - (time.time() * 1000 + day_ms)) < 10 * 60 * 1000, token
+    assert "Valid until" in core.ok("node", "token").err
 
     n2 = cluster.node(2)
     # A node that is not in a cluster says so, and still exits 0.
@@ -55,6 +61,10 @@ def test_setup_core_attach_info_status(cluster):
     hist = core.json("history")
     assert any("node setup core" in h["command"] for h in hist)
     assert any("node attach" in h["command"] and h["node"] == n2.ip for h in hist)
+    # The join token is never recorded: the command is kept with it masked.
+    assert any("node attach --token *** " in h["command"] for h in hist), hist
+    secret = cluster.token(core).split(".")[-1]
+    assert secret not in json.dumps(hist) and secret not in core.ok("history").out
 
 
 def test_role_add_remove_and_remote(cluster):

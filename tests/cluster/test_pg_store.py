@@ -152,6 +152,7 @@ def test_migrate_sqlite_cluster_to_postgresql(cluster):
             new_history = core.json("history")
             assert new_history[:len(history)] == history
             assert "migrate_store" in new_history[-1]["command"]
+            assert pg.password not in json.dumps(new_history)
             assert core.json("config", "get", "controller", "quota")["value"] == {"mem": 4096}
             serves(core.ip, "web.mig.test")
             # The old join token still works.
@@ -210,6 +211,10 @@ def test_bad_store_input_changes_nothing(cluster):
             # A database holding another cluster's state is refused.
             other = cluster.node(2)
             other.ok("node", "setup", "core", "api.other.test", "--store", url)
+            # History keeps the command with the URL's password masked.
+            history = other.json("history")
+            assert any("--store postgresql://kato:***@" in h["command"] for h in history), history
+            assert pg.password not in json.dumps(history)
             r = n.kato("node", "setup", "core", "api.bad.test", "--store", url)
             assert r.rc != 0 and "already holds a cluster's state" in r.err, r
             unchanged()
