@@ -172,7 +172,11 @@ Status InstanceNetwork::RemoveLeftovers() {
     auto a = line.find(": ");
     if (a == std::string::npos) continue;
     std::string name = line.substr(a + 2, line.find_first_of("@:", a + 2) - (a + 2));
-    if (name.rfind("k" + tag_ + "-", 0) == 0) KATO_TRY(run_.Run({ip_, "link", "del", name}));
+    if (name.rfind("k" + tag_ + "-", 0) != 0) continue;
+    // A veth goes with its namespace, asynchronously: gone meanwhile is fine.
+    if (auto del = run_.Run({ip_, "link", "del", name});
+        !del && run_.Run({ip_, "link", "show", name}))
+      return Err(del.error());
   }
   if (run_.Run({nft_, "list", "table", "ip", table()}))
     KATO_TRY(run_.Run({nft_, "delete", "table", "ip", table()}));

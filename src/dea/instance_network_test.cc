@@ -280,6 +280,9 @@ TEST_F(RootNetworkTest, ROOT_DnatReachesTheInstanceAndEgressIsFiltered) {
   EXPECT_FALSE(PathExists(a->netns_path));
   ASSERT_TRUE(net.Shutdown().ok());
   EXPECT_FALSE(run_.Run({FindTool("nft"), "list", "table", "ip", net.table()}).ok());
+  // The veth goes with its namespace, asynchronously (bounded wait).
+  for (int i = 0; i < 200 && run_.Run({FindTool("ip"), "link", "show", a->veth}).ok(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_FALSE(run_.Run({FindTool("ip"), "link", "show", a->veth}).ok());
 }
 
