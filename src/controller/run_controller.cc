@@ -11,6 +11,7 @@
 #include "agent/cluster_client.h"
 #include "common/fs.h"
 #include "common/http.h"
+#include "common/json_reply.h"
 #include "common/layout.h"
 #include "common/log.h"
 #include "common/signals.h"
@@ -99,30 +100,9 @@ int RunController(const ControllerConfig& config) {
           std::thread([&api, req, respond]() { respond(api.Handle(req)); }).detach();
           return;
         }
-        HttpResponse r;
-        std::string path = req.target.substr(0, req.target.find('?'));
-        const std::string prefix = "/v1/droplets/";
-        auto slash = path.rfind('/');
-        std::string app = path.size() > prefix.size() && slash > prefix.size()
-                              ? path.substr(prefix.size(), slash - prefix.size())
-                              : "";
-        std::string version = path.substr(slash + 1);
-        bool numeric = !version.empty() && version.find_first_not_of("0123456789") == std::string::npos;
-        if (req.peer_cn.empty()) {
-          r.status = 401;
-          r.body = R"({"error":"a node certificate of this cluster is required"})";
-        } else if (req.method != "GET" || path.rfind(prefix, 0) != 0 || !CheckAppName(app).ok() ||
-                   !numeric) {
-          r.status = 404;
-          r.body = R"({"error":"no such droplet"})";
-        } else if (auto bytes = ReadFile(droplets.PathOf(app, std::stoll(version))); !bytes) {
-          r.status = 404;
-          r.body = R"({"error":"no such droplet"})";
-        } else {
-          r.body = std::move(*bytes);
-          r.content_type = "application/gzip";
-        }
-        respond(std::move(r));
+        if (req.peer_cn.empty())
+          return respond(ErrorReply(401, "a node certificate of this cluster is required"));
+        respond(ServeDroplet(droplets, req));
       });
   internal.SetBodyLimit(options.max_bits_bytes + 4096);
   if (auto s = internal.Start(config.ip, kControllerInternalPort); !s) {

@@ -16,6 +16,7 @@
 #include "common/fs.h"
 #include "common/http.h"
 #include "common/log.h"
+#include "common/pki.h"
 #include "common/signals.h"
 #include "dea/cgroup.h"
 #include "dea/port.h"
@@ -121,8 +122,11 @@ class Dea {
     i.since_ms = RealClock::instance().wall_ms();
   }
 
-  Result<std::string> FetchDroplet(const std::string& app, int64_t version) {
-    std::string path = root_ + "/droplets/" + app + "-" + std::to_string(version) + ".tar.gz";
+  // The droplet with this SHA-256, from the local cache or else from a controller;
+  // what is downloaded is checked against the hash before it is cached.
+  Result<std::string> FetchDroplet(const std::string& sha256) {
+    if (!IsSha256Hex(sha256)) return Err("the assignment names no valid droplet (SHA-256)");
+    std::string path = root_ + "/droplets/" + sha256 + ".tar.gz";
     if (PathExists(path)) return path;
     auto id = client_.Load();
     if (!id) return Err(id.error());
@@ -132,8 +136,8 @@ class Dea {
     for (const auto& n : *nodes) {
       if (std::find(n.roles.begin(), n.roles.end(), "controller") == n.roles.end()) continue;
       auto r = HttpsCall(ClientTls{id->ca_pem, id->cert_pem, id->key_pem, ""}, n.ip,
-                         kControllerInternalPort, "GET",
-                         "/v1/droplets/" + app + "/" + std::to_string(version), "", Millis(30000));
+                         kControllerInternalPort, "GET", "/v1/droplets/" + sha256, "",
+                         Millis(30000));
       if (!r) {
         last = r.error();
         continue;
@@ -142,10 +146,14 @@ class Dea {
         last = "controller " + n.ip + " answered HTTP " + std::to_string(r->status);
         continue;
       }
+      if (Sha256Hex(r->body) != sha256) {
+        last = "controller " + n.ip + " sent a droplet whose SHA-256 is not " + sha256;
+        continue;
+      }
       KATO_TRY(WriteFileAtomic(path, r->body, 0600));
       return path;
     }
-    return Err("cannot fetch app " + app + " version " + std::to_string(version) + ": " + last);
+    return Err("cannot fetch droplet " + sha256 + ": " + last);
   }
 
   void Start(const json& a) {
@@ -170,7 +178,7 @@ class Dea {
     if (!app_doc || !*app_doc) return fail("the app is gone");
     json app = json::parse(**app_doc, nullptr, false);
     inst.memory_mb = app.value("memory_mb", 256);
-    auto droplet = FetchDroplet(inst.app, inst.version);
+    auto droplet = FetchDroplet(a.value("droplet_sha256", app.value("droplet_sha256", "")));
     if (!droplet) return fail(droplet.error());
     for (auto d : {inst.dir + "/app", inst.dir + "/home", inst.dir + "/logs"})
       if (auto s = MakeDirs(d, 0755); !s) return fail(s.error());

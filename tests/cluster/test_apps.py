@@ -194,3 +194,43 @@ def test_repush_replaces_instances_without_dropping_requests(cluster):
         traffic.wait_more(50)
     print(f"re-push: requests {traffic.total}, failed {len(traffic.failures)}")
     assert traffic.failures == [], traffic.failures[:5]
+
+
+def test_droplets_by_content(cluster, tmp_path):
+    """A restart reuses the app's droplet (it is cached by content, not by app
+    version); a deleted and re-created app with the same name and version runs
+    its own new bits, never the old app's cached ones."""
+    core = cluster.core(1, "api.bits.test")
+    dea = cluster.node(2)
+    cluster.attach(dea, core, "dea")
+    server = open(os.path.join(APPS, "web", "server.py")).read()
+
+    def app_dir(release):
+        d = tmp_path / release
+        d.mkdir()
+        (d / "Procfile").write_text("web: python3 server.py\n")
+        (d / "server.py").write_text(server.replace('"pid": os.getpid()',
+                                                    f'"pid": os.getpid(), "release": "{release}"'))
+        return str(d)
+
+    def serving(release, not_instance=None):
+        def check():
+            insts = running_instances(core, "web")
+            if len(insts) != 1 or insts[0]["instance_id"] == not_instance:
+                return None
+            s, body = get(core.ip, "web.bits.test")
+            return s == 200 and json.loads(body).get("release") == release and insts[0]
+        return wait_for(f"release {release} serving", check, timeout=30)
+
+    core.ok("app", "push", "web", "--path", app_dir("one"))
+    first = serving("one")
+    core.ok("app", "restart", "web")
+    serving("one", not_instance=first["instance_id"])
+    droplets = os.path.join(dea.data_dir, "dea", "droplets")
+    assert len(os.listdir(droplets)) == 1  # the restart fetched nothing new
+
+    core.ok("app", "delete", "web")
+    wait_for("route gone", lambda: get(core.ip, "web.bits.test")[0] == 404, timeout=10)
+    core.ok("app", "push", "web", "--path", app_dir("two"))
+    serving("two")
+    assert len(os.listdir(droplets)) == 2
