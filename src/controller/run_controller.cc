@@ -14,8 +14,9 @@
 #include "common/json_reply.h"
 #include "common/layout.h"
 #include "common/log.h"
-#include "common/signals.h"
 #include "common/pki.h"
+#include "common/signals.h"
+#include "common/work_queue.h"
 #include "controller/app_api.h"
 #include "controller/health.h"
 #include "controller/reconciler.h"
@@ -32,6 +33,10 @@ namespace {
 // holds it) stands by; a stopping leader gives the lease up so another takes
 // over at once. When a leader dies, the lease expires after kLeaseTtl.
 constexpr int64_t kLeaseTtlMs = 3000;
+
+// API requests in flight at once, and waiting beyond those (then 503).
+constexpr int kApiThreads = 8;
+constexpr size_t kApiBacklog = 64;
 
 }  // namespace
 
@@ -82,10 +87,18 @@ int RunController(const ControllerConfig& config) {
   };
   ControllerApi api(options, store, droplets, RealClock::instance());
 
-  // API requests call the primary (several round trips): off the I/O threads.
-  HttpServer server([&api](const HttpRequest& req, Responder respond) {
-    std::thread([&api, req, respond = std::move(respond)]() { respond(api.Handle(req)); }).detach();
-  });
+  // API requests call the primary (several round trips): off the I/O threads, on
+  // a bounded pool that is stopped after both servers and joined before `api`
+  // goes away. When it is full, clients are told to come back (503).
+  WorkQueue workers(kApiThreads, kApiBacklog);
+  auto offload = [&workers, &api](const HttpRequest& req, const Responder& respond) {
+    if (workers.TrySubmit([&api, req, respond] { respond(api.Handle(req)); })) return;
+    HttpResponse busy = ErrorReply(503, "the controller is busy: try again in a moment");
+    busy.headers["Retry-After"] = "1";
+    respond(std::move(busy));
+  };
+  HttpServer server(
+      [&offload](const HttpRequest& req, Responder respond) { offload(req, respond); });
   server.SetBodyLimit(options.max_bits_bytes + 4096);
 
   if (auto s = server.Start(config.ip, kControllerPort); !s) {
@@ -95,11 +108,8 @@ int RunController(const ControllerConfig& config) {
   // App archives for DEAs, to cluster members only.
   HttpsServer internal(
       ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem},
-      [&droplets, &api](const HttpRequest& req, Responder respond) {
-        if (!req.peer_cn.empty() && req.target.rfind("/v2/", 0) == 0) {
-          std::thread([&api, req, respond]() { respond(api.Handle(req)); }).detach();
-          return;
-        }
+      [&droplets, &offload](const HttpRequest& req, Responder respond) {
+        if (!req.peer_cn.empty() && req.target.rfind("/v2/", 0) == 0) return offload(req, respond);
         if (req.peer_cn.empty())
           return respond(ErrorReply(401, "a node certificate of this cluster is required"));
         respond(ServeDroplet(droplets, req));
@@ -157,6 +167,7 @@ int RunController(const ControllerConfig& config) {
   if (leader) (void)store.ReleaseLease(ControllerApi::kLeaderLease, id->node_id);
   server.Stop();
   internal.Stop();
+  workers.Stop();
   return 0;
 }
 
