@@ -281,19 +281,25 @@ Result<bool> ApplyChanges(const ControllerApi::Options& o, const json& body, App
 
 }  // namespace
 
+std::optional<HttpResponse> ControllerApi::CheckCredential(const HttpRequest& req) const {
+  auto auth = req.headers.find("authorization");
+  std::string token;
+  if (auth != req.headers.end() && auth->second.rfind("Bearer ", 0) == 0)
+    token = auth->second.substr(7);
+  // A verified node certificate (the internal TLS port) stands for the admin:
+  // `kato app ...` on any node goes through its agent that way.
+  bool member = !req.peer_cn.empty();
+  if (!member && (token.empty() || options_.admin_token_hash.empty() ||
+                  Sha256Hex(token) != options_.admin_token_hash))
+    return ErrorReply(401,
+                      "this API needs the admin credential: Authorization: Bearer TOKEN (print "
+                      "it with `kato node token --api` on the core)");
+  return std::nullopt;
+}
+
 HttpResponse ControllerApi::Handle(const HttpRequest& req) {
   try {
-    auto auth = req.headers.find("authorization");
-    std::string token;
-    if (auth != req.headers.end() && auth->second.rfind("Bearer ", 0) == 0)
-      token = auth->second.substr(7);
-    // A verified node certificate (the internal TLS port) stands for the admin:
-    // `kato app ...` on any node goes through its agent that way.
-    bool member = !req.peer_cn.empty();
-    if (!member && (token.empty() || options_.admin_token_hash.empty() ||
-                    Sha256Hex(token) != options_.admin_token_hash))
-      return ErrorReply(401, "this API needs the admin credential: Authorization: Bearer TOKEN (print "
-                        "it with `kato node token --api` on the core)");
+    if (auto refused = CheckCredential(req)) return *refused;
     Ctx c{store_, droplets_, clock_, options_};
     std::string path = req.target.substr(0, req.target.find('?'));
     const std::string& m = req.method;

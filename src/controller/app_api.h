@@ -106,6 +106,11 @@ class ControllerApi {
   ControllerApi(Options options, Store& store, const DropletStore& droplets, const Clock& clock);
 
   HttpResponse Handle(const HttpRequest& req);
+  // The credential check of every request, from its header alone (for
+  // HttpServer::SetHeaderCheck, so that a request without one is refused before
+  // its body is read): a 401 reply, or nullopt when the admin's bearer token or
+  // a verified node certificate (peer_cn) comes with it.
+  std::optional<HttpResponse> CheckCredential(const HttpRequest& head) const;
 
  private:
   Options options_;

@@ -61,6 +61,14 @@ TEST_F(AppApiTest, EveryRequestNeedsTheAdminCredential) {
   r.headers["authorization"] = "Basic c2VzYW1l";
   EXPECT_EQ(api_->Handle(r).status, 401);
   EXPECT_EQ(Call("GET", "/v2/info").status, 200);
+  // The same check from the header alone, before a body is read.
+  ASSERT_TRUE(api_->CheckCredential(r).has_value());
+  EXPECT_EQ(api_->CheckCredential(r)->status, 401);
+  r.headers["authorization"] = "Bearer sesame";
+  EXPECT_FALSE(api_->CheckCredential(r).has_value());
+  HttpRequest member;
+  member.peer_cn = "node-1";  // a verified node certificate (the internal port)
+  EXPECT_FALSE(api_->CheckCredential(member).has_value());
 }
 
 TEST_F(AppApiTest, InfoNamesVersionEndpointAndNodes) {

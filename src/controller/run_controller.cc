@@ -100,21 +100,25 @@ int RunController(const ControllerConfig& config) {
   HttpServer server(
       [&offload](const HttpRequest& req, Responder respond) { offload(req, respond); });
   server.SetBodyLimit(options.max_bits_bytes + 4096);
+  // No credential, no body: a stranger's upload is refused from its header.
+  server.SetHeaderCheck([&api](const HttpRequest& head) { return api.CheckCredential(head); });
 
   if (auto s = server.Start(config.ip, kControllerPort); !s) {
     LogError("controller: {}", s.error());
     return 1;
   }
   // App archives for DEAs, to cluster members only.
-  HttpsServer internal(
-      ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem},
-      [&droplets, &offload](const HttpRequest& req, Responder respond) {
-        if (!req.peer_cn.empty() && req.target.rfind("/v2/", 0) == 0) return offload(req, respond);
-        if (req.peer_cn.empty())
-          return respond(ErrorReply(401, "a node certificate of this cluster is required"));
-        respond(ServeDroplet(droplets, req));
-      });
+  HttpsServer internal(ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem},
+                       [&droplets, &offload](const HttpRequest& req, Responder respond) {
+                         // Only members get here (the header check below refuses anyone else).
+                         if (req.target.rfind("/v2/", 0) == 0) return offload(req, respond);
+                         respond(ServeDroplet(droplets, req));
+                       });
   internal.SetBodyLimit(options.max_bits_bytes + 4096);
+  internal.SetHeaderCheck([](const HttpRequest& head) -> std::optional<HttpResponse> {
+    if (!head.peer_cn.empty()) return std::nullopt;
+    return ErrorReply(401, "a node certificate of this cluster is required");
+  });
   if (auto s = internal.Start(config.ip, kControllerInternalPort); !s) {
     LogError("controller: {}", s.error());
     return 1;

@@ -4,6 +4,7 @@ a client keeps sending requests, and instance isolation."""
 import http.client
 import json
 import os
+import socket
 import time
 
 from conftest import Traffic, get, wait_for
@@ -101,6 +102,11 @@ def test_api_needs_credential_and_bad_input(cluster):
     assert r.rc == 0 and json.loads(r.out) == []
     r = core.kato("app", "--api", f"http://{core.ip}:9022", "list", env={"KATO_API_TOKEN": "bad"})
     assert r.rc != 0 and "admin credential" in r.err
+    # Without a credential, an upload is refused from its header: its body is never read.
+    with socket.create_connection((core.ip, 9022), timeout=5) as s:
+        s.sendall(b"PUT /v2/apps/web/bits HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 60000000\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 401 ")
     # Bad input: clear errors, nothing created.
     r = core.kato("app", "push", "Bad_Name", "--path", os.path.join(APPS, "web"))
     assert r.rc != 0 and "not valid" in r.err
