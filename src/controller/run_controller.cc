@@ -88,11 +88,12 @@ int RunController(const ControllerConfig& config) {
   ControllerApi api(options, store, droplets, RealClock::instance());
 
   // API requests call the primary (several round trips): off the I/O threads, on
-  // a bounded pool that is stopped after both servers and joined before `api`
+  // a bounded pool that is stopped after the servers and joined before `api`
   // goes away. When it is full, clients are told to come back (503).
   WorkQueue workers(kApiThreads, kApiBacklog);
-  auto offload = [&workers, &api](const HttpRequest& req, const Responder& respond) {
-    if (workers.TrySubmit([&api, req, respond] { respond(api.Handle(req)); })) return;
+  auto offload = [&workers, &api](HttpRequest req, const Responder& respond) {
+    if (workers.TrySubmit([&api, req = std::move(req), respond] { respond(api.Handle(req)); }))
+      return;
     HttpResponse busy = ErrorReply(503, "the controller is busy: try again in a moment");
     busy.headers["Retry-After"] = "1";
     respond(std::move(busy));
@@ -123,8 +124,30 @@ int RunController(const ControllerConfig& config) {
     LogError("controller: {}", s.error());
     return 1;
   }
-  LogInfo("controller: API on http://{}:{}, droplets on {}", config.ip, kControllerPort,
-          kControllerInternalPort);
+  // The API for the routers, over TLS: the routers check this certificate
+  // against the cluster CA and show their node certificate (only members
+  // connect). Their certificate is no credential: the client's bearer token,
+  // passed on by the router, is (as on kControllerPort).
+  HttpsServer routed(ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem},
+                     [&offload](const HttpRequest& req, Responder respond) {
+                       HttpRequest from_client = req;
+                       from_client.peer_cn.clear();
+                       offload(std::move(from_client), respond);
+                     });
+  routed.SetBodyLimit(options.max_bits_bytes + 4096);
+  routed.SetHeaderCheck([&api](const HttpRequest& head) -> std::optional<HttpResponse> {
+    if (head.peer_cn.empty())
+      return ErrorReply(401, "a node certificate of this cluster is required");
+    HttpRequest from_client = head;
+    from_client.peer_cn.clear();
+    return api.CheckCredential(from_client);
+  });
+  if (auto s = routed.Start(config.ip, kControllerRouterPort); !s) {
+    LogError("controller: {}", s.error());
+    return 1;
+  }
+  LogInfo("controller: API on http://{}:{} and for routers on TLS {}, droplets on {}", config.ip,
+          kControllerPort, kControllerRouterPort, kControllerInternalPort);
 
   std::atomic<bool> done{false};
   bool leader = false;  // used by the loop thread only, then after it ends
@@ -171,6 +194,7 @@ int RunController(const ControllerConfig& config) {
   if (leader) (void)store.ReleaseLease(ControllerApi::kLeaderLease, id->node_id);
   server.Stop();
   internal.Stop();
+  routed.Stop();
   workers.Stop();
   return 0;
 }
