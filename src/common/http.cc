@@ -41,10 +41,12 @@ namespace ssl = net::ssl;
 using tcp = net::ip::tcp;
 using RequestParser = http::request_parser<http::string_body>;
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+using SteadyDeadline = std::chrono::steady_clock::time_point;
 
-// A peer gets this long for the TLS handshake, for each request header, for
-// each stretch of a request body, and for reading each response: enough for
-// any real client, short enough that idle or stuck connections do not pile up.
+// A peer gets this long for the TLS handshake, for writing each response, and
+// (client side) for reading each response: enough for any real client, short
+// enough that idle or stuck connections do not pile up. Reading requests has
+// its own deadlines (ReadDeadlines).
 constexpr auto kIoDeadline = std::chrono::seconds(10);
 constexpr auto kCloseDeadline = std::chrono::seconds(2);
 constexpr uint64_t kMaxResponseBodyBytes = 64ull * 1024 * 1024;
@@ -85,7 +87,7 @@ bool IsHttpParseError(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::end_of_stream).category();
 }
 
-HttpRequest ToHttpRequest(http::request<http::string_body>&& req) {
+HttpRequest HeadOf(const http::request_header<>& req) {
   HttpRequest out;
   out.method = std::string(req.method_string());
   out.target = std::string(req.target());
@@ -96,6 +98,11 @@ HttpRequest ToHttpRequest(http::request<http::string_body>&& req) {
     auto [it, inserted] = out.headers.emplace(name, std::string(field.value()));
     if (!inserted) it->second += ", " + std::string(field.value());  // RFC 9110 5.3
   }
+  return out;
+}
+
+HttpRequest ToHttpRequest(http::request<http::string_body>&& req) {
+  HttpRequest out = HeadOf(req);
   out.body = std::move(req.body());
   return out;
 }
@@ -217,6 +224,8 @@ struct ServerShared {
   explicit ServerShared(HttpHandler h) : handler(std::move(h)) {}
   const HttpHandler handler;
   std::atomic<uint64_t> body_limit{kMaxRequestBodyBytes};
+  HeaderCheck header_check;  // set before Start(), read-only after
+  ReadDeadlines deadlines;   // set before Start(), read-only after
   std::mutex mu;
   bool stopped = false;                              // GUARDED_BY(mu)
   std::vector<std::weak_ptr<SessionBase>> sessions;  // GUARDED_BY(mu)
@@ -252,6 +261,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       (void)ctx;
       stream_.emplace(std::move(socket));
     }
+    request_timer_.emplace(stream_->get_executor());
   }
 
   void Start() override {
@@ -266,8 +276,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
               [self = this->shared_from_this(), r = std::move(response)] { self->Write(r); });
   }
 
-  void CloseNow() override { Lowest().close(); }
-  void ReleaseStream() override { stream_.reset(); }
+  void CloseNow() override {
+    request_timer_->cancel();
+    Lowest().close();
+  }
+  void ReleaseStream() override {
+    request_timer_.reset();
+    stream_.reset();
+  }
 
  private:
   beast::tcp_stream& Lowest() { return beast::get_lowest_layer(*stream_); }
@@ -296,31 +312,96 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Read();
   }
 
-  // The header has to arrive within one deadline. The body, which may be large
-  // (uploads), only has to keep arriving: each read renews the deadline.
+  // Two clocks run while a request is read (ReadDeadlines): the idle one,
+  // renewed by every read, drops a silent peer; the request timer bounds the
+  // whole request, its deadline moving out as body bytes arrive.
   void Read() {
     if (shared_->Stopped()) return;
     parser_.emplace();
     ConfigureParser(*parser_, shared_->body_limit.load());
-    Lowest().expires_after(kIoDeadline);
+    read_start_ = std::chrono::steady_clock::now();
+    body_bytes_ = 0;
+    reading_ = true;
+    ++read_generation_;
+    ArmRequestTimer();
+    Lowest().expires_after(shared_->deadlines.idle);
     http::async_read_header(*stream_, buffer_, *parser_,
                             [self = this->shared_from_this()](beast::error_code ec, size_t) {
-                              if (ec) return self->OnRead(ec);
-                              self->ReadBody();
+                              if (ec || self->timed_out_) return self->OnRead(ec);
+                              self->OnHeader();
                             });
+  }
+
+  // The header is in: the server's HeaderCheck may answer before the body is read.
+  void OnHeader() {
+    if (shared_->header_check) {
+      HttpRequest head = HeadOf(parser_->get());
+      head.peer_cn = peer_cn_;
+      head.peer_ip = peer_ip_;
+      std::optional<HttpResponse> refusal;
+      try {
+        refusal = shared_->header_check(head);
+      } catch (const std::exception& e) {
+        LogError("HTTP header check for {} {} threw: {}", head.method, head.target, e.what());
+        refusal = ErrorResponse(500, "the request could not be checked");
+      }
+      if (refusal) {
+        reading_ = false;
+        request_timer_->cancel();
+        version_ = parser_->get().version();
+        keep_alive_ = false;
+        rejected_ = true;  // the body may still be on its way: Linger, do not reset
+        return Write(*refusal);
+      }
+    }
+    ReadBody();
   }
 
   void ReadBody() {
     if (parser_->is_done()) return OnRead({});
-    Lowest().expires_after(kIoDeadline);
+    Lowest().expires_after(shared_->deadlines.idle);
     http::async_read_some(*stream_, buffer_, *parser_,
-                          [self = this->shared_from_this()](beast::error_code ec, size_t) {
-                            if (ec) return self->OnRead(ec);
+                          [self = this->shared_from_this()](beast::error_code ec, size_t n) {
+                            self->body_bytes_ += n;
+                            if (ec || self->timed_out_) return self->OnRead(ec);
                             self->ReadBody();
                           });
   }
 
+  SteadyDeadline RequestDeadline() const {
+    const ReadDeadlines& d = shared_->deadlines;
+    auto allowance =
+        std::chrono::milliseconds(body_bytes_ * 1000 / std::max<uint64_t>(d.min_body_rate, 1));
+    return read_start_ + d.request + allowance;
+  }
+
+  void ArmRequestTimer() {
+    request_timer_->expires_at(RequestDeadline());
+    request_timer_->async_wait([self = this->shared_from_this(), generation = read_generation_](
+                                   beast::error_code ec) { self->OnRequestTimer(ec, generation); });
+  }
+
+  void OnRequestTimer(beast::error_code ec, uint64_t generation) {
+    if (ec || generation != read_generation_ || !reading_ || shared_->Stopped()) return;
+    if (std::chrono::steady_clock::now() < RequestDeadline()) return ArmRequestTimer();
+    if (buffer_.size() == 0 && !parser_->got_some()) {
+      // Nothing of a request yet (an idle keep-alive connection): drop it
+      // quietly, as the idle deadline would, so that no client reads a 408 as
+      // the answer to a request it is sending right now.
+      return Lowest().close();
+    }
+    timed_out_ = true;
+    Lowest().cancel();  // the pending read completes, and OnRead answers 408
+  }
+
   void OnRead(beast::error_code ec) {
+    reading_ = false;
+    request_timer_->cancel();
+    if (timed_out_) {
+      keep_alive_ = false;
+      rejected_ = true;
+      return Write(ErrorResponse(408, "request not received in time"));
+    }
     if (ec == http::error::end_of_stream) return Close();
     if (ec) {
       if (!IsHttpParseError(ec)) return;  // timeout, reset, TLS error: nothing to answer
@@ -418,6 +499,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
   std::optional<Stream> stream_;
+  std::optional<net::steady_timer> request_timer_;  // on the stream's strand
   const std::shared_ptr<ServerShared> shared_;
   beast::flat_buffer buffer_;
   std::optional<RequestParser> parser_;
@@ -426,6 +508,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   std::string peer_ip_;
   bool keep_alive_ = true;
   bool rejected_ = false;
+  // The request being read (see Read()).
+  SteadyDeadline read_start_;
+  uint64_t body_bytes_ = 0;
+  uint64_t read_generation_ = 0;
+  bool reading_ = false;
+  bool timed_out_ = false;
   unsigned version_ = 11;
   std::vector<char> drain_;
 };
@@ -523,6 +611,14 @@ HttpServer::HttpServer(HttpHandler handler, int threads)
 HttpServer::~HttpServer() { Stop(); }
 
 void HttpServer::SetBodyLimit(size_t bytes) { impl_->shared->body_limit = bytes; }
+
+void HttpServer::SetHeaderCheck(HeaderCheck check) {
+  impl_->shared->header_check = std::move(check);
+}
+
+void HttpServer::SetReadDeadlines(const ReadDeadlines& deadlines) {
+  impl_->shared->deadlines = deadlines;
+}
 
 Status HttpServer::Start(const std::string& ip, int port) {
   Impl& s = *impl_;

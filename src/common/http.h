@@ -3,11 +3,15 @@
 //
 // Built on Boost.Beast/Asio + OpenSSL; this header keeps them out of includers.
 // Every request has a deadline: the client never waits longer than its timeout;
-// the server drops connections that send nothing for 10 s (a request body may
-// take longer as long as bytes keep arriving). Malformed requests get 400 and
-// the connection is closed. Bodies over the server's limit (1 MiB unless
-// raised) get 413, headers over 8 KiB get 431. Connections are kept alive
-// between requests when the client asks for it; HttpCall and HttpsCall send one
+// the server drops connections that send nothing for 10 s, and answers 408
+// (and closes) when a request is not read within 30 s plus one second per
+// 64 KiB of body received so far: a large upload may take long as long as it
+// keeps a steady rate, a body dripped one byte at a time is cut off (see
+// ReadDeadlines). A server may refuse a request from its header alone (see
+// SetHeaderCheck), before its body is read. Malformed requests get 400 and the
+// connection is closed. Bodies over the server's limit (1 MiB unless raised)
+// get 413, headers over 8 KiB get 431. Connections are kept alive between
+// requests when the client asks for it; HttpCall and HttpsCall send one
 // request per connection.
 #pragma once
 
@@ -16,6 +20,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/result.h"
@@ -51,6 +56,25 @@ struct HttpResponse {
 using Responder = std::function<void(HttpResponse)>;
 using HttpHandler = std::function<void(const HttpRequest&, Responder)>;
 
+// Decides on a request from its header alone, before its body is read: a
+// response returned is sent at once and the connection closed without reading
+// the body (a request without credentials never gets to upload 64 MiB);
+// nullopt lets the request through to the handler. `head` has every field of
+// the request but its body. Runs on the server's I/O threads: must be quick.
+using HeaderCheck = std::function<std::optional<HttpResponse>(const HttpRequest& head)>;
+
+// How long the server waits while reading one request.
+struct ReadDeadlines {
+  // No byte for this long (between requests too): the connection is dropped
+  // without an answer.
+  std::chrono::milliseconds idle{10000};
+  // The request (header and body) must be read within `request`, plus one
+  // second for every `min_body_rate` bytes of body received so far; otherwise
+  // it is answered 408 and the connection closed.
+  std::chrono::milliseconds request{30000};
+  size_t min_body_rate = 64 * 1024;  // bytes per second
+};
+
 struct ServerTls {
   std::string ca_pem;    // trust anchor for client certificates
   std::string cert_pem;  // server certificate
@@ -76,6 +100,10 @@ class HttpServer {
   // Largest request body accepted (default 1 MiB); larger ones get 413. Bodies
   // are held in memory. Call before Start().
   void SetBodyLimit(size_t bytes);
+  // See HeaderCheck; none by default. Call before Start().
+  void SetHeaderCheck(HeaderCheck check);
+  // See ReadDeadlines (the defaults hold otherwise). Call before Start().
+  void SetReadDeadlines(const ReadDeadlines& deadlines);
   // Binds ip:port (port 0: any) and starts serving on background threads.
   Status Start(const std::string& ip, int port);
   int port() const;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -114,6 +115,7 @@ class RawTlsClient {
     close(fd_);
   }
   bool connected() const { return connected_; }
+  int fd() const { return fd_; }
   void Send(const std::string& data) {
     ASSERT_EQ(SSL_write(ssl_, data.data(), static_cast<int>(data.size())),
               static_cast<int>(data.size()));
@@ -149,7 +151,8 @@ class HttpsTest : public ::testing::Test {
 
   // Starts a server on 127.0.0.1, port 0. The default handler echoes the request.
   void StartServer(HttpHandler handler = nullptr, std::string chain_pem = "",
-                   std::optional<Identity> id = std::nullopt) {
+                   std::optional<Identity> id = std::nullopt,
+                   const std::function<void(HttpServer&)>& configure = nullptr) {
     if (!handler) {
       handler = [this](const HttpRequest& req, Responder respond) {
         ++handled_;
@@ -167,6 +170,7 @@ class HttpsTest : public ::testing::Test {
     server_ = std::make_unique<HttpsServer>(
         ServerTls{ca_.cert_pem, use.cert_pem, use.key_pem, std::move(chain_pem)},
         std::move(handler));
+    if (configure) configure(*server_);
     auto started = server_->Start("127.0.0.1", 0);
     ASSERT_TRUE(started.ok()) << started.error();
     ASSERT_GT(server_->port(), 0);
@@ -343,6 +347,45 @@ TEST_F(HttpsTest, MalformedRequestGets400AndClose) {
   EXPECT_EQ(handled_, 0);
 }
 
+TEST_F(HttpsTest, HeaderCheckSeesTheClientCertificate) {
+  StartServer(nullptr, "", std::nullopt, [](HttpServer& s) {
+    s.SetBodyLimit(64 << 20);
+    s.SetHeaderCheck([](const HttpRequest& head) -> std::optional<HttpResponse> {
+      if (!head.peer_cn.empty()) return std::nullopt;
+      return HttpResponse{401, R"({"error":"a node certificate is required"})"};
+    });
+  });
+  RawTlsClient raw(server_->port());  // no client certificate
+  ASSERT_TRUE(raw.connected());
+  raw.Send("PUT /bits HTTP/1.1\r\nHost: x\r\nContent-Length: 52428800\r\n\r\n");
+  std::string out = raw.ReadToEnd();  // the body was never sent
+  EXPECT_THAT(out, StartsWith("HTTP/1.1 401 "));
+  EXPECT_THAT(out, HasSubstr("a node certificate is required"));
+  EXPECT_EQ(handled_, 0);
+  auto r = Call(WithClientCert(), "POST", "/in", "{}");
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r->status, 201);
+  EXPECT_THAT(r->body, HasSubstr("cn=node-1"));
+}
+
+TEST_F(HttpsTest, ABodyDrippedOneByteAtATimeIsCutOff) {
+  StartServer(nullptr, "", std::nullopt, [](HttpServer& s) {
+    ReadDeadlines d;
+    d.request = milliseconds(300);
+    d.min_body_rate = 1000;
+    s.SetReadDeadlines(d);
+  });
+  RawTlsClient raw(server_->port());
+  ASSERT_TRUE(raw.connected());
+  auto start = std::chrono::steady_clock::now();
+  raw.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
+  pollfd p{raw.fd(), POLLIN, 0};
+  while (poll(&p, 1, 10) == 0 && std::chrono::steady_clock::now() - start < kBound) raw.Send("a");
+  EXPECT_THAT(raw.ReadToEnd(), StartsWith("HTTP/1.1 408 "));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  EXPECT_EQ(handled_, 0);
+}
+
 TEST_F(HttpsTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   StartServer();
   RawTlsClient raw(server_->port());
@@ -480,7 +523,8 @@ class HttpTest : public ::testing::Test {
  protected:
   // Starts a plain server on 127.0.0.1, port 0. The default handler echoes the
   // request, with the X-Echo header if any.
-  void StartServer(HttpHandler handler = nullptr, size_t body_limit = 0) {
+  void StartServer(HttpHandler handler = nullptr, size_t body_limit = 0,
+                   const std::function<void(HttpServer&)>& configure = nullptr) {
     if (!handler) {
       handler = [this](const HttpRequest& req, Responder respond) {
         ++handled_;
@@ -500,6 +544,7 @@ class HttpTest : public ::testing::Test {
     }
     server_ = std::make_unique<HttpServer>(std::move(handler));
     if (body_limit) server_->SetBodyLimit(body_limit);
+    if (configure) configure(*server_);
     auto started = server_->Start("127.0.0.1", 0);
     ASSERT_TRUE(started.ok()) << started.error();
     ASSERT_GT(server_->port(), 0);
@@ -608,6 +653,108 @@ TEST_F(HttpTest, RaisedBodyLimitAcceptsLargeUploads) {
   EXPECT_EQ(over->status, 413);
   EXPECT_EQ(over->body, R"({"error":"request body over 6 MiB"})");
   EXPECT_EQ(handled_, 1);
+}
+
+// Refuses requests without an Authorization header from their header alone.
+void RequireAuthorization(HttpServer& server) {
+  server.SetHeaderCheck([](const HttpRequest& head) -> std::optional<HttpResponse> {
+    if (head.headers.count("authorization")) return std::nullopt;
+    HttpResponse r;
+    r.status = 401;
+    r.body = R"({"error":"no credential for )" + head.method + " " + head.target + " from " +
+             head.peer_ip + R"("})";
+    return r;
+  });
+}
+
+TEST_F(HttpTest, HeaderCheckRefusesBeforeTheBodyIsSent) {
+  StartServer(nullptr, 64 << 20, RequireAuthorization);
+  // Only the header of a 50 MiB upload: the answer comes without any of the body.
+  std::string out =
+      RawExchange(server_->port(),
+                  {"PUT /v2/apps/x/bits HTTP/1.1\r\nHost: h\r\nContent-Length: 52428800\r\n\r\n"});
+  EXPECT_THAT(out, StartsWith("HTTP/1.1 401 "));
+  EXPECT_THAT(out, HasSubstr("no credential for PUT /v2/apps/x/bits from 127.0.0.1"));
+  EXPECT_THAT(out, HasSubstr("Connection: close"));
+  EXPECT_EQ(handled_, 0);
+  // With the header, the request and its body reach the handler.
+  auto r = Call("POST", "/up", std::string(2 << 20, 'a'), {{"Authorization", "Bearer x"}});
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r->status, 201);
+  EXPECT_THAT(r->body, StartsWith("POST /up [2097152 bytes]"));
+  EXPECT_EQ(handled_, 1);
+}
+
+// Sends `header`, then the body one byte per `pace` until the server answers;
+// returns the answer (everything until the server closes) and how long it took.
+std::pair<std::string, std::chrono::steady_clock::duration> Drip(int port,
+                                                                 const std::string& header,
+                                                                 size_t body_bytes,
+                                                                 milliseconds pace) {
+  int fd = ConnectTcp(port);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(write(fd, header.data(), header.size()), static_cast<ssize_t>(header.size()));
+  pollfd p{fd, POLLIN, 0};
+  for (size_t sent = 0; sent < body_bytes && std::chrono::steady_clock::now() - start < kBound;
+       ++sent) {
+    if (poll(&p, 1, static_cast<int>(pace.count())) != 0) break;  // the server answered
+    if (write(fd, "a", 1) != 1) break;
+  }
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return {out, std::chrono::steady_clock::now() - start};
+}
+
+ReadDeadlines ShortDeadlines() {
+  ReadDeadlines d;
+  d.idle = std::chrono::seconds(5);
+  d.request = milliseconds(300);
+  d.min_body_rate = 1000;  // bytes per second
+  return d;
+}
+
+TEST_F(HttpTest, ABodyDrippedOneByteAtATimeIsCutOff) {
+  StartServer(nullptr, 0, [](HttpServer& s) { s.SetReadDeadlines(ShortDeadlines()); });
+  // 100 bytes per second: the idle deadline never fires, the request deadline does.
+  auto [out, took] =
+      Drip(server_->port(), "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n", 100000,
+           milliseconds(10));
+  EXPECT_THAT(out, StartsWith("HTTP/1.1 408 "));
+  EXPECT_THAT(out, HasSubstr("request not received in time"));
+  EXPECT_GE(took, milliseconds(300));
+  EXPECT_LT(took, std::chrono::seconds(5));  // before the idle deadline could have
+  EXPECT_EQ(handled_, 0);
+  auto r = Call("GET", "/still-here");
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(HttpTest, ASteadyBodyMayTakeLongerThanTheRequestDeadline) {
+  StartServer(nullptr, 0, [](HttpServer& s) { s.SetReadDeadlines(ShortDeadlines()); });
+  int fd = ConnectTcp(server_->port());
+  std::string header = "POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 20000\r\n\r\n";
+  ASSERT_EQ(write(fd, header.data(), header.size()), static_cast<ssize_t>(header.size()));
+  // 1000 bytes every 50 ms for a second: well above 1000 bytes/s, longer than 300 ms.
+  pollfd p{fd, POLLIN, 0};
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(poll(&p, 1, 50), 0) << "the server answered before the body was sent";
+    ASSERT_EQ(write(fd, std::string(1000, 'a').data(), 1000), 1000);
+  }
+  char buf[4096];
+  ssize_t n = read(fd, buf, sizeof buf);
+  close(fd);
+  ASSERT_GT(n, 0);
+  EXPECT_THAT(std::string(buf, static_cast<size_t>(n)), StartsWith("HTTP/1.1 201 "));
+}
+
+TEST_F(HttpTest, AnIdleConnectionIsClosedWithoutAnAnswer) {
+  StartServer(nullptr, 0, [](HttpServer& s) { s.SetReadDeadlines(ShortDeadlines()); });
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(RawExchange(server_->port(), {}), "");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
 
 TEST_F(HttpTest, GarbageGets400AndClose) {

@@ -409,6 +409,11 @@ std::string Sha256Hex(const std::string& data) {
   return Hex(md, len);
 }
 
+bool IsSha256Hex(const std::string& text) {
+  return text.size() == 64 &&
+         text.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
 Result<JoinToken> ParseJoinToken(const std::string& text) {
   static const char kForm[] = "(expected KATO1.<ca-hash>.<secret>)";
   const char* ws = " \t\r\n\v\f";

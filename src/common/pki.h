@@ -80,6 +80,8 @@ std::string RandomHex(size_t n);
 
 // Lowercase hex SHA-256 of arbitrary bytes.
 std::string Sha256Hex(const std::string& data);
+// True for exactly 64 lowercase hex digits (what Sha256Hex returns): safe as a file name.
+bool IsSha256Hex(const std::string& text);
 
 // Standard base64 (RFC 4648, with padding). Decoding refuses anything else.
 std::string Base64Encode(const std::string& data);

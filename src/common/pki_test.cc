@@ -258,6 +258,12 @@ TEST(PkiTest, RandomHexAndSha256) {
   EXPECT_EQ(RandomHex(0), "");
   EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_TRUE(IsSha256Hex(Sha256Hex("abc")));
+  EXPECT_FALSE(IsSha256Hex(""));
+  EXPECT_FALSE(IsSha256Hex(std::string(63, 'a')));
+  EXPECT_FALSE(IsSha256Hex(std::string(65, 'a')));
+  EXPECT_FALSE(IsSha256Hex(std::string(64, 'A')));           // lowercase only
+  EXPECT_FALSE(IsSha256Hex(std::string(62, 'a') + "/."));  // never a path
 }
 
 const std::string kHash = std::string(64, 'a');

@@ -135,20 +135,34 @@ Status DropletStore::CheckWritable() const {
   return Ok();
 }
 
-std::string DropletStore::PathOf(const std::string& app, int64_t version) const {
-  return dir_ + "/" + app + "/" + std::to_string(version) + ".tar.gz";
+std::string DropletStore::PathOf(const std::string& sha256) const {
+  return IsSha256Hex(sha256) ? dir_ + "/sha256/" + sha256 + ".tar.gz" : "";
 }
 
-Result<std::string> DropletStore::Save(const std::string& app, int64_t version,
-                                       const std::string& bytes) const {
-  KATO_TRY(MakeDirs(dir_ + "/" + app, 0750));
-  KATO_TRY(WriteFileAtomic(PathOf(app, version), bytes, 0640));
-  return Sha256Hex(bytes);
+Result<std::string> DropletStore::Save(const std::string& bytes) const {
+  std::string sha256 = Sha256Hex(bytes);
+  KATO_TRY(MakeDirs(dir_ + "/sha256", 0750));
+  KATO_TRY(WriteFileAtomic(PathOf(sha256), bytes, 0640));
+  return sha256;
 }
 
-void DropletStore::RemoveApp(const std::string& app) const {
-  std::error_code ec;
-  std::filesystem::remove_all(dir_ + "/" + app, ec);
+void DropletStore::Remove(const std::string& sha256) const {
+  if (std::string path = PathOf(sha256); !path.empty()) std::remove(path.c_str());
+}
+
+HttpResponse ServeDroplet(const DropletStore& droplets, const HttpRequest& req) {
+  const std::string prefix = "/v1/droplets/";
+  std::string path = req.target.substr(0, req.target.find('?'));
+  std::string file = path.rfind(prefix, 0) == 0 ? droplets.PathOf(path.substr(prefix.size())) : "";
+  if (req.method != "GET" || file.empty())
+    return ErrorReply(
+        404, "no such API: " + req.method + " " + path + " (droplets are GET /v1/droplets/SHA256)");
+  auto bytes = ReadFile(file);
+  if (!bytes) return ErrorReply(404, "no droplet " + path.substr(prefix.size()) + " here");
+  HttpResponse r;
+  r.body = std::move(*bytes);
+  r.content_type = "application/gzip";
+  return r;
 }
 
 // ---- ControllerApi -----------------------------------------------------------
@@ -245,6 +259,17 @@ Result<AppRecord> LoadApp(Ctx& c, const std::string& name) {
   return AppFromJson(**doc);
 }
 
+// Removes a droplet that no app uses any more. DEAs keep their own copy of
+// what they run, so this only frees the controllers' disk.
+void ForgetDroplet(Ctx& c, const std::string& sha256) {
+  if (sha256.empty()) return;
+  auto docs = c.store.ListDocs("app");
+  if (!docs) return;  // unsure who uses it: keep it
+  for (const auto& [name, value] : *docs)
+    if (auto a = AppFromJson(value); !a || a->droplet_sha256 == sha256) return;
+  c.droplets.Remove(sha256);
+}
+
 HttpResponse AppError(const kato::Error& e) {
   bool missing = e.message.rfind("no app named", 0) == 0;
   return ErrorReply(missing ? 404 : 400, e.message);
@@ -284,19 +309,25 @@ Result<bool> ApplyChanges(const ControllerApi::Options& o, const json& body, App
 
 }  // namespace
 
+std::optional<HttpResponse> ControllerApi::CheckCredential(const HttpRequest& req) const {
+  auto auth = req.headers.find("authorization");
+  std::string token;
+  if (auth != req.headers.end() && auth->second.rfind("Bearer ", 0) == 0)
+    token = auth->second.substr(7);
+  // A verified node certificate (the internal TLS port) stands for the admin:
+  // `kato app ...` on any node goes through its agent that way.
+  bool member = !req.peer_cn.empty();
+  if (!member && (token.empty() || options_.admin_token_hash.empty() ||
+                  Sha256Hex(token) != options_.admin_token_hash))
+    return ErrorReply(401,
+                      "this API needs the admin credential: Authorization: Bearer TOKEN (print "
+                      "it with `kato node token --api` on the core)");
+  return std::nullopt;
+}
+
 HttpResponse ControllerApi::Handle(const HttpRequest& req) {
   try {
-    auto auth = req.headers.find("authorization");
-    std::string token;
-    if (auth != req.headers.end() && auth->second.rfind("Bearer ", 0) == 0)
-      token = auth->second.substr(7);
-    // A verified node certificate (the internal TLS port) stands for the admin:
-    // `kato app ...` on any node goes through its agent that way.
-    bool member = !req.peer_cn.empty();
-    if (!member && (token.empty() || options_.admin_token_hash.empty() ||
-                    Sha256Hex(token) != options_.admin_token_hash))
-      return ErrorReply(401, "this API needs the admin credential: Authorization: Bearer TOKEN (print "
-                        "it with `kato node token --api` on the core)");
+    if (auto refused = CheckCredential(req)) return *refused;
     Ctx c{store_, droplets_, clock_, options_};
     std::string path = req.target.substr(0, req.target.find('?'));
     const std::string& m = req.method;
@@ -372,14 +403,15 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
       if (req.body.size() < 2 || static_cast<unsigned char>(req.body[0]) != 0x1f ||
           static_cast<unsigned char>(req.body[1]) != 0x8b)
         return ErrorReply(400, "app bits must be a .tar.gz archive");
-      int64_t version = app->version + 1;
-      auto sha = droplets_.Save(name, version, req.body);
+      auto sha = droplets_.Save(req.body);
       if (!sha) return ErrorReply(500, sha.error());
-      app->version = version;
+      std::string old = app->droplet_sha256;
+      ++app->version;
       app->droplet_sha256 = *sha;
       app->droplet_size = static_cast<int64_t>(req.body.size());
       app->updated_ms = clock_.wall_ms();
       if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return ErrorReply(500, s.error());
+      if (old != *sha) ForgetDroplet(c, old);
       return JsonReply(200, AppView(c, *app, true));
     }
     if (sub == "/logs" && m == "GET") {
@@ -416,7 +448,7 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
       if (auto l = store_.ListDocs("assignment"); l)
         for (const auto& [key, v] : *l)
           if (key.rfind(name + "/", 0) == 0) (void)store_.DeleteDoc("assignment", key);
-      droplets_.RemoveApp(name);
+      ForgetDroplet(c, app->droplet_sha256);
       return JsonReply(200, {{"deleted", name}});
     }
     return ErrorReply(404, "no such API: " + m + " " + path);

@@ -10,8 +10,8 @@
 //   POST   /v2/apps                      create {name, instances, memory, disk, command, env}
 //   GET    /v2/apps/NAME                 one app, with its instances
 //   PUT    /v2/apps/NAME                 change {instances, memory, disk, command, env, state}
-//   PUT    /v2/apps/NAME/bits            upload the app's archive (new version)
-//   POST   /v2/apps/NAME/restart         new instances for every index
+//   PUT    /v2/apps/NAME/bits            upload the app's archive (new version; stored by SHA-256)
+//   POST   /v2/apps/NAME/restart         new instances for every index (same droplet)
 //   GET    /v2/apps/NAME/logs?lines=N   recent output of each instance
 //   DELETE /v2/apps/NAME
 //
@@ -66,21 +66,31 @@ const std::vector<std::string>& ReservedAppNames();
 // already the API endpoint's route.
 Status CheckNewAppName(const std::string& name, const std::string& endpoint);
 
-// App archives on disk: DIR/NAME/VERSION.tar.gz. The directory may be shared
-// by several controllers (issue "20-node layout": droplets_dir).
+// App archives on disk by content: DIR/sha256/HEX.tar.gz. Identical bits are
+// kept once, and a droplet is named by what it holds, never by an app's name or
+// version: a restart reuses it, and a re-created app cannot get an old app's
+// bits. The directory may be shared by several controllers (issue "20-node
+// layout": droplets_dir). Thread-safe (every write is an atomic rename).
 class DropletStore {
  public:
   explicit DropletStore(std::string dir) : dir_(std::move(dir)) {}
   // Creates the directory if needed and checks that a file can be written there.
   Status CheckWritable() const;
-  // Writes the archive atomically; returns its SHA-256.
-  Result<std::string> Save(const std::string& app, int64_t version, const std::string& bytes) const;
-  std::string PathOf(const std::string& app, int64_t version) const;
-  void RemoveApp(const std::string& app) const;
+  // Writes the archive atomically (again when it exists, so a concurrent Remove
+  // of the same content loses); returns its SHA-256 in hex.
+  Result<std::string> Save(const std::string& bytes) const;
+  // The file of a droplet; empty when `sha256` is not 64 lowercase hex digits.
+  std::string PathOf(const std::string& sha256) const;
+  // Removes a droplet's file; nothing happens for an absent file or a bad hash.
+  void Remove(const std::string& sha256) const;
 
  private:
   std::string dir_;
 };
+
+// GET /v1/droplets/HEX (the controller's internal port, for DEAs): the archive
+// whose SHA-256 is HEX, or 404. The caller checks who asks.
+HttpResponse ServeDroplet(const DropletStore& droplets, const HttpRequest& req);
 
 class ControllerApi {
  public:
@@ -107,6 +117,11 @@ class ControllerApi {
   ControllerApi(Options options, Store& store, const DropletStore& droplets, const Clock& clock);
 
   HttpResponse Handle(const HttpRequest& req);
+  // The credential check of every request, from its header alone (for
+  // HttpServer::SetHeaderCheck, so that a request without one is refused before
+  // its body is read): a 401 reply, or nullopt when the admin's bearer token or
+  // a verified node certificate (peer_cn) comes with it.
+  std::optional<HttpResponse> CheckCredential(const HttpRequest& head) const;
 
  private:
   Options options_;

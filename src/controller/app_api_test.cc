@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "common/fs.h"
 #include "common/pki.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -60,6 +61,14 @@ TEST_F(AppApiTest, EveryRequestNeedsTheAdminCredential) {
   r.headers["authorization"] = "Basic c2VzYW1l";
   EXPECT_EQ(api_->Handle(r).status, 401);
   EXPECT_EQ(Call("GET", "/v2/info").status, 200);
+  // The same check from the header alone, before a body is read.
+  ASSERT_TRUE(api_->CheckCredential(r).has_value());
+  EXPECT_EQ(api_->CheckCredential(r)->status, 401);
+  r.headers["authorization"] = "Bearer sesame";
+  EXPECT_FALSE(api_->CheckCredential(r).has_value());
+  HttpRequest member;
+  member.peer_cn = "node-1";  // a verified node certificate (the internal port)
+  EXPECT_FALSE(api_->CheckCredential(member).has_value());
 }
 
 TEST_F(AppApiTest, InfoNamesVersionEndpointAndNodes) {
@@ -123,7 +132,7 @@ TEST_F(AppApiTest, InstancesJoinAssignmentsWithReports) {
   EXPECT_EQ(j["running"], 1);
 }
 
-TEST_F(AppApiTest, BitsAreStoredAndBumpTheVersion) {
+TEST_F(AppApiTest, BitsAreStoredByContentAndBumpTheVersion) {
   ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web"})").status, 201);
   std::string gz("\x1f\x8b\x08\x00rest-of-archive", 19);
   auto r = Call("PUT", "/v2/apps/web/bits", gz);
@@ -131,9 +140,90 @@ TEST_F(AppApiTest, BitsAreStoredAndBumpTheVersion) {
   json j = Json(r);
   EXPECT_TRUE(j["has_bits"]);
   int64_t v = j["version"];
-  EXPECT_TRUE(std::filesystem::exists(droplets_->PathOf("web", v)));
+  auto app = AppFromJson(**store_->GetDoc("app", "web"));
+  ASSERT_TRUE(app.ok());
+  EXPECT_EQ(app->droplet_sha256, Sha256Hex(gz));
+  EXPECT_EQ(droplets_->PathOf(Sha256Hex(gz)),
+            dir_ + "/droplets/sha256/" + Sha256Hex(gz) + ".tar.gz");
+  EXPECT_EQ(*ReadFile(droplets_->PathOf(Sha256Hex(gz))), gz);
   EXPECT_EQ(Call("PUT", "/v2/apps/web/bits", "not a gzip").status, 400);
   EXPECT_EQ(Call("PUT", "/v2/apps/web/bits", "").status, 400);
+
+  // A restart or an env change needs new instances but keeps the droplet.
+  EXPECT_EQ(Json(Call("POST", "/v2/apps/web/restart"))["version"], v + 1);
+  EXPECT_EQ(Json(Call("PUT", "/v2/apps/web", R"({"env":{"A":"b"}})"))["version"], v + 2);
+  EXPECT_EQ(AppFromJson(**store_->GetDoc("app", "web"))->droplet_sha256, Sha256Hex(gz));
+}
+
+TEST_F(AppApiTest, SameBitsAreKeptOnceAndFreedWithTheirLastApp) {
+  std::string one(
+      "\x1f\x8b"
+      "one",
+      5),
+      two("\x1f\x8b"
+          "two",
+          5);
+  for (const char* name : {"a", "b"}) {
+    ASSERT_EQ(Call("POST", "/v2/apps", json{{"name", name}}.dump()).status, 201);
+    ASSERT_EQ(Call("PUT", std::string("/v2/apps/") + name + "/bits", one).status, 200);
+  }
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_ + "/droplets/sha256"),
+                          std::filesystem::directory_iterator()),
+            1);
+  ASSERT_EQ(Call("DELETE", "/v2/apps/a").status, 200);
+  EXPECT_TRUE(std::filesystem::exists(droplets_->PathOf(Sha256Hex(one))));  // b uses it
+  ASSERT_EQ(Call("PUT", "/v2/apps/b/bits", two).status, 200);
+  EXPECT_FALSE(std::filesystem::exists(droplets_->PathOf(Sha256Hex(one))));
+  ASSERT_EQ(Call("DELETE", "/v2/apps/b").status, 200);
+  EXPECT_FALSE(std::filesystem::exists(droplets_->PathOf(Sha256Hex(two))));
+}
+
+TEST_F(AppApiTest, ARecreatedAppGetsItsOwnBits) {
+  std::string old_bits(
+      "\x1f\x8b"
+      "old",
+      5),
+      new_bits(
+          "\x1f\x8b"
+          "new",
+          5);
+  ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web"})").status, 201);
+  ASSERT_EQ(Call("PUT", "/v2/apps/web/bits", old_bits).status, 200);
+  ASSERT_EQ(Call("DELETE", "/v2/apps/web").status, 200);
+  ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web"})").status, 201);
+  auto r = Call("PUT", "/v2/apps/web/bits", new_bits);
+  ASSERT_EQ(r.status, 200) << r.body;
+  // Same name, same version as before: only the content hash tells them apart.
+  EXPECT_EQ(AppFromJson(**store_->GetDoc("app", "web"))->droplet_sha256, Sha256Hex(new_bits));
+}
+
+TEST_F(AppApiTest, DropletsAreServedByHashOnly) {
+  std::string gz(
+      "\x1f\x8b"
+      "bits",
+      6);
+  auto sha = droplets_->Save(gz);
+  ASSERT_TRUE(sha.ok()) << sha.error();
+  auto get = [&](const std::string& method, const std::string& target) {
+    HttpRequest r;
+    r.method = method;
+    r.target = target;
+    return ServeDroplet(*droplets_, r);
+  };
+  auto r = get("GET", "/v1/droplets/" + *sha);
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, gz);
+  EXPECT_EQ(r.content_type, "application/gzip");
+  EXPECT_EQ(get("GET", "/v1/droplets/" + Sha256Hex("other")).status, 404);
+  std::string upper = *sha;
+  for (auto& ch : upper) ch = static_cast<char>(std::toupper(ch));
+  for (const std::string& bad : std::vector<std::string>{
+           "/v1/droplets/" + upper, "/v1/droplets/web/3", "/v1/droplets/../state.db",
+           "/v1/droplets/" + sha->substr(1), "/v1/droplets/"}) {
+    SCOPED_TRACE(bad);
+    EXPECT_EQ(get("GET", bad).status, 404);
+  }
+  EXPECT_EQ(get("PUT", "/v1/droplets/" + *sha).status, 404);
 }
 
 TEST_F(AppApiTest, BadInputChangesNothing) {

@@ -83,10 +83,12 @@ void Reconciler::Round(bool leader) {
   // Never decide on a partial picture: a missing app would read as "delete it".
   if (!apps || !cluster || !reports || !docs) return;
   std::vector<AppSpec> specs;
+  std::map<std::string, std::string> droplets;  // app -> its droplet's SHA-256
   for (const auto& [name, value] : *apps) {
     auto a = AppFromJson(value);
     if (!a || a->droplet_sha256.empty()) continue;  // nothing to run before bits are pushed
     specs.push_back({a->name, a->instances, a->memory_mb, a->state, a->version});
+    droplets[a->name] = a->droplet_sha256;
   }
   Observe(*cluster, *reports);
   if (!leader) {
@@ -108,9 +110,14 @@ void Reconciler::Round(bool leader) {
     if (action.kind == Action::kStart) {
       std::string id = RandomHex(8);
       std::string key = action.app + "/" + std::to_string(action.index) + "/" + id;
-      json a{{"app", action.app},         {"index", action.index},
-             {"version", action.app_version}, {"node_id", action.dea_node_id},
-             {"instance_id", id}, {"assigned_ms", clock_.wall_ms()}};
+      // The droplet goes with the version it was read with: a DEA runs exactly these bits.
+      json a{{"app", action.app},
+             {"index", action.index},
+             {"version", action.app_version},
+             {"droplet_sha256", droplets[action.app]},
+             {"node_id", action.dea_node_id},
+             {"instance_id", id},
+             {"assigned_ms", clock_.wall_ms()}};
       LogInfo("controller: start {} on {} ({})", key, action.dea_node_id, action.reason);
       if (auto s = store_.PutDoc("assignment", key, a.dump()); !s)
         LogWarn("controller: {}", s.error());

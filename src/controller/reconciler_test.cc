@@ -31,13 +31,13 @@ class ReconcilerTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void PutApp(int instances, int64_t version) {
+  void PutApp(int instances, int64_t version, const std::string& droplet = "abc") {
     AppRecord a;
     a.name = "web";
     a.instances = instances;
     a.memory_mb = 128;
     a.version = version;
-    a.droplet_sha256 = "abc";
+    a.droplet_sha256 = droplet;
     ASSERT_TRUE(store_->PutDoc("app", "web", AppToJson(a)).ok());
   }
 
@@ -122,6 +122,19 @@ TEST_F(ReconcilerTest, ARePushKeepsTheOldInstancesUntilTheNewOnesRun) {
   auto after = Assignments();
   ASSERT_EQ(after.size(), 2u);
   for (const auto& a : after) EXPECT_EQ(a["version"], 2);
+}
+
+TEST_F(ReconcilerTest, AnAssignmentNamesTheDropletOfItsVersion) {
+  PutApp(1, 1, "aaa");
+  Run(2500);
+  ASSERT_EQ(Assignments().size(), 1u);
+  EXPECT_EQ(Assignments()[0]["droplet_sha256"], "aaa");
+  PutApp(1, 2, "bbb");
+  Run(2500);
+  auto after = Assignments();
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_EQ(after[0]["version"], 2);
+  EXPECT_EQ(after[0]["droplet_sha256"], "bbb");
 }
 
 TEST_F(ReconcilerTest, ADeadDeasAssignmentsGoAndItsInstancesMove) {

@@ -12,10 +12,12 @@
 #include "agent/member_set.h"
 #include "common/fs.h"
 #include "common/http.h"
+#include "common/json_reply.h"
 #include "common/layout.h"
 #include "common/log.h"
-#include "common/signals.h"
 #include "common/pki.h"
+#include "common/signals.h"
+#include "common/work_queue.h"
 #include "controller/app_api.h"
 #include "controller/health.h"
 #include "controller/reconciler.h"
@@ -32,6 +34,10 @@ namespace {
 // holds it) stands by; a stopping leader gives the lease up so another takes
 // over at once. When a leader dies, the lease expires after kLeaseTtl.
 constexpr int64_t kLeaseTtlMs = 3000;
+
+// API requests in flight at once, and waiting beyond those (then 503).
+constexpr int kApiThreads = 8;
+constexpr size_t kApiBacklog = 64;
 
 }  // namespace
 
@@ -82,61 +88,72 @@ int RunController(const ControllerConfig& config) {
   };
   ControllerApi api(options, store, droplets, RealClock::instance());
 
-  // API requests call the primary (several round trips): off the I/O threads.
-  HttpServer server([&api](const HttpRequest& req, Responder respond) {
-    std::thread([&api, req, respond = std::move(respond)]() { respond(api.Handle(req)); }).detach();
-  });
+  // API requests call the primary (several round trips): off the I/O threads, on
+  // a bounded pool that is stopped after the servers and joined before `api`
+  // goes away. When it is full, clients are told to come back (503).
+  WorkQueue workers(kApiThreads, kApiBacklog);
+  auto offload = [&workers, &api](HttpRequest req, const Responder& respond) {
+    if (workers.TrySubmit([&api, req = std::move(req), respond] { respond(api.Handle(req)); }))
+      return;
+    HttpResponse busy = ErrorReply(503, "the controller is busy: try again in a moment");
+    busy.headers["Retry-After"] = "1";
+    respond(std::move(busy));
+  };
+  HttpServer server(
+      [&offload](const HttpRequest& req, Responder respond) { offload(req, respond); });
   server.SetBodyLimit(options.max_bits_bytes + 4096);
+  // No credential, no body: a stranger's upload is refused from its header.
+  server.SetHeaderCheck([&api](const HttpRequest& head) { return api.CheckCredential(head); });
 
   if (auto s = server.Start(config.ip, kControllerPort); !s) {
     LogError("controller: {}", s.error());
     return 1;
   }
-  // App archives for DEAs, to current cluster members only.
+  // Only current members' node certificates get in on the TLS ports: a
+  // removed node's certificate still chains to the CA.
   MemberSet members;
   PrimaryMemberSource member_source(client);
   MemberFollower follower(members, member_source);
   follower.Start();
-  HttpsServer internal(
-      ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem},
-      [&droplets, &api, &members](const HttpRequest& req, Responder respond) {
-        if (auto refused = members.Refuse(req)) return respond(std::move(*refused));
-        if (!req.peer_cn.empty() && req.target.rfind("/v2/", 0) == 0) {
-          std::thread([&api, req, respond]() { respond(api.Handle(req)); }).detach();
-          return;
-        }
-        HttpResponse r;
-        std::string path = req.target.substr(0, req.target.find('?'));
-        const std::string prefix = "/v1/droplets/";
-        auto slash = path.rfind('/');
-        std::string app = path.size() > prefix.size() && slash > prefix.size()
-                              ? path.substr(prefix.size(), slash - prefix.size())
-                              : "";
-        std::string version = path.substr(slash + 1);
-        bool numeric = !version.empty() && version.find_first_not_of("0123456789") == std::string::npos;
-        if (req.peer_cn.empty()) {
-          r.status = 401;
-          r.body = R"({"error":"a node certificate of this cluster is required"})";
-        } else if (req.method != "GET" || path.rfind(prefix, 0) != 0 || !CheckAppName(app).ok() ||
-                   !numeric) {
-          r.status = 404;
-          r.body = R"({"error":"no such droplet"})";
-        } else if (auto bytes = ReadFile(droplets.PathOf(app, std::stoll(version))); !bytes) {
-          r.status = 404;
-          r.body = R"({"error":"no such droplet"})";
-        } else {
-          r.body = std::move(*bytes);
-          r.content_type = "application/gzip";
-        }
-        respond(std::move(r));
-      });
+  // App archives for DEAs, to current cluster members only.
+  HttpsServer internal(ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem},
+                       [&droplets, &offload](const HttpRequest& req, Responder respond) {
+                         // Only members get here (the header check below refuses anyone else).
+                         if (req.target.rfind("/v2/", 0) == 0) return offload(req, respond);
+                         respond(ServeDroplet(droplets, req));
+                       });
   internal.SetBodyLimit(options.max_bits_bytes + 4096);
+  internal.SetHeaderCheck(
+      [&members](const HttpRequest& head) -> std::optional<HttpResponse> {
+        return members.Refuse(head);  // 401 without a certificate, 403 for a non-member
+      });
   if (auto s = internal.Start(config.ip, kControllerInternalPort); !s) {
     LogError("controller: {}", s.error());
     return 1;
   }
-  LogInfo("controller: API on http://{}:{}, droplets on {}", config.ip, kControllerPort,
-          kControllerInternalPort);
+  // The API for the routers, over TLS: the routers check this certificate
+  // against the cluster CA and show their node certificate (only members
+  // connect). Their certificate is no credential: the client's bearer token,
+  // passed on by the router, is (as on kControllerPort).
+  HttpsServer routed(ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem},
+                     [&offload](const HttpRequest& req, Responder respond) {
+                       HttpRequest from_client = req;
+                       from_client.peer_cn.clear();
+                       offload(std::move(from_client), respond);
+                     });
+  routed.SetBodyLimit(options.max_bits_bytes + 4096);
+  routed.SetHeaderCheck([&api, &members](const HttpRequest& head) -> std::optional<HttpResponse> {
+    if (auto refused = members.Refuse(head)) return refused;
+    HttpRequest from_client = head;
+    from_client.peer_cn.clear();
+    return api.CheckCredential(from_client);
+  });
+  if (auto s = routed.Start(config.ip, kControllerRouterPort); !s) {
+    LogError("controller: {}", s.error());
+    return 1;
+  }
+  LogInfo("controller: API on http://{}:{} and for routers on TLS {}, droplets on {}", config.ip,
+          kControllerPort, kControllerRouterPort, kControllerInternalPort);
 
   std::atomic<bool> done{false};
   bool leader = false;  // used by the loop thread only, then after it ends
@@ -183,7 +200,9 @@ int RunController(const ControllerConfig& config) {
   if (leader) (void)store.ReleaseLease(ControllerApi::kLeaderLease, id->node_id);
   server.Stop();
   internal.Stop();
+  routed.Stop();
   follower.Stop();
+  workers.Stop();
   return 0;
 }
 

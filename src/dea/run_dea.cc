@@ -16,6 +16,7 @@
 #include "common/fs.h"
 #include "common/http.h"
 #include "common/log.h"
+#include "common/pki.h"
 #include "common/signals.h"
 #include "dea/cgroup.h"
 #include "dea/command.h"
@@ -183,8 +184,11 @@ class Dea {
     i.since_ms = RealClock::instance().wall_ms();
   }
 
-  Result<std::string> FetchDroplet(const std::string& app, int64_t version) {
-    std::string path = root_ + "/droplets/" + app + "-" + std::to_string(version) + ".tar.gz";
+  // The droplet with this SHA-256, from the local cache or else from a controller;
+  // what is downloaded is checked against the hash before it is cached.
+  Result<std::string> FetchDroplet(const std::string& sha256) {
+    if (!IsSha256Hex(sha256)) return Err("the assignment names no valid droplet (SHA-256)");
+    std::string path = root_ + "/droplets/" + sha256 + ".tar.gz";
     if (PathExists(path)) return path;
     auto id = client_.Load();
     if (!id) return Err(id.error());
@@ -194,8 +198,8 @@ class Dea {
     for (const auto& n : *nodes) {
       if (std::find(n.roles.begin(), n.roles.end(), "controller") == n.roles.end()) continue;
       auto r = HttpsCall(ClientTls{id->ca_pem, id->cert_pem, id->key_pem, ""}, n.ip,
-                         kControllerInternalPort, "GET",
-                         "/v1/droplets/" + app + "/" + std::to_string(version), "", Millis(30000));
+                         kControllerInternalPort, "GET", "/v1/droplets/" + sha256, "",
+                         Millis(30000));
       if (!r) {
         last = r.error();
         continue;
@@ -204,10 +208,14 @@ class Dea {
         last = "controller " + n.ip + " answered HTTP " + std::to_string(r->status);
         continue;
       }
+      if (Sha256Hex(r->body) != sha256) {
+        last = "controller " + n.ip + " sent a droplet whose SHA-256 is not " + sha256;
+        continue;
+      }
       KATO_TRY(WriteFileAtomic(path, r->body, 0600));
       return path;
     }
-    return Err("cannot fetch app " + app + " version " + std::to_string(version) + ": " + last);
+    return Err("cannot fetch droplet " + sha256 + ": " + last);
   }
 
   void Start(const json& a) {
@@ -238,7 +246,7 @@ class Dea {
     InstanceConfig c;
     c.command = app.value("command", "");
     if (c.command.empty()) return fail("the app has no command (push it with --command or a Procfile)");
-    auto droplet = FetchDroplet(inst.app, inst.version);
+    auto droplet = FetchDroplet(a.value("droplet_sha256", app.value("droplet_sha256", "")));
     if (!droplet) return fail(droplet.error());
     if (auto s = MakeDirs(inst.dir + "/logs", 0700); !s) return fail(s.error());
     auto disk = disks_.Create(inst.id, inst.dir + "/disk.img", disk_mb, c.uid, c.gid);

@@ -104,6 +104,7 @@ constexpr int kPrimaryPort = 9440;  // cluster state service (primary), TLS
 constexpr int kAgentPort = 9441;    // node agent API, TLS
 constexpr int kControllerPort = 9022;          // controller REST API, HTTP (routers front it)
 constexpr int kControllerInternalPort = 9023;  // controller: droplets for DEAs, TLS
+constexpr int kControllerRouterPort = 9024;    // controller REST API for routers, TLS
 constexpr int kRouterHttpPort = 80;
 constexpr int kRouterHttpsPort = 443;
 constexpr int kRouterHealthPort = 9444;  // router: GET /health for load balancers

@@ -53,7 +53,8 @@ class BuildRoutesTest : public ::testing::Test {
   static void ExpectApiToTheController(RouteMap& routes) {
     ASSERT_EQ(routes["api.example.com"].size(), 1u);
     EXPECT_EQ(routes["api.example.com"][0].ip, "10.0.0.1");
-    EXPECT_EQ(routes["api.example.com"][0].port, kControllerPort);
+    EXPECT_EQ(routes["api.example.com"][0].port, kControllerRouterPort);
+    EXPECT_TRUE(routes["api.example.com"][0].tls) << "routers reach controllers over TLS";
   }
 
   std::string dir_;

@@ -96,6 +96,7 @@ struct Shared {
   std::atomic<bool> closing{false};  // Drain: finish what is in flight, keep nothing alive
   std::atomic<int> connections{0};   // client connections (not health checks)
   std::optional<ssl::context> tls;
+  std::optional<ssl::context> upstream_tls;  // for backends with `tls`
 
   // Proxies in front of the routers (the cluster's load balancers): their
   // X-Forwarded-Proto and -Host describe the client's request, so they are
@@ -118,9 +119,20 @@ class Timed {
   Steady::time_point deadline = Steady::time_point::max();
 };
 
+// A connection to a backend: plain, or TLS over its own socket.
 struct Upstream {
   explicit Upstream(net::io_context& ioc) : socket(ioc.get_executor()) {}
-  Socket socket;
+  Upstream(net::io_context& ioc, ssl::context& ctx)
+      : socket(ioc.get_executor()), tls(std::in_place, ioc.get_executor(), ctx) {}
+  Socket& Lowest() { return tls ? tls->next_layer() : socket; }
+  // Calls `f` with the stream to read and write: the TLS stream or the socket.
+  template <class F>
+  void Io(F&& f) {
+    if (tls) return f(*tls);
+    f(socket);
+  }
+  Socket socket;  // unused with TLS
+  std::optional<ssl::stream<Socket>> tls;
   beast::flat_buffer buffer;
   Steady::time_point idle_since;
 };
@@ -234,7 +246,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     if (state_ == State::kConnecting || state_ == State::kUpstream) {
       upstream_timed_out_ = true;
       ErrorCode ec;
-      if (up_) up_->socket.close(ec);
+      if (up_) up_->Lowest().close(ec);
       return;
     }
     CloseAll();
@@ -258,7 +270,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   void CloseAll() {
     ErrorCode ec;
     beast::get_lowest_layer(stream_).close(ec);
-    if (up_) up_->socket.close(ec);
+    if (up_) up_->Lowest().close(ec);
   }
 
   // --- Reading the client's request. ---
@@ -442,6 +454,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     key_.assign(slot.key);
     backend_ip_.assign(slot.backend.ip);
     backend_port_ = slot.backend.port;
+    backend_tls_ = slot.backend.tls;
     up_ = w_.TakeIdle(key_);
     reused_ = up_ != nullptr;
     if (reused_) return SendUpstream();
@@ -452,16 +465,34 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     ErrorCode ec;
     auto addr = net::ip::make_address(backend_ip_, ec);
     if (ec) return OnConnectFailed();
-    up_ = std::make_unique<Upstream>(w_.ioc);
+    if (backend_tls_ && !w_.shared.upstream_tls) {
+      LogWarn("router: backend {} needs TLS and the router has no client TLS settings", key_);
+      return OnConnectFailed();
+    }
+    up_ = backend_tls_ ? std::make_unique<Upstream>(w_.ioc, *w_.shared.upstream_tls)
+                       : std::make_unique<Upstream>(w_.ioc);
     upstream_timed_out_ = false;
     Arm(State::kConnecting, opt_.connect_timeout);
-    up_->socket.async_connect(tcp::endpoint(addr, backend_port_),
-                              [self = this->shared_from_this()](const ErrorCode& ec) {
-                                if (ec) return self->OnConnectFailed();
-                                ErrorCode ignored;
-                                self->up_->socket.set_option(tcp::no_delay(true), ignored);
-                                self->SendUpstream();
-                              });
+    up_->Lowest().async_connect(tcp::endpoint(addr, backend_port_),
+                                [self = this->shared_from_this()](const ErrorCode& ec) {
+                                  if (ec) return self->OnConnectFailed();
+                                  ErrorCode ignored;
+                                  self->up_->Lowest().set_option(tcp::no_delay(true), ignored);
+                                  if (self->up_->tls) return self->Handshake();
+                                  self->SendUpstream();
+                                });
+  }
+
+  // TLS backends: the handshake counts as part of connecting (same deadline);
+  // a backend whose certificate does not chain to the cluster CA is not used.
+  void Handshake() {
+    up_->tls->async_handshake(
+        ssl::stream_base::client, [self = this->shared_from_this()](const ErrorCode& ec) {
+          if (!ec) return self->SendUpstream();
+          if (!self->upstream_timed_out_)
+            LogWarn("router: TLS with backend {} failed: {}", self->key_, ec.message());
+          self->OnConnectFailed();
+        });
   }
 
   void OnConnectFailed() {
@@ -483,11 +514,12 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     Arm(State::kUpstream, opt_.upstream_timeout);
     const std::string& body = parser_->get().body();
     std::array<net::const_buffer, 2> out{net::buffer(up_head_), net::buffer(body)};
-    net::async_write(up_->socket, out,
-                     [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
-                       if (ec) return self->OnUpstreamError(ec);
-                       self->ReadUpstream();
-                     });
+    up_->Io([&](auto& up) {
+      net::async_write(up, out, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
+        if (ec) return self->OnUpstreamError(ec);
+        self->ReadUpstream();
+      });
+    });
   }
 
   void ReadUpstream() {
@@ -495,11 +527,13 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     res_parser_->header_limit(kMaxUpstreamHeader);
     res_parser_->body_limit(opt_.max_response_body);
     if (head_) res_parser_->skip(true);
-    http::async_read(up_->socket, up_->buffer, *res_parser_,
-                     [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
-                       if (ec) return self->OnUpstreamError(ec);
-                       self->OnUpstreamResponse();
-                     });
+    up_->Io([&](auto& up) {
+      http::async_read(up, up_->buffer, *res_parser_,
+                       [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
+                         if (ec) return self->OnUpstreamError(ec);
+                         self->OnUpstreamResponse();
+                       });
+    });
   }
 
   void OnUpstreamError(const ErrorCode& ec) {
@@ -671,9 +705,11 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       std::vector<char> copy(net::buffers_begin(buffer_.data()), net::buffers_end(buffer_.data()));
       buffer_.consume(from_client);
       auto data = std::make_shared<std::vector<char>>(std::move(copy));
-      net::async_write(up_->socket, net::buffer(*data), [self, data](const ErrorCode& ec, size_t) {
-        if (ec) return self->CloseAll();
-        if (--self->pending_writes_ == 0) self->Pump();
+      up_->Io([&](auto& up) {
+        net::async_write(up, net::buffer(*data), [self, data](const ErrorCode& ec, size_t) {
+          if (ec) return self->CloseAll();
+          if (--self->pending_writes_ == 0) self->Pump();
+        });
       });
     }
     if (from_up > 0) {
@@ -700,25 +736,29 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
         net::buffer(to_up_), [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
           if (ec) return self->TunnelEnded(true);
           self->deadline = CoarseNow() + self->opt_.tunnel_idle_timeout;
-          net::async_write(self->up_->socket, net::buffer(self->to_up_.data(), n),
-                           [self](const ErrorCode& ec, size_t) {
-                             if (ec) return self->CloseAll();
-                             self->ClientToUpstream();
-                           });
+          self->up_->Io([&](auto& up) {
+            net::async_write(up, net::buffer(self->to_up_.data(), n),
+                             [self](const ErrorCode& ec, size_t) {
+                               if (ec) return self->CloseAll();
+                               self->ClientToUpstream();
+                             });
+          });
         });
   }
 
   void UpstreamToClient() {
-    up_->socket.async_read_some(
-        net::buffer(to_client_), [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
-          if (ec) return self->TunnelEnded(false);
-          self->deadline = CoarseNow() + self->opt_.tunnel_idle_timeout;
-          net::async_write(self->stream_, net::buffer(self->to_client_.data(), n),
-                           [self](const ErrorCode& ec, size_t) {
-                             if (ec) return self->CloseAll();
-                             self->UpstreamToClient();
-                           });
-        });
+    up_->Io([&](auto& up) {
+      up.async_read_some(net::buffer(to_client_),
+                         [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
+                           if (ec) return self->TunnelEnded(false);
+                           self->deadline = CoarseNow() + self->opt_.tunnel_idle_timeout;
+                           net::async_write(self->stream_, net::buffer(self->to_client_.data(), n),
+                                            [self](const ErrorCode& ec, size_t) {
+                                              if (ec) return self->CloseAll();
+                                              self->UpstreamToClient();
+                                            });
+                         });
+    });
   }
 
   // One direction reached its end: pass the half-close on (plain TCP), or
@@ -726,7 +766,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   void TunnelEnded(bool client_side) {
     ++ended_;
     ErrorCode ec;
-    if (kTls || ended_ == 2) return CloseAll();
+    if (kTls || up_->tls || ended_ == 2) return CloseAll();
     if (client_side) {
       up_->socket.shutdown(Socket::shutdown_send, ec);
     } else {
@@ -758,6 +798,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   std::string key_;
   std::string backend_ip_;
   uint16_t backend_port_ = 0;
+  bool backend_tls_ = false;
   uint64_t tried_ = 0;
   int attempts_ = 0;
   UpstreamPtr up_;
@@ -862,6 +903,24 @@ Status MakeTlsContext(const ServerTls& tls, std::optional<ssl::context>& out) {
   return Ok();
 }
 
+// For TLS backends: verify them against tls.ca_pem, show tls.cert_pem.
+Status MakeUpstreamTlsContext(const ClientTls& tls, std::optional<ssl::context>& out) {
+  out.emplace(ssl::context::tls_client);
+  ErrorCode ec;
+  out->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
+                   ec);
+  out->add_certificate_authority(net::buffer(tls.ca_pem), ec);
+  if (ec) return Err("router: the CA for TLS backends is not valid PEM: " + ec.message());
+  out->set_verify_mode(ssl::verify_peer);
+  if (tls.cert_pem.empty()) return Ok();
+  out->use_certificate_chain(net::buffer(tls.cert_pem), ec);
+  if (ec) return Err("router: the client certificate is not valid PEM: " + ec.message());
+  out->use_private_key(net::buffer(tls.key_pem), ssl::context::pem, ec);
+  if (ec) return Err("router: the client key is not a valid PEM private key: " + ec.message());
+  return Ok();
+}
+
 }  // namespace
 
 struct Router::Impl {
@@ -885,6 +944,7 @@ Status Router::Start() {
   if (im.started) return Err("router: already started");
   const RouterOptions& opt = im.shared.opt;
   if (opt.tls) KATO_TRY(MakeTlsContext(*opt.tls, im.shared.tls));
+  if (opt.upstream_tls) KATO_TRY(MakeUpstreamTlsContext(*opt.upstream_tls, im.shared.upstream_tls));
   int threads = std::max(1, opt.threads);
   // With one worker every socket and timer lives on its thread (Start sets
   // them up before the thread runs), so the reactor's per-descriptor locks

@@ -12,6 +12,9 @@
 // arrived (the instance died) is retried the same way: responses are
 // buffered, so the client has seen nothing of the failed attempt. The backend
 // sees X-Forwarded-For (appended), X-Forwarded-Proto and X-Forwarded-Host.
+// Backends flagged `tls` (the controllers' API) are reached over TLS: their
+// certificate must chain to upstream_tls.ca_pem, and the router shows its own
+// (upstream_tls.cert_pem); other headers, Authorization included, pass as they are.
 // WebSocket upgrades are tunnelled byte for byte after the backend's 101.
 // Request and response bodies are buffered up to their limits (413 / 502).
 // Unknown host: 404; known host with no backend: 503; malformed request: 400
@@ -42,6 +45,9 @@ struct RouterOptions {
   int port = 0;  // 0: any free port (see Router::port())
   int threads = 1;
   std::optional<ServerTls> tls;  // serve HTTPS too (only cert, key and chain are used)
+  // For backends with `tls`: the CA their certificates must chain to, and the
+  // router's client certificate. Unset: such backends cannot be reached (502).
+  std::optional<ClientTls> upstream_tls;
   int tls_port = 0;
   std::optional<int> health_port;  // serve GET /health on ip:health_port (0: any)
 

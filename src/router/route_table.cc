@@ -42,7 +42,7 @@ void RouteTable::Replace(const RouteMap& routes) {
     for (const Backend& b : backends) {
       auto slot = std::make_unique<BackendSlot>();
       slot->backend = b;
-      slot->key = b.ip + ":" + std::to_string(b.port);
+      slot->key = (b.tls ? "tls:" : "") + b.ip + ":" + std::to_string(b.port);
       auto mark = marks.find(slot->key);
       if (mark != marks.end()) slot->failed_until.store(mark->second, std::memory_order_relaxed);
       route.backends.push_back(std::move(slot));

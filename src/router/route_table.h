@@ -27,6 +27,9 @@ namespace kato {
 struct Backend {
   std::string ip;  // IPv4 literal
   uint16_t port = 0;
+  // Speak TLS to it (RouterOptions::upstream_tls): the controllers' API. App
+  // instances are plain HTTP.
+  bool tls = false;
   bool operator==(const Backend&) const = default;
 };
 
@@ -37,7 +40,7 @@ using RouteMap = std::map<std::string, std::vector<Backend>>;
 // One backend inside a snapshot, with the mutable marks the data path updates.
 struct BackendSlot {
   Backend backend;
-  std::string key;  // "ip:port", the upstream pool's key
+  std::string key;  // "ip:port" ("tls:ip:port" for TLS), the upstream pool's key
   // steady_clock ticks (Clock::now().time_since_epoch()) until which the
   // backend is skipped; 0 when it is not marked.
   mutable std::atomic<int64_t> failed_until{0};

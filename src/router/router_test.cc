@@ -669,6 +669,74 @@ TEST_F(RouterTest, ServesHttpsWithForwardedProto) {
   EXPECT_EQ(a.last()["X-Forwarded-Proto"], "https");
 }
 
+// A TLS backend (the controllers' API): the router checks its certificate
+// against the CA, shows its own, and passes the client's headers on.
+TEST_F(RouterTest, ReachesTlsBackendsWithItsCertificate) {
+  auto ca = CreateCa("cluster");
+  auto other = CreateCa("other");
+  ASSERT_TRUE(ca.ok() && other.ok());
+  auto issue = [](const CaBundle& by, const std::string& cn) {
+    auto kc = CreateKeyAndCsr(cn);
+    auto cert = SignCsr(by, kc->csr_pem, cn, 1);
+    return std::pair{*cert, kc->key_pem};
+  };
+  auto serve = [](const CaBundle& ca, std::pair<std::string, std::string> id) {
+    auto server = std::make_unique<HttpsServer>(
+        ServerTls{ca.cert_pem, id.first, id.second, ""},
+        [](const HttpRequest& req, Responder respond) {
+          auto auth = req.headers.find("authorization");
+          respond(HttpResponse{200, "cn=" + req.peer_cn + " auth=" +
+                                        (auth == req.headers.end() ? "-" : auth->second) +
+                                        " body=" + req.body});
+        });
+    EXPECT_TRUE(server->Start("127.0.0.1", 0).ok());
+    return server;
+  };
+  auto controller = serve(*ca, issue(*ca, "controller-node"));
+  auto impostor = serve(*other, issue(*other, "impostor"));
+  auto [cert, key] = issue(*ca, "router-node");
+  table_.Replace({{"api.example", {{"127.0.0.1", static_cast<uint16_t>(controller->port()), true}}},
+                  {"fake.example", {{"127.0.0.1", static_cast<uint16_t>(impostor->port()), true}}},
+                  {"plain.example", {{"127.0.0.1", static_cast<uint16_t>(controller->port())}}}});
+  RouterOptions opt;
+  opt.upstream_tls = ClientTls{ca->cert_pem, cert, key, ""};
+  StartRouter(opt);
+
+  Client c(router_->port());
+  for (int i = 0; i < 2; ++i) {  // the second one on the pooled TLS connection
+    auto res = c.Get("api.example", "/v2/info", {{"Authorization", "Bearer sesame"}});
+    EXPECT_EQ(res.result_int(), 200u);
+    EXPECT_EQ(res.body(), "cn=router-node auth=Bearer sesame body=");
+  }
+  c.SendRaw("POST /v2/apps HTTP/1.1\r\nHost: api.example\r\nContent-Length: 4\r\n\r\n{\"a\"");
+  auto posted = c.Read();
+  EXPECT_EQ(posted.body(), "cn=router-node auth=- body={\"a\"");
+  // A backend whose certificate is not from the cluster CA is never sent the request.
+  auto fake = c.Get("fake.example", "/", {{"Authorization", "Bearer sesame"}});
+  EXPECT_EQ(fake.result_int(), 502u);
+  // A plain connection to a TLS port gets nowhere either.
+  EXPECT_EQ(Client(router_->port()).Get("plain.example").result_int(), 502u);
+}
+
+TEST_F(RouterTest, TlsBackendsNeedClientTlsSettings) {
+  FakeBackend a("A");
+  table_.Replace({{"api.example", {{"127.0.0.1", a.port(), true}}}});
+  StartRouter();  // no upstream_tls
+  Client c(router_->port());
+  EXPECT_EQ(c.Get("api.example").result_int(), 502u);
+  EXPECT_EQ(a.requests(), 0);
+}
+
+TEST(RouteTableTest, TlsBackendsHaveTheirOwnPoolKey) {
+  RouteTable table;
+  table.Replace({{"a", {{"10.0.0.1", 9024, true}, {"10.0.0.1", 9024}}}});
+  std::string scratch;
+  auto routes = table.Snapshot();
+  const HostRoute& r = *RouteTable::Find(*routes, "a", &scratch);
+  EXPECT_EQ(r.backends[0]->key, "tls:10.0.0.1:9024");
+  EXPECT_EQ(r.backends[1]->key, "10.0.0.1:9024");
+}
+
 TEST_F(RouterTest, StartFailsOnBusyPort) {
   StartRouter();
   RouterOptions opt;

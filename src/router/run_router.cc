@@ -36,7 +36,7 @@ Result<RouteMap> BuildRoutes(Store& store) {
   for (const auto& n : *nodes) {
     ip_of[n.id] = n.ip;
     if (!api.empty() && std::count(n.roles.begin(), n.roles.end(), "controller"))
-      routes[api].push_back({n.ip, static_cast<uint16_t>(kControllerPort)});
+      routes[api].push_back({n.ip, static_cast<uint16_t>(kControllerRouterPort), true});
   }
   if (!api.empty() && !routes.count(api)) routes[api] = {};  // 503: no controller
   std::string domain = api.rfind("api.", 0) == 0 ? api.substr(4) : api;
@@ -95,6 +95,9 @@ int RunRouter(const RouterConfig& config) {
   options.port = config.http_port ? config.http_port : kRouterHttpPort;
   options.tls = ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem};
   options.tls_port = kRouterHttpsPort;
+  // To the controllers' API (TLS backends): they must chain to the cluster CA,
+  // and the router shows its node certificate.
+  options.upstream_tls = ClientTls{id->ca_pem, id->cert_pem, id->key_pem, ""};
   options.health_port = kRouterHealthPort;
   Router router(options, table);
   if (auto s = router.Start(); !s) {

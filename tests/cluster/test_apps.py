@@ -4,6 +4,7 @@ a client keeps sending requests, and instance isolation."""
 import http.client
 import json
 import os
+import socket
 import time
 
 from conftest import Traffic, get, wait_for
@@ -101,6 +102,11 @@ def test_api_needs_credential_and_bad_input(cluster):
     assert r.rc == 0 and json.loads(r.out) == []
     r = core.kato("app", "--api", f"http://{core.ip}:9022", "list", env={"KATO_API_TOKEN": "bad"})
     assert r.rc != 0 and "admin credential" in r.err
+    # Without a credential, an upload is refused from its header: its body is never read.
+    with socket.create_connection((core.ip, 9022), timeout=5) as s:
+        s.sendall(b"PUT /v2/apps/web/bits HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 60000000\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 401 ")
     # Bad input: clear errors, nothing created.
     r = core.kato("app", "push", "Bad_Name", "--path", os.path.join(APPS, "web"))
     assert r.rc != 0 and "not valid" in r.err
@@ -194,3 +200,43 @@ def test_repush_replaces_instances_without_dropping_requests(cluster):
         traffic.wait_more(50)
     print(f"re-push: requests {traffic.total}, failed {len(traffic.failures)}")
     assert traffic.failures == [], traffic.failures[:5]
+
+
+def test_droplets_by_content(cluster, tmp_path):
+    """A restart reuses the app's droplet (it is cached by content, not by app
+    version); a deleted and re-created app with the same name and version runs
+    its own new bits, never the old app's cached ones."""
+    core = cluster.core(1, "api.bits.test")
+    dea = cluster.node(2)
+    cluster.attach(dea, core, "dea")
+    server = open(os.path.join(APPS, "web", "server.py")).read()
+
+    def app_dir(release):
+        d = tmp_path / release
+        d.mkdir()
+        (d / "Procfile").write_text("web: python3 server.py\n")
+        (d / "server.py").write_text(server.replace('"pid": os.getpid()',
+                                                    f'"pid": os.getpid(), "release": "{release}"'))
+        return str(d)
+
+    def serving(release, not_instance=None):
+        def check():
+            insts = running_instances(core, "web")
+            if len(insts) != 1 or insts[0]["instance_id"] == not_instance:
+                return None
+            s, body = get(core.ip, "web.bits.test")
+            return s == 200 and json.loads(body).get("release") == release and insts[0]
+        return wait_for(f"release {release} serving", check, timeout=30)
+
+    core.ok("app", "push", "web", "--path", app_dir("one"))
+    first = serving("one")
+    core.ok("app", "restart", "web")
+    serving("one", not_instance=first["instance_id"])
+    droplets = os.path.join(dea.data_dir, "dea", "droplets")
+    assert len(os.listdir(droplets)) == 1  # the restart fetched nothing new
+
+    core.ok("app", "delete", "web")
+    wait_for("route gone", lambda: get(core.ip, "web.bits.test")[0] == 404, timeout=10)
+    core.ok("app", "push", "web", "--path", app_dir("two"))
+    serving("two")
+    assert len(os.listdir(droplets)) == 2

@@ -102,5 +102,7 @@ def test_web_certificate_is_not_a_client_certificate(cluster, tmp_path):
         cert, key = sign_web_cert(core, cn, str(d))
         got = statuses(core, n2.ip, cert, key, ca)
         assert all(s in (None, 401, 403) for s in got.values()), (cn, got)
-    # A node certificate of the same CA gets in (the check is not refusing everything).
-    assert statuses(core, n2.ip, pki(n2, "node.pem"), pki(n2, "node.key"), ca) == ALL_OK
+    # A node certificate of the same CA gets in (the check is not refusing
+    # everything); agents learn of a new member with their next heartbeat reply.
+    wait_for("n2's node certificate to work everywhere", lambda: statuses(
+        core, n2.ip, pki(n2, "node.pem"), pki(n2, "node.key"), ca) == ALL_OK, timeout=5)
