@@ -55,7 +55,7 @@ CONF
 backend_conf ns 0.0.0.0:18091
 backend_conf host $NODE:18092
 
-coproc NET { "$NETBIN" --node-ip $NODE --port 18091; }
+coproc NET { exec "$NETBIN" --node-ip $NODE --port 18091; }
 PIDS+=($NET_PID)
 read -r NETNS INSTANCE_IP <&"${NET[0]}"
 echo "instance namespace $NETNS at $INSTANCE_IP; $NODE:18091 is DNATed to it"

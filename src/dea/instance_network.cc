@@ -11,6 +11,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "common/fs.h"
+
 namespace kato {
 namespace {
 
@@ -160,8 +162,8 @@ std::string InstanceNetwork::PolicyScript(const EgressPolicy& p) const {
   return s;
 }
 
-Status InstanceNetwork::RemoveLeftovers() {
-  std::string mine = kNsPrefix + tag_ + "-";
+Status InstanceNetwork::RemoveLeftovers(const std::string& tag) {
+  std::string mine = kNsPrefix + tag + "-";
   for (const auto& name : ListDir(opt_.netns_dir))
     if (name.rfind(mine, 0) == 0) KATO_TRY(run_.Run({ip_, "netns", "del", name}));
   auto links = run_.Run({ip_, "-o", "link", "show"});
@@ -172,20 +174,51 @@ Status InstanceNetwork::RemoveLeftovers() {
     auto a = line.find(": ");
     if (a == std::string::npos) continue;
     std::string name = line.substr(a + 2, line.find_first_of("@:", a + 2) - (a + 2));
-    if (name.rfind("k" + tag_ + "-", 0) != 0) continue;
+    if (name.rfind("k" + tag + "-", 0) != 0) continue;
     // A veth goes with its namespace, asynchronously: gone meanwhile is fine.
     if (auto del = run_.Run({ip_, "link", "del", name});
         !del && run_.Run({ip_, "link", "show", name}))
       return Err(del.error());
   }
-  if (run_.Run({nft_, "list", "table", "ip", table()}))
-    KATO_TRY(run_.Run({nft_, "delete", "table", "ip", table()}));
+  if (run_.Run({nft_, "list", "table", "ip", "kato_" + tag}))
+    KATO_TRY(run_.Run({nft_, "delete", "table", "ip", "kato_" + tag}));
   return Ok();
 }
 
-Status InstanceNetwork::Init(const EgressPolicy& policy) {
+Result<std::vector<std::string>> InstanceNetwork::SweepDead() {
+  // Every tag with something of ours on the host: namespaces and tables.
+  std::set<std::string> tags;
+  for (const auto& name : ListDir(opt_.netns_dir))
+    if (name.rfind(kNsPrefix, 0) == 0 && name.size() > 14 && name[13] == '-' && IndexOf(name) >= 0)
+      tags.insert(name.substr(5, 8));
+  if (auto tables = run_.Run({nft_, "list", "tables"}); tables) {
+    std::istringstream in(*tables);
+    for (std::string line; std::getline(in, line);)
+      if (auto at = line.find("table ip kato_"); at != std::string::npos && line.size() >= at + 22)
+        tags.insert(line.substr(at + 14, 8));
+  }
+  std::vector<std::string> swept;
+  for (const auto& tag : tags) {
+    if (tag == tag_ || tag.find_first_not_of("0123456789abcdef") != std::string::npos) continue;
+    auto owner = ReadFile(opt_.run_root + "/dea-" + tag + "/owner");
+    // A DEA writes its owner line before it makes anything: without one, or
+    // with one whose process is gone, what the tag holds is left over.
+    if (owner && opt_.alive && opt_.alive(*owner)) continue;
+    KATO_TRY(RemoveLeftovers(tag));
+    swept.push_back(tag);
+  }
+  return swept;
+}
+
+Status InstanceNetwork::Init(const EgressPolicy& policy, std::vector<std::string>* swept) {
   if (!init_error_.empty()) return Err(init_error_);
-  KATO_TRY(RemoveLeftovers());
+  std::string dir = opt_.run_root + "/dea-" + tag_;
+  KATO_TRY(MakeDirs(dir, 0755));
+  KATO_TRY(WriteFileAtomic(dir + "/owner", opt_.owner + "\n", 0644));
+  KATO_TRY(RemoveLeftovers(tag_));
+  auto dead = SweepDead();
+  if (!dead) return Err(dead.error());
+  if (swept) *swept = *dead;
   // Egress beyond this host is forwarded (and masqueraded), as container runtimes do.
   KATO_TRY(run_.Run({sysctl_, "-q", "-w", "net.ipv4.ip_forward=1"}));
   KATO_TRY(run_.Run({nft_, "-f", "-"}, TableScript(policy)));
@@ -282,7 +315,9 @@ Status InstanceNetwork::Detach(const Attachment& a) {
 
 Status InstanceNetwork::Shutdown() {
   if (!init_error_.empty()) return Ok();
-  return RemoveLeftovers();
+  KATO_TRY(RemoveLeftovers(tag_));
+  ::unlink((opt_.run_root + "/dea-" + tag_ + "/owner").c_str());
+  return Ok();
 }
 
 }  // namespace kato

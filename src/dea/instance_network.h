@@ -26,6 +26,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -54,6 +55,12 @@ struct NetworkOptions {
   std::string instance_cidr = "10.254.0.0/16";
   std::string netns_dir = "/run/netns";  // where `ip netns` keeps its names
   std::string lock_path = "/run/kato-netns.lock";
+  // Each DEA's RUN_ROOT/dea-TAG/owner names its process ("PID STARTTIME"),
+  // so that a DEA can tell what DEAs that are gone left on the host.
+  std::string run_root = "/run/kato";
+  std::string owner;  // this DEA's "PID STARTTIME"
+  // Whether the process of an owner line still runs (default: /proc).
+  std::function<bool(const std::string& owner)> alive;
 };
 
 struct Attachment {
@@ -73,9 +80,11 @@ class InstanceNetwork {
   const std::string& tag() const { return tag_; }
   std::string table() const { return "kato_" + tag_; }
 
-  // Removes what an earlier run of this DEA left behind, enables IPv4
-  // forwarding and installs the table with `policy`.
-  Status Init(const EgressPolicy& policy);
+  // Records this DEA as the owner of its TAG, removes what an earlier run of
+  // this DEA left behind and what DEAs that are gone left (their tags are
+  // returned through `swept`, for their disks), enables IPv4 forwarding and
+  // installs the table with `policy`.
+  Status Init(const EgressPolicy& policy, std::vector<std::string>* swept = nullptr);
   // Replaces the policy's sets atomically (nothing happens when unchanged).
   Status SetPolicy(const EgressPolicy& policy);
   // A namespace with its address and the DNAT of node_ip:port to it. On
@@ -91,7 +100,8 @@ class InstanceNetwork {
   std::string PolicyScript(const EgressPolicy& policy) const;
 
  private:
-  Status RemoveLeftovers();
+  Status RemoveLeftovers(const std::string& tag);
+  Result<std::vector<std::string>> SweepDead();
   Result<int> ClaimIndex();
 
   CommandRunner& run_;

@@ -52,6 +52,9 @@ class NetworkTest : public ::testing::Test {
     opt_.instance_cidr = "10.254.0.0/24";
     opt_.netns_dir = dir_ + "/netns";
     opt_.lock_path = dir_ + "/lock";
+    opt_.run_root = dir_ + "/run";
+    opt_.owner = "100 200";
+    opt_.alive = [](const std::string& owner) { return owner == "7 8\n"; };
     ASSERT_TRUE(MakeDirs(opt_.netns_dir).ok());
     policy_.nodes = {"127.0.9.1", "127.0.9.3"};
     policy_.routers = {"127.0.9.1"};
@@ -93,6 +96,9 @@ TEST_F(NetworkTest, TableRefusesClusterNodesAndAllowsRoutersDnsAndRules) {
 TEST_F(NetworkTest, InitClearsLeftoversOfThisDeaOnly) {
   for (const char* n : {"kato-abcdef01-0", "kato-abcdef01-7", "kato-12345678-1", "other"})
     ASSERT_TRUE(WriteFileAtomic(opt_.netns_dir + "/" + n, "").ok());
+  // 12345678 is another DEA on this host, alive.
+  ASSERT_TRUE(MakeDirs(opt_.run_root + "/dea-12345678").ok());
+  ASSERT_TRUE(WriteFileAtomic(opt_.run_root + "/dea-12345678/owner", "7 8\n").ok());
   run_.links = "1: lo: <LOOPBACK>\n9: kabcdef01-3@if2: <BROADCAST>\n10: k12345678-1@if2: <X>\n";
   InstanceNetwork net(run_, opt_);
   ASSERT_TRUE(net.Init(policy_).ok());
@@ -108,9 +114,34 @@ TEST_F(NetworkTest, InitClearsLeftoversOfThisDeaOnly) {
   EXPECT_THAT(run_.inputs.back(), HasSubstr("table ip kato_abcdef01"));
 }
 
+TEST_F(NetworkTest, InitSweepsWhatDeadDeasLeftAndRecordsItsOwner) {
+  // 11111111 left namespaces and its owner is gone; 22222222 never wrote one
+  // (killed before it could); 33333333 runs.
+  for (const char* n : {"kato-11111111-0", "kato-22222222-4", "kato-33333333-2"})
+    ASSERT_TRUE(WriteFileAtomic(opt_.netns_dir + "/" + n, "").ok());
+  for (auto [tag, owner] : {std::pair{"11111111", "5 6\n"}, {"33333333", "7 8\n"}}) {
+    ASSERT_TRUE(MakeDirs(opt_.run_root + "/dea-" + tag).ok());
+    ASSERT_TRUE(WriteFileAtomic(opt_.run_root + "/dea-" + tag + "/owner", owner).ok());
+  }
+  InstanceNetwork net(run_, opt_);
+  std::vector<std::string> swept;
+  ASSERT_TRUE(net.Init(policy_, &swept).ok());
+  EXPECT_EQ(swept, (std::vector<std::string>{"11111111", "22222222"}));
+  std::string all;
+  for (const auto& c : run_.calls) all += c + "\n";
+  EXPECT_THAT(all, HasSubstr("netns del kato-11111111-0"));
+  EXPECT_THAT(all, HasSubstr("netns del kato-22222222-4"));
+  EXPECT_THAT(all, Not(HasSubstr("kato-33333333-2")));
+  EXPECT_EQ(ReadFile(opt_.run_root + "/dea-abcdef01/owner").value(), "100 200\n");
+  ASSERT_TRUE(net.Shutdown().ok());
+  EXPECT_FALSE(PathExists(opt_.run_root + "/dea-abcdef01/owner"));
+}
+
 TEST_F(NetworkTest, AttachTakesTheFirstFreeIndexOnTheHostAndDetachUndoesIt) {
   // Another DEA on this host holds index 0.
   ASSERT_TRUE(WriteFileAtomic(opt_.netns_dir + "/kato-12345678-0", "").ok());
+  ASSERT_TRUE(MakeDirs(opt_.run_root + "/dea-12345678").ok());
+  ASSERT_TRUE(WriteFileAtomic(opt_.run_root + "/dea-12345678/owner", "7 8\n").ok());
   InstanceNetwork net(run_, opt_);
   ASSERT_TRUE(net.Init(policy_).ok());
   run_.calls.clear();

@@ -10,6 +10,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "agent/cluster_client.h"
@@ -74,6 +75,30 @@ struct DeaSettings {
   bool allow_unlimited = false;
 };
 
+// "PID STARTTIME" of a process, which identifies it across pid reuse.
+std::string OwnerLine(pid_t pid) {
+  auto start = ProcessStartTime(pid);
+  return std::to_string(pid) + " " + std::to_string(start ? *start : 0);
+}
+
+NetworkOptions NetworkOptionsFor(const std::string& node_id, const std::string& ip,
+                                 const std::string& cidr) {
+  NetworkOptions o;
+  o.node_id = node_id;
+  o.node_ip = ip;
+  o.instance_cidr = cidr;
+  o.owner = OwnerLine(::getpid());
+  o.alive = [](const std::string& owner) {
+    std::istringstream in(owner);
+    long long pid = 0;
+    unsigned long long start = 0;
+    return in >> pid >> start && pid > 1 && pid < (1 << 30) &&
+           ProcessAlive(static_cast<pid_t>(pid)) &&
+           ProcessStartTime(static_cast<pid_t>(pid)) == start;
+  };
+  return o;
+}
+
 DeaSettings ReadSettings(RemoteStore& store) {
   DeaSettings out;
   auto list = store.ListConfig("dea");
@@ -98,7 +123,7 @@ class Dea {
       ClusterClient& client, RemoteStore& store, std::unique_ptr<CgroupManager> cgroups)
       : config_(c), client_(client), store_(store), cgroups_(std::move(cgroups)),
         root_(c.data_dir + "/dea"), node_id_(node_id), settings_(settings),
-        network_(runner_, NetworkOptions{node_id, c.ip, settings.instance_cidr}),
+        network_(runner_, NetworkOptionsFor(node_id, c.ip, settings.instance_cidr)),
         disks_(runner_, "/run/kato/dea-" + InstanceNetwork::TagOf(node_id)) {}
 
   Status Init() {
@@ -114,13 +139,24 @@ class Dea {
     }
     auto policy = Policy();
     if (!policy) return Err(policy.error());
-    KATO_TRY(network_.Init(*policy));
+    std::vector<std::string> swept;
+    KATO_TRY(network_.Init(*policy, &swept));
+    // The disks of DEAs that are gone from this host (killed, never restarted).
+    for (const auto& tag : swept) {
+      LogInfo("dea: removed what a DEA that is gone left on this host (tag {})", tag);
+      std::string root = "/run/kato/dea-" + tag;
+      if (auto s = InstanceDisks(runner_, root).RemoveLeftovers(); !s) LogWarn("dea: {}", s.error());
+      std::filesystem::remove_all(root, ec);  // now only empty mount points
+    }
     return Ok();
   }
 
   // Removes every namespace and rule of this DEA (after StopAll).
   void Shutdown() {
     if (auto s = network_.Shutdown(); !s) LogWarn("dea: {}", s.error());
+    if (auto s = disks_.RemoveLeftovers(); !s) LogWarn("dea: {}", s.error());
+    std::error_code ec;
+    std::filesystem::remove_all(disks_.mount_root(), ec);
   }
 
   void Round() {
@@ -164,6 +200,21 @@ class Dea {
     return p;
   }
 
+  // Between rounds: exits and instances coming up are reported as they
+  // happen (every 20 ms), not at the next round, so that a pushed app serves
+  // and a crash is seen sooner. Only starting instances are probed here.
+  void Pause(Millis total, const std::atomic<bool>& done) {
+    auto end = std::chrono::steady_clock::now() + total;
+    while (!done && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(Millis(20));  // the pace of the quick checks
+      Reap();
+      for (auto& [id, i] : instances_)
+        if (!i.stopping && i.pid > 0 && i.state == "STARTING" && prober_.ready({i.net.ip, i.port}))
+          SetState(i, "RUNNING");
+      if (changed_) Report();
+    }
+  }
+
   void StopAll() {
     for (auto& [id, inst] : instances_)
       if (!inst.stopping) Stop(inst);
@@ -182,6 +233,7 @@ class Dea {
     i.state = state;
     i.message = message;
     i.since_ms = RealClock::instance().wall_ms();
+    changed_ = true;
   }
 
   // The droplet with this SHA-256, from the local cache or else from a controller;
@@ -294,8 +346,9 @@ class Dea {
     ::close(*out);
     if (!pid) return fail(pid.error());
     inst.pid = *pid;
-    LogInfo("dea: started {} #{} as instance {} on port {} at {} (pid {})", inst.app, inst.index,
-            inst.id, inst.port, inst.net.ip, inst.pid);
+    LogInfo("dea: started {} #{} as instance {} on port {} at {} (pid {}, set up in {} ms)", inst.app,
+            inst.index, inst.id, inst.port, inst.net.ip, inst.pid,
+            std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - inst.started).count());
     instances_[inst.id] = inst;
   }
 
@@ -364,6 +417,7 @@ class Dea {
   }
 
   void Report() {
+    changed_ = false;
     json list = json::array();
     for (const auto& [id, i] : instances_) {
       if (i.stopping) continue;
@@ -386,6 +440,7 @@ class Dea {
   std::string node_id_;
   DeaSettings settings_;
   int64_t rounds_ = 0;
+  bool changed_ = false;  // an instance changed state since the last report
   PosixCommandRunner runner_;
   InstanceNetwork network_;
   InstanceDisks disks_;
@@ -433,7 +488,7 @@ int RunDea(const DeaConfig& config) {
   });
   while (!done) {
     dea.Round();
-    std::this_thread::sleep_for(Millis(250));  // the report period is 500 ms at most
+    dea.Pause(Millis(250), done);  // the report period is 500 ms at most
   }
   signals.join();
   dea.StopAll();
