@@ -186,7 +186,8 @@ Status InstanceNetwork::RemoveLeftovers(const std::string& tag) {
 }
 
 Result<std::vector<std::string>> InstanceNetwork::SweepDead() {
-  // Every tag with something of ours on the host: namespaces and tables.
+  if (!opt_.alive) return std::vector<std::string>();  // not asked to judge other DEAs
+  // Every tag with something of ours on the host: namespaces, tables, run dirs.
   std::set<std::string> tags;
   for (const auto& name : ListDir(opt_.netns_dir))
     if (name.rfind(kNsPrefix, 0) == 0 && name.size() > 14 && name[13] == '-' && IndexOf(name) >= 0)
@@ -197,13 +198,15 @@ Result<std::vector<std::string>> InstanceNetwork::SweepDead() {
       if (auto at = line.find("table ip kato_"); at != std::string::npos && line.size() >= at + 22)
         tags.insert(line.substr(at + 14, 8));
   }
+  for (const auto& name : ListDir(opt_.run_root))
+    if (name.size() == 12 && name.rfind("dea-", 0) == 0) tags.insert(name.substr(4));
   std::vector<std::string> swept;
   for (const auto& tag : tags) {
     if (tag == tag_ || tag.find_first_not_of("0123456789abcdef") != std::string::npos) continue;
     auto owner = ReadFile(opt_.run_root + "/dea-" + tag + "/owner");
     // A DEA writes its owner line before it makes anything: without one, or
     // with one whose process is gone, what the tag holds is left over.
-    if (owner && opt_.alive && opt_.alive(*owner)) continue;
+    if (owner && opt_.alive(*owner)) continue;
     KATO_TRY(RemoveLeftovers(tag));
     swept.push_back(tag);
   }
@@ -317,6 +320,7 @@ Status InstanceNetwork::Shutdown() {
   if (!init_error_.empty()) return Ok();
   KATO_TRY(RemoveLeftovers(tag_));
   ::unlink((opt_.run_root + "/dea-" + tag_ + "/owner").c_str());
+  ::rmdir((opt_.run_root + "/dea-" + tag_).c_str());  // unless disks still have mount points there
   return Ok();
 }
 

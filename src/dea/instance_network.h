@@ -59,7 +59,8 @@ struct NetworkOptions {
   // so that a DEA can tell what DEAs that are gone left on the host.
   std::string run_root = "/run/kato";
   std::string owner;  // this DEA's "PID STARTTIME"
-  // Whether the process of an owner line still runs (default: /proc).
+  // Whether the process of an owner line still runs. Unset: other DEAs'
+  // leftovers are not judged (tools and tests that share a host with DEAs).
   std::function<bool(const std::string& owner)> alive;
 };
 

@@ -225,9 +225,11 @@ class RootNetworkTest : public ::testing::Test {
     opt_.node_ip = "127.0.251.3";
     opt_.instance_cidr = "10.253.0.0/24";
     opt_.lock_path = "/run/kato-netns-test.lock";
+    opt_.run_root = "/run/kato-netns-test-" + std::to_string(::getpid());
     policy_.nodes = {"127.0.251.1", "127.0.251.3"};
     policy_.routers = {"127.0.251.1"};
   }
+  void TearDown() override { std::filesystem::remove_all(opt_.run_root); }
   // Runs `script` (Python) inside the namespace; its stdout.
   std::string InNs(const Attachment& a, const std::string& script) {
     auto r =
