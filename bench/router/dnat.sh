@@ -25,15 +25,9 @@ command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx 
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
 
 NODE=127.0.250.3
-TMP=$(mktemp -d /tmp/kato-dnat-bench.XXXXXX)
+TMP_PREFIX=kato-dnat-bench
+. "$(dirname "$0")/lib.sh"
 chmod 755 "$TMP"
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
 
 backend_conf() {  # name listen
   mkdir -p "$TMP/$1"
@@ -78,10 +72,6 @@ for host in dnat.bench direct.bench; do
   [ "$(curl -s -H "Host: $host" http://127.0.0.1:18090/)" = hello ] || { echo "$host unreachable" >&2; exit 1; }
 done
 
-to_ms() {
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0;
-                         else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
-}
 run_wrk() {  # host -> "rps p50_ms p99_ms errors"
   local out
   out=$(taskset -c 1 wrk -t1 -c50 -d"$DURATION" --latency -H "Host: $1" http://127.0.0.1:18090/)
@@ -104,10 +94,6 @@ for round in $(seq "$ROUNDS"); do
     printf '%-6s %-7s %12s %9s %9s  %s\n' "$round" "$who" "$rps" "$p50" "$p99" "${notes:-}"
   done
 done
-median() {  # column file
-  sort -g -k"$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END {
-    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 echo
 printf '%-7s %12s %9s %9s\n' median 'req/s' 'p50 ms' 'p99 ms'
 for who in dnat direct; do

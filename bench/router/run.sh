@@ -18,14 +18,8 @@ BIN=$BUILD/bin/kato-router-bench
 [ -x "$BIN" ] || { echo "no $BIN: cmake --build $BUILD --target kato-router-bench" >&2; exit 1; }
 command -v nginx >/dev/null && command -v wrk >/dev/null || { echo "needs nginx and wrk" >&2; exit 1; }
 
-TMP=$(mktemp -d /tmp/kato-router-bench.XXXXXX)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
+TMP_PREFIX=kato-router-bench
+. "$(dirname "$0")/lib.sh"
 
 mkdir -p "$TMP/backend" "$TMP/proxy"
 cat >"$TMP/backend.conf" <<CONF
@@ -94,11 +88,6 @@ done
 BACKEND_WORKER=$(pgrep -P "$BACKEND_MASTER" | head -1)
 PROXY_WORKER=$(pgrep -P "$PROXY_MASTER" | head -1)
 
-# wrk's --latency table prints p50/p99 with units (us, ms, s): normalize to ms.
-to_ms() {
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0;
-                         else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
-}
 # CPU time (user+system clock ticks) a process has used so far.
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
@@ -140,10 +129,6 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
-median() {  # column file
-  sort -g -k"$1" "$2" | awk -v c="$1" '{ v[NR] = $c } END {
-    if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 echo
 printf '%-6s %12s %9s %9s %9s %9s\n' median 'req/s' 'p50 ms' 'p99 ms' 'proxy us' 'backend'
 for who in kato nginx; do
