@@ -3,6 +3,12 @@
 Each node gets its own data dir and address; `kato` runs against it through
 KATO_DATA_DIR, exactly as an operator would. Waiting is always for a condition
 with a deadline (wait_for), never a bare sleep.
+
+Under the sanitizer build (ASan + UBSan, found from --build-dir's CMake cache)
+every kato process writes its sanitizer reports into one directory per run,
+and a test after which a report is there fails with it (Cluster.close). Time
+limits that a test asserts go through limit(), which allows the slower
+sanitized build a fixed factor.
 """
 import http.client
 import json
@@ -20,6 +26,83 @@ import pytest
 
 def pytest_addoption(parser):
     parser.addoption("--build-dir", default=os.path.join(os.path.dirname(__file__), "../../build"))
+
+
+# How much longer a timed step may take in the sanitized build than the README's
+# figure plus its margin: ASan + UBSan at -O1 run kato's code about 2x slower, but
+# the timed steps are mostly fixed intervals (heartbeats, leases, grace periods).
+SANITIZED_TIME_FACTOR = 1.5
+
+
+def is_sanitized_build(build_dir):
+    try:
+        with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
+            return "CMAKE_BUILD_TYPE:STRING=Sanitize\n" in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def sanitizer_options(log_dir):
+    """The sanitizers' settings for every kato process of the run. katod passes
+    them on to its own role processes (src/roles/roles.cc); app instances and
+    the data-service servers are not kato code and never see them.
+
+    Leak checking stays on, as in the unit tests: katod and its role processes
+    leave on SIGTERM through their normal exit, and the sanitizer pass's cluster
+    tests reported no leak there. Processes killed with SIGKILL report nothing."""
+    log = f"log_path={log_dir}/san"
+    return {
+        "ASAN_OPTIONS": f"{log}:abort_on_error=0:halt_on_error=1:detect_leaks=1",
+        "UBSAN_OPTIONS": f"{log}:print_stacktrace=1:halt_on_error=1",
+    }
+
+
+def pytest_configure(config):
+    build = os.path.abspath(config.getoption("--build-dir"))
+    sanitized = is_sanitized_build(build)
+    # Read by limit() below; set here so that it is the same for every test module.
+    os.environ["KATO_TEST_TIME_FACTOR"] = str(SANITIZED_TIME_FACTOR if sanitized else 1.0)
+    # One report directory per run, outside every node's data dir; only katod and
+    # its role processes (root) write there, so it is not world-writable.
+    log_dir = tempfile.mkdtemp(prefix="kato-sanitizer-")
+    os.chmod(log_dir, 0o755)
+    os.environ.update(sanitizer_options(log_dir))
+    os.environ["KATO_TEST_SANITIZER_DIR"] = log_dir
+
+
+def limit(seconds):
+    """A time limit from the README's figure plus its margin, stretched for the
+    sanitized build (SANITIZED_TIME_FACTOR)."""
+    return seconds * float(os.environ.get("KATO_TEST_TIME_FACTOR", "1"))
+
+
+def check_sanitizer_reports():
+    """Fails with the content of every sanitizer report written since the last
+    check (each report is then renamed *.seen, so it fails exactly one test)."""
+    log_dir = os.environ.get("KATO_TEST_SANITIZER_DIR")
+    if not log_dir or not os.path.isdir(log_dir):
+        return
+    reports = []
+    for name in sorted(os.listdir(log_dir)):
+        path = os.path.join(log_dir, name)
+        if name.endswith(".seen"):
+            continue
+        with open(path, errors="replace") as f:
+            text = f.read()
+        os.rename(path, path + ".seen")
+        if text.strip():
+            reports.append(f"--- {path}\n{text}")
+    assert not reports, "sanitizer reports from kato processes:\n" + "\n".join(reports)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sanitizer_reports():
+    """Reports from processes that outlived their test's cluster fail the run."""
+    yield
+    try:
+        check_sanitizer_reports()
+    finally:
+        shutil.rmtree(os.environ["KATO_TEST_SANITIZER_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -246,6 +329,7 @@ class Cluster:
             print(f"kept the data dirs under {self.root}", file=sys.stderr)
         else:
             shutil.rmtree(self.root, ignore_errors=True)
+        check_sanitizer_reports()
 
 
 @pytest.fixture
