@@ -13,6 +13,7 @@ sanitized build a fixed factor.
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -76,14 +77,40 @@ def limit(seconds):
     return seconds * float(os.environ.get("KATO_TEST_TIME_FACTOR", "1"))
 
 
-def check_sanitizer_reports():
+# A sanitizer report in a process's output. GCC's UBSan runtime ignores
+# log_path when ASan is linked too, so its reports ("FILE:LINE:COL: runtime
+# error: ...") land on stderr: in katod.log, DATA_DIR/logs/NAME.log, or what
+# `kato` printed.
+SANITIZER_REPORT = re.compile(r"^\S+:\d+:\d+: runtime error: |==\d+==ERROR: \w+Sanitizer",
+                              re.MULTILINE)
+
+
+def sanitizer_reports_in_logs(data_dirs):
+    """The logs of these nodes (katod's and its processes') that hold a sanitizer report."""
+    found = []
+    for d in data_dirs:
+        logs = [os.path.join(d, "katod.log")]
+        if os.path.isdir(os.path.join(d, "logs")):
+            logs += [os.path.join(d, "logs", n) for n in sorted(os.listdir(os.path.join(d, "logs")))]
+        for path in logs:
+            if not os.path.isfile(path):
+                continue
+            with open(path, errors="replace") as f:
+                text = f.read()
+            m = SANITIZER_REPORT.search(text)
+            if m:
+                found.append(f"--- {path}\n{text[max(0, m.start() - 2000):m.start() + 6000]}")
+    return found
+
+
+def check_sanitizer_reports(data_dirs=()):
     """Fails with the content of every sanitizer report written since the last
-    check (each report is then renamed *.seen, so it fails exactly one test)."""
+    check (each report file is then renamed *.seen, so it fails exactly one
+    test), and of the logs under `data_dirs` that hold one."""
+    reports = sanitizer_reports_in_logs(data_dirs)
     log_dir = os.environ.get("KATO_TEST_SANITIZER_DIR")
-    if not log_dir or not os.path.isdir(log_dir):
-        return
-    reports = []
-    for name in sorted(os.listdir(log_dir)):
+    names = sorted(os.listdir(log_dir)) if log_dir and os.path.isdir(log_dir) else []
+    for name in names:
         path = os.path.join(log_dir, name)
         if name.endswith(".seen"):
             continue
@@ -236,6 +263,8 @@ class Node:
         t0 = time.monotonic()
         p = subprocess.run(self.cmd(*args), capture_output=True, text=True,
                            env=e, input=input, timeout=timeout)
+        # A sanitized `kato` that aborts exits non-zero, which must not pass for an expected error.
+        assert not SANITIZER_REPORT.search(p.stderr), f"kato {' '.join(args)}:\n{p.stderr}"
         return Result(p, time.monotonic() - t0)
 
     def ok(self, *args, **kw):
@@ -325,11 +354,13 @@ class Cluster:
         subprocess.run(["pkill", "-9", "-f", self.root], check=False)
         # RabbitMQ leaves Erlang's port mapper running as a daemon of its own.
         subprocess.run(["epmd", "-kill"], capture_output=True, check=False)
-        if self.keep:
-            print(f"kept the data dirs under {self.root}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
-        check_sanitizer_reports()
+        try:
+            check_sanitizer_reports([n.data_dir for n in self.nodes])
+        finally:
+            if self.keep:
+                print(f"kept the data dirs under {self.root}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture
