@@ -5,8 +5,9 @@ KATO_DATA_DIR, exactly as an operator would. Waiting is always for a condition
 with a deadline (wait_for), never a bare sleep.
 
 Under the sanitizer build (ASan + UBSan, found from --build-dir's CMake cache)
-every kato process writes its sanitizer reports into one directory per run,
-and a test after which a report is there fails with it (Cluster.close). Time
+every kato process writes its ASan reports into one directory per run (UBSan's
+go to its stderr, so the nodes' logs and kato's stderr are searched too), and a
+test after which a report is found fails with it (Cluster.close). Time
 limits that a test asserts go through limit(), which allows the slower
 sanitized build a fixed factor.
 """
