@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -223,6 +224,19 @@ cd "$dir"
 exec "$mongod" --bind_ip "$ip" --port "$port" --dbpath "$dir"
 )SH";
 
+// The environment of katod's own role processes (`katod ROLE`): PATH and LANG,
+// and the sanitizer settings katod itself was given, so that a sanitized build
+// reports where katod's does (the cluster tests collect those reports; see
+// tests/cluster/conftest.py). Servers and app instances never get them.
+std::map<std::string, std::string> KatodEnv(const RoleEnvironment& env) {
+  std::map<std::string, std::string> e = {{"PATH", kPath}, {"LANG", "C.UTF-8"}};
+  for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"}) {
+    std::string value = env.Getenv(name);
+    if (!value.empty()) e[name] = value;
+  }
+  return e;
+}
+
 // A data-service server's spec; `args` follow the wrapper `script` as $1, $2, ...
 // (values never go into the script text, so paths need no shell quoting).
 // An empty script means `args` is the whole argv.
@@ -253,7 +267,7 @@ std::vector<ProcessSpec> RoleProcesses(const std::string& role, const NodeContex
     ProcessSpec s;
     s.name = "primary";
     s.argv = {node.katod_path, "primary", "--data-dir", node.data_dir, "--ip", ip};
-    s.env = {{"PATH", kPath}, {"LANG", "C.UTF-8"}};
+    s.env = KatodEnv(env);
     s.order = StartOrder(role);
     s.ready = ReadinessCheck{ip, kPrimaryPort};
     return {s};
@@ -263,7 +277,7 @@ std::vector<ProcessSpec> RoleProcesses(const std::string& role, const NodeContex
     ProcessSpec s;
     s.name = role;
     s.argv = {node.katod_path, role, "--data-dir", node.data_dir, "--ip", ip};
-    s.env = {{"PATH", kPath}, {"LANG", "C.UTF-8"}};
+    s.env = KatodEnv(env);
     s.order = StartOrder(role);
     if (role == "controller") s.ready = ReadinessCheck{ip, kControllerPort};
     if (role == "router") s.ready = ReadinessCheck{ip, kRouterHealthPort};
@@ -276,7 +290,7 @@ std::vector<ProcessSpec> RoleProcesses(const std::string& role, const NodeContex
     s.name = "load_balancer";
     s.argv = {node.katod_path, "lb",   "--data-dir", node.data_dir, "--ip", ip,
               "--nginx",       env.FindExecutable("nginx")};
-    s.env = {{"PATH", kPath}, {"LANG", "C.UTF-8"}};
+    s.env = KatodEnv(env);
     s.order = StartOrder(role);
     s.ready = ReadinessCheck{ip, kRouterHttpPort};
     // It may wait for the router this node ran before to release port 80, and for its certificate.
@@ -362,6 +376,11 @@ const std::vector<std::string>& GroupMembers(const std::string& group) {
       "mysql", "postgresql", "redis", "mongodb", "rabbit", "memcached", "filesystem"};
   static const auto* none = new std::vector<std::string>{};
   return group == kDataServices ? *data : *none;
+}
+
+std::string SystemRoleEnvironment::Getenv(const std::string& name) const {
+  const char* value = std::getenv(name.c_str());
+  return value ? value : "";
 }
 
 std::string SystemRoleEnvironment::FindExecutable(const std::string& name) const {

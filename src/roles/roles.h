@@ -34,10 +34,13 @@ class RoleEnvironment {
   // An absolute path of an executable found by name in PATH and the usual
   // sbin/lib directories, or empty.
   virtual std::string FindExecutable(const std::string& name) const = 0;
+  // katod's own environment variable `name`, or empty when unset.
+  virtual std::string Getenv(const std::string& name) const = 0;
 };
 class SystemRoleEnvironment final : public RoleEnvironment {
  public:
   std::string FindExecutable(const std::string& name) const override;
+  std::string Getenv(const std::string& name) const override;
 };
 
 Availability RoleAvailability(const std::string& role, const RoleEnvironment& env);

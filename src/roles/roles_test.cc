@@ -23,7 +23,12 @@ class FakeEnv final : public RoleEnvironment {
     auto it = bins.find(name);
     return it == bins.end() ? "" : it->second;
   }
+  std::string Getenv(const std::string& name) const override {
+    auto it = vars.find(name);
+    return it == vars.end() ? "" : it->second;
+  }
   std::map<std::string, std::string> bins;
+  std::map<std::string, std::string> vars;  // katod's environment
 };
 
 FakeEnv AllServers() {
@@ -270,6 +275,24 @@ TEST(ProcessesForRoles, ServersBindTheNodeAddressOnly) {
       EXPECT_EQ(s.stop_timeout, std::chrono::seconds(20)) << s.name;
       EXPECT_EQ(s.start_retries, 3) << s.name;
     }
+  }
+}
+
+TEST(ProcessesForRoles, OnlyKatodsOwnProcessesGetTheSanitizerSettings) {
+  FakeEnv env = AllServers();
+  env.vars = {{"ASAN_OPTIONS", "log_path=/tmp/san/san"}, {"UBSAN_OPTIONS", "halt_on_error=1"},
+              {"HOME", "/root"}};
+  std::set<std::string> every(AllRoles().begin(), AllRoles().end());
+  const std::set<std::string> katods = {"primary", "controller", "router", "dea", "load_balancer"};
+  for (const auto& s : ProcessesForRoles(every, Node(), env)) {
+    if (katods.count(s.name)) {
+      EXPECT_EQ(s.env.at("ASAN_OPTIONS"), "log_path=/tmp/san/san") << s.name;
+      EXPECT_EQ(s.env.at("UBSAN_OPTIONS"), "halt_on_error=1") << s.name;
+      EXPECT_EQ(s.env.count("LSAN_OPTIONS"), 0u) << s.name;  // unset: not passed empty
+    } else {
+      EXPECT_EQ(s.env.count("ASAN_OPTIONS"), 0u) << s.name;
+    }
+    EXPECT_EQ(s.env.count("HOME") && s.env.at("HOME") == "/root", false) << s.name;
   }
 }
 

@@ -3,10 +3,18 @@
 Each node gets its own data dir and address; `kato` runs against it through
 KATO_DATA_DIR, exactly as an operator would. Waiting is always for a condition
 with a deadline (wait_for), never a bare sleep.
+
+Under the sanitizer build (ASan + UBSan, found from --build-dir's CMake cache)
+every kato process writes its ASan reports into one directory per run (UBSan's
+go to its stderr, so the nodes' logs and kato's stderr are searched too), and a
+test after which a report is found fails with it (Cluster.close). Time
+limits that a test asserts go through limit(), which allows the slower
+sanitized build a fixed factor.
 """
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +28,109 @@ import pytest
 
 def pytest_addoption(parser):
     parser.addoption("--build-dir", default=os.path.join(os.path.dirname(__file__), "../../build"))
+
+
+# How much longer a timed step may take in the sanitized build than the README's
+# figure plus its margin: ASan + UBSan at -O1 run kato's code about 2x slower, but
+# the timed steps are mostly fixed intervals (heartbeats, leases, grace periods).
+SANITIZED_TIME_FACTOR = 1.5
+
+
+def is_sanitized_build(build_dir):
+    try:
+        with open(os.path.join(build_dir, "CMakeCache.txt")) as f:
+            return "CMAKE_BUILD_TYPE:STRING=Sanitize\n" in f.read()
+    except FileNotFoundError:
+        return False
+
+
+def sanitizer_options(log_dir):
+    """The sanitizers' settings for every kato process of the run. katod passes
+    them on to its own role processes (src/roles/roles.cc); app instances and
+    the data-service servers are not kato code and never see them.
+
+    Leak checking stays on, as in the unit tests: katod and its role processes
+    leave on SIGTERM through their normal exit, and the sanitizer pass's cluster
+    tests reported no leak there. Processes killed with SIGKILL report nothing."""
+    log = f"log_path={log_dir}/san"
+    return {
+        "ASAN_OPTIONS": f"{log}:abort_on_error=0:halt_on_error=1:detect_leaks=1",
+        "UBSAN_OPTIONS": f"{log}:print_stacktrace=1:halt_on_error=1",
+    }
+
+
+def pytest_configure(config):
+    build = os.path.abspath(config.getoption("--build-dir"))
+    sanitized = is_sanitized_build(build)
+    # Read by limit() below; set here so that it is the same for every test module.
+    os.environ["KATO_TEST_TIME_FACTOR"] = str(SANITIZED_TIME_FACTOR if sanitized else 1.0)
+    # One report directory per run, outside every node's data dir; only katod and
+    # its role processes (root) write there, so it is not world-writable.
+    log_dir = tempfile.mkdtemp(prefix="kato-sanitizer-")
+    os.chmod(log_dir, 0o755)
+    os.environ.update(sanitizer_options(log_dir))
+    os.environ["KATO_TEST_SANITIZER_DIR"] = log_dir
+
+
+def limit(seconds):
+    """A time limit from the README's figure plus its margin, stretched for the
+    sanitized build (SANITIZED_TIME_FACTOR)."""
+    return seconds * float(os.environ.get("KATO_TEST_TIME_FACTOR", "1"))
+
+
+# A sanitizer report in a process's output. GCC's UBSan runtime ignores
+# log_path when ASan is linked too, so its reports ("FILE:LINE:COL: runtime
+# error: ...") land on stderr: in katod.log, DATA_DIR/logs/NAME.log, or what
+# `kato` printed.
+SANITIZER_REPORT = re.compile(r"^\S+:\d+:\d+: runtime error: |==\d+==ERROR: \w+Sanitizer",
+                              re.MULTILINE)
+
+
+def sanitizer_reports_in_logs(data_dirs):
+    """The logs of these nodes (katod's and its processes') that hold a sanitizer report."""
+    found = []
+    for d in data_dirs:
+        logs = [os.path.join(d, "katod.log")]
+        if os.path.isdir(os.path.join(d, "logs")):
+            logs += [os.path.join(d, "logs", n) for n in sorted(os.listdir(os.path.join(d, "logs")))]
+        for path in logs:
+            if not os.path.isfile(path):
+                continue
+            with open(path, errors="replace") as f:
+                text = f.read()
+            m = SANITIZER_REPORT.search(text)
+            if m:
+                found.append(f"--- {path}\n{text[max(0, m.start() - 2000):m.start() + 6000]}")
+    return found
+
+
+def check_sanitizer_reports(data_dirs=()):
+    """Fails with the content of every sanitizer report written since the last
+    check (each report file is then renamed *.seen, so it fails exactly one
+    test), and of the logs under `data_dirs` that hold one."""
+    reports = sanitizer_reports_in_logs(data_dirs)
+    log_dir = os.environ.get("KATO_TEST_SANITIZER_DIR")
+    names = sorted(os.listdir(log_dir)) if log_dir and os.path.isdir(log_dir) else []
+    for name in names:
+        path = os.path.join(log_dir, name)
+        if name.endswith(".seen"):
+            continue
+        with open(path, errors="replace") as f:
+            text = f.read()
+        os.rename(path, path + ".seen")
+        if text.strip():
+            reports.append(f"--- {path}\n{text}")
+    assert not reports, "sanitizer reports from kato processes:\n" + "\n".join(reports)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sanitizer_reports():
+    """Reports from processes that outlived their test's cluster fail the run."""
+    yield
+    try:
+        check_sanitizer_reports()
+    finally:
+        shutil.rmtree(os.environ["KATO_TEST_SANITIZER_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -153,6 +264,8 @@ class Node:
         t0 = time.monotonic()
         p = subprocess.run(self.cmd(*args), capture_output=True, text=True,
                            env=e, input=input, timeout=timeout)
+        # A sanitized `kato` that aborts exits non-zero, which must not pass for an expected error.
+        assert not SANITIZER_REPORT.search(p.stderr), f"kato {' '.join(args)}:\n{p.stderr}"
         return Result(p, time.monotonic() - t0)
 
     def ok(self, *args, **kw):
@@ -242,10 +355,13 @@ class Cluster:
         subprocess.run(["pkill", "-9", "-f", self.root], check=False)
         # RabbitMQ leaves Erlang's port mapper running as a daemon of its own.
         subprocess.run(["epmd", "-kill"], capture_output=True, check=False)
-        if self.keep:
-            print(f"kept the data dirs under {self.root}", file=sys.stderr)
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            check_sanitizer_reports([n.data_dir for n in self.nodes])
+        finally:
+            if self.keep:
+                print(f"kept the data dirs under {self.root}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import os
 import socket
 import time
 
-from conftest import Traffic, get, wait_for
+from conftest import Traffic, get, limit, wait_for
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
 
@@ -62,7 +62,9 @@ def test_five_node_failover(cluster):
     print(f"push {push_seconds:.2f}s, failover {failover_seconds:.2f}s, "
           f"requests {traffic.total}, failed {len(traffic.failures)}")
     assert traffic.failures == [], traffic.failures[:5]
-    assert failover_seconds < 10
+    # README: "starts its instances on the others within about 2.5 s" (bench: 2.2-2.7 s);
+    # margin 1 s for a loaded 2-core CI machine.
+    assert failover_seconds < limit(3.5), failover_seconds
 
     # The DEA comes back: no duplicate instances remain.
     victim.start()

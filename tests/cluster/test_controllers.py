@@ -8,7 +8,7 @@ import json
 import os
 import time
 
-from conftest import Traffic, wait_for
+from conftest import Traffic, limit, wait_for
 from pgserver import PgServer
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
@@ -103,7 +103,9 @@ def check_leader_failover(cluster, store_args=()):
     print(f"takeover {takeover:.3f}s, DEA failover {failover:.3f}s, API requests "
           f"{api_traffic.total} ({len(api_traffic.failures)} failed), app requests "
           f"{app_traffic.total} ({len(app_traffic.failures)} failed)")
-    assert takeover < 6
+    # README: "takes over within about 3 s of the leader's death"; margin 1 s for a
+    # loaded 2-core CI machine.
+    assert takeover < limit(4.0), takeover
     assert api_traffic.failures == [], api_traffic.failures[:5]
     assert app_traffic.failures == [], app_traffic.failures[:5]
 

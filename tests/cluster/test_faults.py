@@ -43,7 +43,7 @@ def test_killed_agent_shows_down_and_can_be_removed(cluster):
     r = core.kato("node", "list")
     assert r.rc == 0 and r.elapsed < 5
     r = core.ok("node", "remove", n2.ip)
-    assert r.elapsed < 10
+    assert r.elapsed < 10  # README: "bounded (< 10 s) even when it is dead": no margin
     assert n2.ip not in [n["ip"] for n in core.json("node", "list")]
     # When it comes back it learns it was removed and stops its roles.
     n2.start()

@@ -4,7 +4,7 @@ import json
 import socket
 import time
 
-from conftest import wait_for
+from conftest import limit, wait_for
 
 
 def test_setup_core_attach_info_status(cluster):
@@ -96,7 +96,10 @@ def test_role_change_reaches_node_within_a_second(cluster):
     t0 = time.monotonic()
     core.ok("role", "add", "-n", n2.ip, "memcached")
     n2.wait_running(["memcached"], timeout=30)
-    assert time.monotonic() - t0 < 5
+    # README: "a role change reaches the node within milliseconds". Timed here is the
+    # whole `role add` until memcached is RUNNING (bench: attach to RUNNING < 0.1 s),
+    # polled with a `kato` run every 50 ms; margin to 1 s for a loaded CI machine.
+    assert time.monotonic() - t0 < limit(1.0)
 
 
 def test_node_remove_and_never_comes_back(cluster):
@@ -104,10 +107,14 @@ def test_node_remove_and_never_comes_back(cluster):
     n2 = cluster.node(2)
     cluster.attach(n2, core, "memcached")
     r = core.ok("node", "remove", n2.ip)
-    assert r.elapsed < 10
+    assert r.elapsed < 10  # README: "bounded (< 10 s)": a bound of the code, no margin
+    t_removed = time.monotonic()
     assert n2.ip not in [n["ip"] for n in core.json("node", "list")]
     # The node learns it was removed and stops its cluster roles.
     wait_for("removed node to leave", lambda: not n2.json("info")["attached"], timeout=10)
+    # README: "A removed node learns it at its next heartbeat" (one a second); margin
+    # 1 s for a loaded CI machine.
+    assert time.monotonic() - t_removed < limit(2.0)
     wait_for("its processes to stop", lambda: n2.processes() == {}, timeout=30)
     # Restarting its agent does not bring it back.
     n2.stop()

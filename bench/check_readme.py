@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Checks that the figures bench/README.md quotes are those of the committed
+results files (results.json, results_attach.json, results_run_a.json,
+apps_results.json, lb_results.json): each table row named below must hold exactly the listed
+numbers, in order, after its label, and each sentence below must appear
+verbatim. Exits 1 naming every mismatch. Run by ctest (bench_readme).
+
+bench/router/run.sh writes no results file: the router's figures are not
+checked here (its section says how they were measured).
+"""
+import json
+import os
+import re
+import sys
+from decimal import ROUND_HALF_UP, Decimal
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load(name):
+    with open(os.path.join(HERE, name)) as f:
+        return json.load(f)
+
+
+def rounded(x, places):
+    """x rounded half up, as the README was written by hand (0.835 -> 0.84)."""
+    q = Decimal(1).scaleb(-places)
+    return str(Decimal(repr(x)).quantize(q, rounding=ROUND_HALF_UP))
+
+
+def f1(x):
+    return rounded(x, 1)
+
+
+def f2(x):
+    return rounded(x, 2)
+
+
+def thousands(n):
+    """24835 -> '24 835', as the README writes counts."""
+    return f"{round(n):,}".replace(",", " ")
+
+
+def current_rows(before, now, attach):
+    """The "Current figures" table: run A ("before") then the current results ("after";
+    attach figures from `attach`)."""
+    st, mem = now["status"], now["memory"]
+    rows = {"`kato status --all`, 20 nodes (goal ≤ 200)":
+            [f1(before["status"]["status --all"][k]) for k in ("median_ms", "p90_ms")] +
+            [f1(st["status --all"][k]) for k in ("median_ms", "p90_ms")]}
+    for role in ("memcached", "redis"):
+        was, att = before["attach"][role], attach["attach"][role]
+        rows[f"`attach -e {role}`"] = [f1(was["attach"]["median_ms"]),
+                                       f1(att["attach"]["median_ms"]), f1(att["attach"]["p90_ms"])]
+        ready = f1(att["server_ready"]["median_ms"])
+        rows[f"— overhead beyond {role}'s own {ready} ms to ready"] = [
+            f1(was["overhead (paired per run)"]["median_ms"]),
+            f1(att["overhead (paired per run)"]["median_ms"])]
+    rows["katod RSS, core of the 20-node cluster (MiB)"] = [
+        f1(before["memory"]["core_cluster_mib"]), f1(mem["core_cluster_mib"])]
+    rows["katod RSS after 1000 `status` + 500 `status --all` (MiB)"] = [
+        f1(before["memory"]["core_after_status_all_calls_mib"]),
+        f1(mem["core_after_status_all_calls_mib"])]
+    return rows
+
+
+def run_a_rows(a):
+    st, mem, cpu = a["status"], a["memory"], a["status"]["cpu_per_status_all"]
+    rows = {}
+    for label, key in (("`kato status` (local)", "status"), ("`kato status --json`", "status --json"),
+                       ("**`kato status --all`**", "status --all"),
+                       ("**`kato status --all --json`**", "status --all --json"),
+                       ("`kato node list`", "node list")):
+        rows[label] = [f1(st[key][k]) for k in ("median_ms", "p90_ms", "min_ms")]
+    scaling = st["status --all scaling (nodes: stats)"]
+    rows["run A"] = [f1(scaling[n]["median_ms"]) for n in ("1", "5", "10", "20")]
+    rows["core katod (20 TLS client calls)"] = [f1(cpu["core_katod_cpu_ms"])]
+    rows["the other 19 katods (serving `/v1/status`)"] = [f1(cpu["other_katods_cpu_ms"])]
+    rows["primary"] = [f1(cpu["primary_cpu_ms"])]
+    rows["CLI"] = [f1(cpu["cli_cpu_ms"])]
+    total = sum(cpu[k] for k in ("core_katod_cpu_ms", "other_katods_cpu_ms", "primary_cpu_ms",
+                                 "cli_cpu_ms"))
+    rows["**total CPU** / wall time"] = [f1(total), f1(cpu["wall_ms"])]
+    for role, ready_label in (("memcached", "memcached alone: ready"),
+                              ("redis", "redis alone: ready")):
+        r = a["attach"][role]
+        rows[f"`attach -e {role}`"] = [f1(r["attach"]["median_ms"]), f1(r["attach"]["p90_ms"])]
+        rows[ready_label] = [f1(r["server_ready"]["median_ms"]), f1(r["server_ready"]["p90_ms"])]
+        rows[f"overhead#{role}"] = [f1(r["overhead (paired per run)"]["median_ms"]),
+                                    f1(r["overhead (paired per run)"]["p90_ms"])]
+        rows[f"phases#{role}"] = [f1(r["phases"][p]["median_ms"])
+                                  for p in ("keygen", "join", "to_running", "after_running")]
+    rows["fresh agent, not in a cluster"] = [f1(mem["idle_unattached_node_mib"])]
+    rows["idle attached node, no role"] = [f1(mem["idle_attached_node_mib"])]
+    rows["core, on its own"] = [f1(mem["core_alone_mib"])]
+    rows["core of the 20-node cluster"] = [f1(mem["core_cluster_mib"])]
+    rows["core after 1000 `kato status`"] = [f1(mem["core_after_status_calls_mib"])]
+    rows["core after 500 more `kato status --all`"] = [f1(mem["core_after_status_all_calls_mib"])]
+    rows["primary process (before → after)"] = [f1(mem["primary_process_mib"]),
+                                                f1(mem["primary_process_after_mib"])]
+    return rows
+
+
+def apps_rows(apps):
+    push, fo = apps["push"], apps["failover"]
+    return {
+        "push-to-serving (first 200 through the router)": [
+            f2(push["serving"][k]) for k in ("median_s", "p90_s", "max_s")] + ["2"],
+        "`kato app push` wall time": [f2(push["push_wall"][k])
+                                      for k in ("median_s", "p90_s", "max_s")],
+        "failover (kill → 3 RUNNING elsewhere)": [
+            f2(fo["failover"][k]) for k in ("median_s", "p90_s", "max_s")] + ["3"],
+        "— of which, down seen in `app info`": [f2(fo["detected"][k])
+                                               for k in ("median_s", "p90_s", "max_s")],
+    }
+
+
+def lb_rows(lb):
+    t = lb["throughput"]
+    return {label: [thousands(t[key]["rps_median"]), f2(t[key]["p50_ms_median"]),
+                    f2(t[key]["p99_ms_median"])]
+            for label, key in (("one router directly", "router"),
+                               ("load balancer (HTTP), 2 routers", "lb-http"),
+                               ("load balancer (HTTPS), 2 routers", "lb-https"))}
+
+
+def sentences(attach, run_a, apps, lb):
+    """Figures quoted in running text."""
+    fo, push = apps["failover"], apps["push"]
+    phase = {p: " / ".join(f1(attach["attach"][r]["phases"][p]["median_ms"])
+                           for r in ("memcached", "redis"))
+             for p in ("keygen", "join", "to_running")}
+    per_run = ", ".join(f"{r['requests_failed']}/{r['requests_total']}" for r in fo["runs"])
+    warmup = next(r for r in push["runs"] if r["warmup"])
+    fail = lb["failure"]
+    trend = ", ".join(f1(m) for _, m in run_a["memory"]["core_trend_status_all (calls, MiB)"][1:])
+    return [
+        f"Attach phases now (medians, memcached / redis): keygen {phase['keygen']} ms,",
+        f"certificate writes) {phase['join']} ms, until RUNNING {phase['to_running']} ms.",
+        f"run A's quarter samples were {trend}.",
+        f"Failed requests during failover: **{fo['requests_failed']} of "
+        f"{thousands(fo['requests_total'])}** (per run: {per_run}).",
+        f"The warm-up push took {f2(warmup['serving_s'])} s to serve.",
+        f"**A router dies: {fail['failed']} of {thousands(fail['requests'])} requests failed",
+        f"left nginx's pool {f2(fail['left_pool_s'])} s after the kill",
+        f"was back {f2(fail['back_in_pool_s'])} s after its katod restarted",
+        f"counted apart ({fail['retried_on_closed_keepalive']} in this run",
+    ]
+
+
+NUMBER = re.compile(r"\d{1,3}(?: \d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
+
+
+def numbers_after(line, label):
+    """The numbers in the cells after the cell holding `label`."""
+    cells = line.split("|")
+    i = next(i for i, c in enumerate(cells) if label in c)
+    return NUMBER.findall("|".join(cells[i + 1:]))
+
+
+def check_rows(lines, rows, start, end, where):
+    """Each label names one table row between the lines `start` and `end`. The
+    attach table repeats two labels per role: 'overhead#ROLE' and 'phases#ROLE'
+    are the first such row after ROLE's `attach -e ROLE` row."""
+    errors = []
+    section = lines[start:end]
+    for label, want in rows.items():
+        text = label.split("#")[0]
+        if "#" in label:  # repeated labels (**overhead**, phases): in role order
+            role = label.split("#")[1]
+            text = {"overhead": "**overhead**", "phases": "phases:"}[text]
+            anchor = next(i for i, l in enumerate(section) if f"`attach -e {role}`" in l)
+            matches = [l for l in section[anchor:] if l.startswith("|") and text in l][:1]
+        else:
+            matches = [l for l in section
+                       if l.startswith("|") and l.split("|")[1].strip() == text]
+        if len(matches) != 1:
+            errors.append(f"{where}: expected one table row '{text}', found {len(matches)}")
+            continue
+        got = numbers_after(matches[0], text)
+        if got != want:
+            errors.append(f"{where}: row '{text}': README has {got}, the results say {want}")
+    return errors
+
+
+def section_bounds(lines, heading, next_heading):
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(next_heading)),
+               len(lines))
+    return start, end
+
+
+def main():
+    with open(os.path.join(HERE, "README.md")) as f:
+        readme = f.read()
+    lines = readme.splitlines()
+    now, run_a = load("results.json"), load("results_run_a.json")
+    apps, lb = load("apps_results.json"), load("lb_results.json")
+    attach_now = load("results_attach.json")
+
+    errors = []
+    s, e = section_bounds(lines, "## Current figures (after the fixes below)", "## ")
+    errors += check_rows(lines, current_rows(run_a, now, attach_now), s, e, "Current figures")
+    s, e = section_bounds(lines, "## Earlier results (run A, before the fixes)", "## ")
+    errors += check_rows(lines, run_a_rows(run_a), s, e, "Earlier results (run A)")
+    s, e = section_bounds(lines, "# Apps: push-to-serving and failover", "# ")
+    errors += check_rows(lines, apps_rows(apps), s, e, "Apps")
+    s, e = section_bounds(lines, "# Load balancer: nginx over two routers, and a router dying",
+                          "# ")
+    errors += check_rows(lines, lb_rows(lb), s, e, "Load balancer")
+    flat = " ".join(readme.split())
+    for sentence in sentences(attach_now, run_a, apps, lb):
+        if sentence not in flat:
+            errors.append(f"text: README does not say {sentence!r}")
+    for err in errors:
+        print(err, file=sys.stderr)
+    if errors:
+        print(f"bench/README.md: {len(errors)} figure(s) differ from the results files",
+              file=sys.stderr)
+        return 1
+    print("bench/README.md: every checked figure matches the results files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
