@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks that the figures bench/README.md quotes are those of the committed
 results files (results.json, results_attach.json, results_run_a.json,
-apps_results.json, lb_results.json): each table row named below must hold exactly the listed
+apps_results.json, lb_results.json, tenant_results.json): each table row named below must hold exactly the listed
 numbers, in order, after its label, and each sentence below must appear
 verbatim. Exits 1 naming every mismatch. Run by ctest (bench_readme).
 
@@ -115,6 +115,35 @@ def apps_rows(apps):
     }
 
 
+def f3(x):
+    return rounded(x, 3)
+
+
+def tenant_rows(t):
+    """The tenant-isolation tables: before/after medians with the change in
+    percent, and the DNAT bench's medians."""
+    rows = {}
+    for label, part, key in (("push-to-serving", "push", "serving"),
+                             ("failover (kill -9 → 3 RUNNING elsewhere)", "failover", "failover")):
+        was = t["apps_before"][part][key]["median_s"]
+        now = t["apps_after"][part][key]
+        change = round(abs(now["median_s"] - was) / was * 100)
+        rows[label] = [f3(was), f3(now["median_s"]), f3(now["p90_s"]), str(change), "10"]
+    d = t["dnat"]
+    for label, key in (("through the namespace (DNAT, veth)", "dnat"),
+                       ("directly on the host", "direct")):
+        p50 = sorted(r["p50_ms"] for r in d["rounds"] if r["path"] == key)
+        rows[label] = [thousands(d["median_rps"][key]), f3(p50[len(p50) // 2]),
+                       f2(d["median_p99_ms"][key])]
+    return rows
+
+
+def tenant_sentences(t):
+    fo = t["apps_after"]["failover"]
+    return [f"0 of {thousands(fo['requests_total'])} requests failed during the failovers",
+            f"Ratio DNAT / direct = **{f3(t['dnat']['ratio_dnat_over_direct'])}**"]
+
+
 def lb_rows(lb):
     t = lb["throughput"]
     return {label: [thousands(t[key]["rps_median"]), f2(t[key]["p50_ms_median"]),
@@ -208,8 +237,12 @@ def main():
     s, e = section_bounds(lines, "# Load balancer: nginx over two routers, and a router dying",
                           "# ")
     errors += check_rows(lines, lb_rows(lb), s, e, "Load balancer")
+    tenant = load("tenant_results.json")
+    s, e = section_bounds(lines, "# Tenant isolation: push, failover and the router through DNAT",
+                          "# ")
+    errors += check_rows(lines, tenant_rows(tenant), s, e, "Tenant isolation")
     flat = " ".join(readme.split())
-    for sentence in sentences(attach_now, run_a, apps, lb):
+    for sentence in sentences(attach_now, run_a, apps, lb) + tenant_sentences(tenant):
         if sentence not in flat:
             errors.append(f"text: README does not say {sentence!r}")
     for err in errors:
