@@ -35,6 +35,31 @@ class CgroupTreeTest : public ::testing::Test {
   std::string root_;
 };
 
+TEST_F(CgroupTreeTest, MissingControllersAreNamedWithHowToEnableThem) {
+  // v1 with memory only: cpu and pids are missing.
+  Put("memory/memory.limit_in_bytes", "0");
+  auto v1 = ProbeCgroups(root_);
+  ASSERT_TRUE(v1.ok()) << v1.error();
+  auto s = RequireControllers(**v1);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.error(), HasSubstr("controllers cpu, pids are missing"));
+  EXPECT_THAT(s.error(), HasSubstr("mount -t cgroup -o cpu"));
+  EXPECT_THAT(s.error(), HasSubstr("allow_unlimited true"));
+  Put("cpu/cgroup.procs", "");
+  Put("pids/cgroup.procs", "");
+  EXPECT_TRUE(RequireControllers(**ProbeCgroups(root_)).ok());
+}
+
+TEST_F(CgroupTreeTest, MissingV2ControllerIsNamed) {
+  Put("cgroup.controllers", "cpu memory\n");
+  auto v2 = ProbeCgroups(root_);
+  ASSERT_TRUE(v2.ok()) << v2.error();
+  auto s = RequireControllers(**v2);
+  ASSERT_FALSE(s.ok());
+  EXPECT_THAT(s.error(), HasSubstr("controller pids is missing"));
+  EXPECT_THAT(s.error(), HasSubstr("echo +pids > /sys/fs/cgroup/cgroup.subtree_control"));
+}
+
 TEST_F(CgroupTreeTest, ProbesV2WhenTheUnifiedTreeHasMemory) {
   Put("cgroup.controllers", "cpuset cpu io memory hugetlb pids rdma misc\n");
   Put("memory/memory.limit_in_bytes", "0");  // a v1 tree too: v2 wins
