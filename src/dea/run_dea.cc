@@ -99,10 +99,11 @@ NetworkOptions NetworkOptionsFor(const std::string& node_id, const std::string& 
   return o;
 }
 
-DeaSettings ReadSettings(RemoteStore& store) {
+// The settings now; `last` when the core cannot be asked (it is away).
+DeaSettings ReadSettings(RemoteStore& store, const DeaSettings& last = DeaSettings{}) {
   DeaSettings out;
   auto list = store.ListConfig("dea");
-  if (!list) return out;
+  if (!list) return last;
   for (const auto& e : *list) {
     json v = json::parse(e.value_json, nullptr, false);
     if (e.key == "memory_mb" && v.is_number_integer()) out.memory_mb = v.get<int>();
@@ -162,7 +163,7 @@ class Dea {
   void Round() {
     Reap();
     CheckReadiness();
-    if (++rounds_ % 4 == 0) settings_ = ReadSettings(store_);
+    if (++rounds_ % 4 == 0) settings_ = ReadSettings(store_, settings_);
     if (auto policy = Policy(); policy) {
       if (auto s = network_.SetPolicy(*policy); !s) LogWarn("dea: {}", s.error());
     }
