@@ -13,10 +13,12 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "cli/log_follow.h"
 #include "cli/static_ip.h"
+#include "cli/time_text.h"
+#include "common/fs.h"
 #include "common/http.h"
 #include "common/pki.h"
-#include "common/fs.h"
 #include "common/layout.h"
 #include "common/net.h"
 #include "common/redact.h"
@@ -79,24 +81,6 @@ std::string Join(const json& arr, const std::string& sep = " ") {
 std::string Pad(std::string s, size_t n) {
   if (s.size() < n) s.resize(n, ' ');
   return s;
-}
-
-std::string TimeText(int64_t ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", std::localtime(&t));
-  return buf;
-}
-
-// When a join token ({"expires_ms", "expired"}) stops working, for people.
-std::string TokenExpiryText(const json& t) {
-  int64_t ms = t.value("expires_ms", static_cast<int64_t>(0));
-  if (ms == 0)
-    return "This token does not expire (make one that does with `kato node token --rotate`).";
-  if (t.value("expired", false))
-    return "This token expired at " + TimeText(ms) +
-           "; make a new one with `kato node token --rotate [--ttl 24h]`.";
-  return "Valid until " + TimeText(ms) + " (`kato node token --rotate [--ttl 24h]` for a new one).";
 }
 
 void PrintProcesses(const json& procs) {
@@ -878,7 +862,7 @@ int RunCli(int argc, char** argv) {
   add_json(alogs);
   alogs->callback([&] {
     run = [&]() -> int {
-      std::map<std::string, long> printed;  // instance id -> end_offset printed up to
+      LogFollower follower;
       for (bool first = true;; first = false) {
         auto r = AppApi(g, api, "GET",
                         "/v2/apps/" + app_name + "/logs?lines=" + std::to_string(log_lines), "");
@@ -894,17 +878,9 @@ int RunCli(int argc, char** argv) {
             if (first) std::cerr << prefix << "(" << i["error"].get<std::string>() << ")\n";
             continue;
           }
-          // end_offset counts every byte the instance ever wrote (its log
-          // rotates): print only what lies past what was printed before.
-          long end = i.value("end_offset", 0L);
-          std::string text = i.value("text", "");
-          long start = end - static_cast<long>(text.size());
-          if (printed.count(id) && printed[id] > start)
-            text = text.substr(static_cast<size_t>(std::min<long>(printed[id] - start,
-                                                                  static_cast<long>(text.size()))));
-          std::istringstream in(text);
+          std::istringstream in(follower.Unseen(id, i.value("end_offset", uint64_t{0}),
+                                                i.value("text", "")));
           for (std::string l; std::getline(in, l);) std::cout << prefix << l << "\n";
-          printed[id] = end;
         }
         std::cout << std::flush;
         if (!follow) return 0;
