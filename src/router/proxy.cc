@@ -5,12 +5,24 @@
 // connection keeps a deadline that its worker's sweep (every kSweepEvery)
 // enforces, which costs one clock read per I/O step instead of a timer
 // reschedule.
+//
+// An exchange (one request and its response) moves through: the request
+// header (Beast's parser), a backend (pooled or connected), up to
+// kReplayLimit of request body read ahead ("pre-read", kept for a retry),
+// the upstream request, then the response relayed piece by piece through a
+// kRelayBuffer buffer while the rest of a large request body is relayed the
+// other way (the pump). Bodies are framed by BodyIn (what arrives) and
+// FrameBody (what leaves): Content-Length bodies are read straight into the
+// relay buffer, chunked ones go through the parser (buffer_body).
 #include "router/proxy.h"
+
+#include <openssl/ssl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <boost/asio/buffers_iterator.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
@@ -18,8 +30,10 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <charconv>
+#include <cstring>
 #include <ctime>
 #include <future>
+#include <limits>
 #include <mutex>
 #include <set>
 #include <string_view>
@@ -29,6 +43,9 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/pki.h"
+#include "router/access_log.h"
+#include "router/metrics.h"
 
 namespace kato {
 namespace {
@@ -51,6 +68,9 @@ constexpr auto kSweepEvery = std::chrono::milliseconds(250);
 constexpr auto kLingerFor = std::chrono::seconds(2);
 constexpr uint32_t kMaxUpstreamHeader = 64 * 1024;
 constexpr size_t kTunnelBuffer = 16 * 1024;
+constexpr size_t kRelayBuffer = 64 * 1024;  // per direction and exchange
+constexpr size_t kReplayLimit = 64 * 1024;  // request body read ahead (and kept for a retry)
+constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 
 // Deadlines only need the sweep's precision: the coarse clock (a few ms) is
 // a plain memory read, where steady_clock costs a TSC read per I/O step.
@@ -60,24 +80,41 @@ Steady::time_point CoarseNow() {
   return Steady::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec));
 }
 
+int64_t WallMs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1'000'000;
+}
+
+double Seconds(Steady::duration d) { return std::chrono::duration<double>(d).count(); }
+
 bool IsParseError(const ErrorCode& ec) {
   return ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
          ec != http::error::end_of_stream && ec != http::error::partial_message;
 }
 
-bool ContainsToken(BView list, BView token) {
+// The end of a stream that was expected to end there (TLS peers often skip close_notify).
+bool IsEof(const ErrorCode& ec) { return ec == net::error::eof || ec == ssl::error::stream_truncated; }
+
+template <class F>
+void ForEachToken(BView list, F&& f) {
   // Comma-separated, case-insensitive (RFC 9110 5.6.1).
   size_t i = 0;
-  while (i < list.size()) {
+  while (i <= list.size()) {
     size_t comma = list.find(',', i);
     if (comma == BView::npos) comma = list.size();
     BView item = list.substr(i, comma - i);
     while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
     while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
-    if (beast::iequals(item, token)) return true;
+    if (!item.empty()) f(item);
     i = comma + 1;
   }
-  return false;
+}
+
+bool ContainsToken(BView list, BView token) {
+  bool found = false;
+  ForEachToken(list, [&](BView item) { found = found || beast::iequals(item, token); });
+  return found;
 }
 
 std::string Printable(std::string_view s) {
@@ -86,17 +123,256 @@ std::string Printable(std::string_view s) {
   return out;
 }
 
+void AppendField(std::string& h, BView name, BView value) {
+  h.append(name.data(), name.size()).append(": ").append(value.data(), value.size());
+  h.append("\r\n");
+}
+
+void AppendLength(std::string& h, uint64_t n) {
+  char digits[24];
+  auto [end, ec] = std::to_chars(digits, digits + sizeof digits, n);
+  h.append("Content-Length: ").append(digits, end).append("\r\n");
+}
+
+bool HopByHop(http::field f) {
+  switch (f) {
+    case http::field::content_length:
+    case http::field::transfer_encoding:
+    case http::field::connection:
+    case http::field::keep_alive:
+    case http::field::proxy_connection:
+    case http::field::te:
+    case http::field::trailer:
+    case http::field::upgrade:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// --- Body framing. ---
+
+enum class Framing { kNone, kLength, kChunked, kUntilClose };
+
+// A message body as it arrives on a stream, handed out in pieces into a
+// caller's buffer. Chunked bodies go through the message's parser (which read
+// the header); the others are counted here, and read straight into the
+// caller's buffer once what the header read left over is used up.
+template <bool isRequest>
+class BodyIn {
+ public:
+  using Parser = http::parser<isRequest, http::buffer_body>;
+
+  void Start(Framing f, uint64_t length, Parser* parser) {
+    framing_ = f;
+    remaining_ = length;
+    parser_ = parser;
+    done_ = f == Framing::kNone || (f == Framing::kLength && length == 0);
+  }
+  bool done() const { return done_; }
+  Framing framing() const { return framing_; }
+
+  // Body bytes already in `in`, into out[0, cap).
+  size_t Take(beast::flat_buffer& in, char* out, size_t cap, ErrorCode& ec) {
+    if (done_ || cap == 0 || in.size() == 0) return 0;
+    if (framing_ != Framing::kChunked) {
+      size_t n = std::min(in.size(), cap);
+      if (framing_ == Framing::kLength) n = static_cast<size_t>(std::min<uint64_t>(n, remaining_));
+      std::memcpy(out, in.data().data(), n);
+      in.consume(n);
+      if (framing_ == Framing::kLength) done_ = (remaining_ -= n) == 0;
+      return n;
+    }
+    auto& body = parser_->get().body();
+    body.data = out;
+    body.size = cap;
+    body.more = true;
+    while (in.size() > 0 && body.size > 0 && !parser_->is_done()) {
+      size_t used = parser_->put(in.data(), ec);
+      in.consume(used);
+      if (ec == http::error::need_buffer || ec == http::error::need_more) {
+        ec = {};
+        if (used == 0) break;
+        continue;
+      }
+      if (ec) return 0;
+    }
+    done_ = parser_->is_done();
+    return cap - body.size;
+  }
+
+  // At least one byte of body into out[0, cap), or the end of the body:
+  // handler(ec, n). Calls the handler at once when `in` already has some.
+  template <class S, class H>
+  void Read(S& s, beast::flat_buffer& in, char* out, size_t cap, H&& handler) {
+    ErrorCode ec;
+    size_t n = Take(in, out, cap, ec);
+    if (ec || n > 0 || done_) return handler(ec, n);
+    if (framing_ == Framing::kChunked) {
+      s.async_read_some(in.prepare(kRelayBuffer),
+                        [this, &s, &in, out, cap, h = std::forward<H>(handler)](
+                            const ErrorCode& ec, size_t n) mutable {
+                          if (ec) return h(IsEof(ec) ? http::error::partial_message : ec, 0);
+                          in.commit(n);
+                          Read(s, in, out, cap, std::move(h));
+                        });
+      return;
+    }
+    size_t want = framing_ == Framing::kLength
+                      ? static_cast<size_t>(std::min<uint64_t>(cap, remaining_))
+                      : cap;
+    s.async_read_some(net::buffer(out, want), [this, h = std::forward<H>(handler)](
+                                                  const ErrorCode& ec, size_t n) mutable {
+      if (framing_ == Framing::kUntilClose && IsEof(ec)) {
+        done_ = true;
+        return h(ErrorCode{}, 0);
+      }
+      if (ec) return h(IsEof(ec) ? http::error::partial_message : ec, 0);
+      if (framing_ == Framing::kLength) done_ = (remaining_ -= n) == 0;
+      h(ErrorCode{}, n);
+    });
+  }
+
+ private:
+  Framing framing_ = Framing::kNone;
+  uint64_t remaining_ = 0;
+  bool done_ = true;
+  Parser* parser_ = nullptr;
+};
+
+// The buffers that send `n` body bytes at `data` framed as `f` (chunk header
+// and trailer for kChunked, plus the last chunk when `last`), after `head`
+// (may be empty). `scratch` holds the chunk header; it must live until the
+// write completes.
+struct Framed {
+  std::array<net::const_buffer, 4> bufs;
+  size_t count = 0;
+  void Add(net::const_buffer b) {
+    if (b.size() > 0) bufs[count++] = b;
+  }
+};
+
+Framed FrameBody(Framing f, std::string_view head, const char* data, size_t n, bool last,
+                 char (&scratch)[24]) {
+  static constexpr std::string_view kCrlf = "\r\n";
+  static constexpr std::string_view kLast = "0\r\n\r\n";
+  static constexpr std::string_view kCrlfLast = "\r\n0\r\n\r\n";
+  Framed out;
+  out.Add(net::buffer(head.data(), head.size()));
+  if (f != Framing::kChunked) {
+    out.Add(net::buffer(data, n));
+    return out;
+  }
+  if (n > 0) {
+    auto [end, ec] = std::to_chars(scratch, scratch + 20, n, 16);
+    *end++ = '\r';
+    *end++ = '\n';
+    out.Add(net::buffer(scratch, static_cast<size_t>(end - scratch)));
+    out.Add(net::buffer(data, n));
+    std::string_view tail = last ? kCrlfLast : kCrlf;
+    out.Add(net::buffer(tail.data(), tail.size()));
+  } else if (last) {
+    out.Add(net::buffer(kLast.data(), kLast.size()));
+  }
+  return out;
+}
+
+template <class S, class H>
+void WriteFramed(S& s, const Framed& f, H&& handler) {
+  switch (f.count) {
+    case 0:
+      return handler(ErrorCode{}, 0);
+    case 1:
+      return net::async_write(s, f.bufs[0], std::forward<H>(handler));
+    case 2:
+      return net::async_write(s, std::array<net::const_buffer, 2>{f.bufs[0], f.bufs[1]},
+                              std::forward<H>(handler));
+    case 3:
+      return net::async_write(
+          s, std::array<net::const_buffer, 3>{f.bufs[0], f.bufs[1], f.bufs[2]},
+          std::forward<H>(handler));
+    default:
+      return net::async_write(s, f.bufs, std::forward<H>(handler));
+  }
+}
+
+// --- TLS certificates. ---
+
+// What the TLS port serves: one context per certificate, [0] the default.
+// The SNI callback (on [0]) moves a handshake to the first context whose
+// certificate covers the name. Connections hold the set they started with.
+struct CertSet {
+  std::vector<std::unique_ptr<ssl::context>> contexts;
+  std::vector<CertInfo> infos;
+};
+
+int PickCertBySni(SSL* ssl, int*, void* arg) {
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (!name) return SSL_TLSEXT_ERR_OK;
+  auto* set = static_cast<CertSet*>(arg);
+  for (size_t i = 0; i < set->infos.size(); ++i) {
+    if (!CertCoversHost(set->infos[i], name)) continue;
+    if (i > 0) SSL_set_SSL_CTX(ssl, set->contexts[i]->native_handle());
+    break;
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+Result<std::shared_ptr<CertSet>> MakeCertSet(const std::vector<ServedCert>& certs) {
+  if (certs.empty()) return Err("router: no TLS certificate to serve");
+  auto set = std::make_shared<CertSet>();
+  static const unsigned char kSessionContext[] = "kato-router";
+  for (const auto& c : certs) {
+    auto info = InspectCert(c.cert_pem);
+    if (!info) return Err("router: a TLS certificate cannot be read: " + info.error());
+    auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
+    ErrorCode ec;
+    ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                         ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                         ssl::context::no_tlsv1_1 | ssl::context::single_dh_use,
+                     ec);
+    ctx->use_certificate_chain(net::buffer(c.cert_pem), ec);
+    if (ec) return Err("router: the TLS certificate is not valid PEM: " + ec.message());
+    ctx->use_private_key(net::buffer(c.key_pem), ssl::context::pem, ec);
+    if (ec) return Err("router: the TLS key is not a valid PEM private key: " + ec.message());
+    SSL_CTX* native = ctx->native_handle();
+    if (SSL_CTX_check_private_key(native) != 1)
+      return Err("router: the TLS key is not the certificate's (" + info->fingerprint + ")");
+    // Resumption: a server-side session cache (TLS 1.2 ids) and tickets (default on).
+    SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_session_id_context(native, kSessionContext, sizeof kSessionContext - 1);
+    // An idle TLS connection keeps no read/write buffers.
+    SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
+    set->contexts.push_back(std::move(ctx));
+    set->infos.push_back(std::move(*info));
+  }
+  SSL_CTX* first = set->contexts[0]->native_handle();
+  SSL_CTX_set_tlsext_servername_callback(first, PickCertBySni);
+  SSL_CTX_set_tlsext_servername_arg(first, set.get());
+  return set;
+}
+
 // --- Shared state and workers. ---
 
 struct Shared {
-  Shared(RouterOptions o, const RouteTable& t) : opt(std::move(o)), table(t) {}
+  Shared(RouterOptions o, const RouteTable& t, int shards)
+      : opt(std::move(o)), table(t), metrics(shards) {}
   const RouterOptions opt;
   const RouteTable& table;
   std::atomic<bool> draining{false};
   std::atomic<bool> closing{false};  // Drain: finish what is in flight, keep nothing alive
   std::atomic<int> connections{0};   // client connections (not health checks)
-  std::optional<ssl::context> tls;
+  int max_connections = 0;
   std::optional<ssl::context> upstream_tls;  // for backends with `tls`
+  RouterMetrics metrics;
+  std::unique_ptr<AccessLog> access_log;
+
+  std::shared_ptr<CertSet> Certs() {
+    std::lock_guard lock(certs_mu);
+    return certs;
+  }
+  std::mutex certs_mu;
+  std::shared_ptr<CertSet> certs;  // GUARDED_BY(certs_mu)
 
   // Proxies in front of the routers (the cluster's load balancers): their
   // X-Forwarded-Proto and -Host describe the client's request, so they are
@@ -131,6 +407,13 @@ struct Upstream {
     if (tls) return f(*tls);
     f(socket);
   }
+  // An idle connection is usable if the backend has neither closed it nor
+  // sent anything unasked (a close_notify, garbage): nothing to read.
+  bool StillIdle() {
+    char c;
+    ssize_t n = ::recv(Lowest().native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && buffer.size() == 0;
+  }
   Socket socket;  // unused with TLS
   std::optional<ssl::stream<Socket>> tls;
   beast::flat_buffer buffer;
@@ -140,8 +423,12 @@ struct Upstream {
 using UpstreamPtr = std::unique_ptr<Upstream>;
 
 struct Worker {
-  Worker(Shared& s, int concurrency_hint)
-      : shared(s), ioc(concurrency_hint), sweep(ioc), cache(s.table) {}
+  Worker(Shared& s, int index, int concurrency_hint)
+      : shared(s),
+        metrics(s.metrics.shard(index)),
+        ioc(concurrency_hint),
+        sweep(ioc),
+        cache(s.table) {}
 
   void StartSweep() {
     sweep.expires_after(kSweepEvery);
@@ -172,14 +459,19 @@ struct Worker {
         return u->idle_since + shared.opt.upstream_idle_timeout <= now;
       });
     }
+    if (shared.access_log) shared.access_log->Flush(log_buffer);
   }
 
+  // The most recently pooled connection to `key` that is still open.
   UpstreamPtr TakeIdle(std::string_view key) {
     auto it = pool.find(key);
-    if (it == pool.end() || it->second.empty()) return nullptr;
-    UpstreamPtr u = std::move(it->second.back());
-    it->second.pop_back();
-    return u;
+    if (it == pool.end()) return nullptr;
+    while (!it->second.empty()) {
+      UpstreamPtr u = std::move(it->second.back());
+      it->second.pop_back();
+      if (u->StillIdle()) return u;
+    }
+    return nullptr;
   }
 
   void GiveBack(std::string_view key, UpstreamPtr u) {
@@ -191,6 +483,8 @@ struct Worker {
   }
 
   Shared& shared;
+  RouterMetrics::Shard& metrics;
+  AccessLog::Buffer log_buffer;
   // Declared before ioc: connections destroyed with ioc's pending handlers
   // unregister themselves here.
   std::unordered_set<Timed*> timed;
@@ -207,18 +501,34 @@ struct Worker {
 template <class Stream>
 class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<Stream>> {
   static constexpr bool kTls = !std::is_same_v<Stream, Socket>;
-  using Request = http::request<http::string_body>;
-  using Response = http::response<http::string_body>;
-  enum class State { kHandshake, kReading, kConnecting, kUpstream, kWriting, kTunnel, kLinger };
+  using RequestParser = http::request_parser<http::buffer_body>;
+  using ResponseParser = http::response_parser<http::buffer_body>;
+  enum class State {
+    kHandshake,   // TLS handshake
+    kIdle,        // between requests, nothing of the next one read
+    kHeader,      // reading a request header
+    kConnecting,  // to a backend
+    kExchange,    // request and response under way
+    kWriting,     // the router's own answer
+    kTunnel,      // WebSocket
+    kLinger,      // half-closed after a final answer
+  };
 
  public:
   template <class... Args>
-  ClientConn(Worker& w, bool health, Args&&... stream_args)
-      : w_(w), opt_(w.shared.opt), health_(health), stream_(std::forward<Args>(stream_args)...) {
+  ClientConn(Worker& w, bool health, std::shared_ptr<CertSet> certs, Args&&... stream_args)
+      : w_(w),
+        opt_(w.shared.opt),
+        health_(health),
+        certs_(std::move(certs)),
+        stream_(std::forward<Args>(stream_args)...) {
     w_.timed.insert(this);
     if (!health_) w_.shared.connections.fetch_add(1, std::memory_order_relaxed);
   }
   ~ClientConn() override {
+    // Freed without a close_notify exchanged, OpenSSL would drop the session
+    // from the cache (no resumption): mark the connection as shut down, as nginx does.
+    if constexpr (kTls) SSL_set_shutdown(stream_.native_handle(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     w_.timed.erase(this);
     if (!health_) w_.shared.connections.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -232,7 +542,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     peer_ip_ = ep.address().to_string();
     trusted_proxy_ = w_.shared.Trusted(peer_ip_);
     if constexpr (kTls) {
-      Arm(State::kHandshake, opt_.request_timeout);
+      Arm(State::kHandshake, opt_.header_timeout);
       stream_.async_handshake(ssl::stream_base::server,
                               [self = this->shared_from_this()](const ErrorCode& ec) {
                                 if (!ec) self->ReadRequest();
@@ -243,22 +553,38 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   }
 
   void Expire() override {
-    if (state_ == State::kConnecting || state_ == State::kUpstream) {
-      upstream_timed_out_ = true;
-      ErrorCode ec;
-      if (up_) up_->Lowest().close(ec);
-      return;
+    switch (state_) {
+      case State::kConnecting:
+        upstream_timed_out_ = true;
+        if (up_) up_->Lowest().close(ignored_);  // the connect's handler moves on
+        return;
+      case State::kExchange:
+        if (!response_started_ && !client_writing_ && up_) {
+          upstream_timed_out_ = true;  // the exchange's handlers answer 504
+          up_->Lowest().close(ignored_);
+          return;
+        }
+        return CloseAll();
+      case State::kHeader:
+        if (!client_writing_ && parser_ && (parser_->got_some() || buffer_.size() > 0)) {
+          // Slow headers (slowloris): the pending read goes, a 408 is the answer.
+          header_timed_out_ = true;
+          beast::get_lowest_layer(stream_).cancel(ignored_);
+          BeginExchange();
+          return Refuse(http::status::request_timeout,
+                        "kato router: the request header did not arrive in time\n");
+        }
+        return CloseAll();
+      default:
+        return CloseAll();
     }
-    CloseAll();
   }
 
   void CloseIfIdle() override {
-    // Between requests with nothing of the next one read yet, or still in the
-    // TLS handshake: nothing is lost by closing.
-    bool idle = state_ == State::kHandshake ||
-                (state_ == State::kReading && buffer_.size() == 0 &&
-                 (!parser_ || !parser_->got_some()));
-    if (idle || state_ == State::kLinger) CloseAll();
+    // Between requests with nothing of the next one read yet, still in the
+    // TLS handshake, or after the last answer: nothing is lost by closing.
+    if (state_ == State::kHandshake || state_ == State::kIdle || state_ == State::kLinger)
+      CloseAll();
   }
 
  private:
@@ -266,78 +592,76 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     state_ = s;
     deadline = CoarseNow() + timeout;
   }
+  // Traffic moved: the exchange's silence deadline starts again.
+  void Touch() { deadline = CoarseNow() + opt_.upstream_timeout; }
 
   void CloseAll() {
-    ErrorCode ec;
-    beast::get_lowest_layer(stream_).close(ec);
-    if (up_) up_->Lowest().close(ec);
+    beast::get_lowest_layer(stream_).close(ignored_);
+    if (up_) up_->Lowest().close(ignored_);
   }
+  bool ClientOpen() { return beast::get_lowest_layer(stream_).is_open(); }
 
   // --- Reading the client's request. ---
 
   void ReadRequest() {
-    Arm(State::kReading, opt_.client_idle_timeout);
+    parser_.reset();
+    res_parser_.reset();
+    if (buffer_.size() > 0) return ReadHeader();  // pipelined: the next request is here
+    buffer_.shrink_to_fit();  // an idle connection holds no buffer
+    Arm(State::kIdle, opt_.keepalive_timeout);
+    auto self = this->shared_from_this();
+    if constexpr (kTls) {
+      // TLS may hold decrypted bytes the socket no longer shows: read a little.
+      stream_.async_read_some(buffer_.prepare(512), [self](const ErrorCode& ec, size_t n) {
+        if (ec) return self->CloseAll();
+        self->buffer_.commit(n);
+        self->ReadHeader();
+      });
+    } else {
+      stream_.async_wait(Socket::wait_read, [self](const ErrorCode& ec) {
+        if (ec) return self->CloseAll();
+        self->ReadHeader();
+      });
+    }
+  }
+
+  void ReadHeader() {
+    Arm(State::kHeader, opt_.header_timeout);
     parser_.emplace();
     parser_->header_limit(opt_.max_header);
-    parser_->body_limit(opt_.max_request_body);
+    parser_->body_limit(kNoLimit);  // the router counts (max_request_body)
     http::async_read_header(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this()](const ErrorCode& ec, size_t) { self->OnHeader(ec); });
   }
 
   void OnHeader(const ErrorCode& ec) {
+    if (header_timed_out_) return;  // the 408 is on its way
     if (ec) return OnReadError(ec);
-    if (parser_->is_done()) return OnRequest();
-    Arm(State::kReading, opt_.request_timeout);
+    BeginExchange();
     auto& req = parser_->get();
-    if (beast::iequals(req[http::field::expect], "100-continue")) {
-      // The client waits for this before sending its body.
-      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      req.erase(http::field::expect);
-      return net::async_write(stream_, net::buffer(kContinue),
-                              [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
-                                if (!ec) self->ReadBody();
-                              });
-    }
-    ReadBody();
-  }
-
-  void ReadBody() {
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
-                       if (ec) return self->OnReadError(ec);
-                       self->OnRequest();
-                     });
-  }
-
-  void OnReadError(const ErrorCode& ec) {
-    if (!IsParseError(ec)) return CloseAll();  // closed, reset, timed out: nobody to answer
-    keep_alive_ = false;
-    version_ = 11;
-    if (ec == http::error::header_limit) {
-      return Reply(http::status::request_header_fields_too_large,
-                   "kato router: request header too large\n");
-    }
-    if (ec == http::error::body_limit) {
-      return Reply(http::status::payload_too_large, "kato router: request body too large\n");
-    }
-    Reply(http::status::bad_request, "kato router: malformed request (" + ec.message() + ")\n");
-  }
-
-  // --- Routing. ---
-
-  void OnRequest() {
-    Request& req = parser_->get();
     keep_alive_ = req.keep_alive() && !w_.shared.closing.load(std::memory_order_relaxed);
     version_ = req.version() == 10 ? 10 : 11;
     head_ = req.method() == http::verb::head;
+    // The body's framing first: an answer that leaves a body unread must close.
+    if (req.chunked()) {
+      req_in_.Start(Framing::kChunked, 0, &*parser_);
+    } else if (req.has_content_length()) {
+      req_in_.Start(Framing::kLength, *parser_->content_length(), &*parser_);
+    } else {
+      req_in_.Start(Framing::kNone, 0, &*parser_);
+    }
+    had_length_ = req.has_content_length() || req.chunked();
+    if (auto bad = CheckRequest(req)) return Refuse(bad->first, bad->second);
     if (health_) return OnHealth(req);
+    if (opt_.max_request_body && req.has_content_length() &&
+        *parser_->content_length() > opt_.max_request_body) {
+      return Refuse(http::status::payload_too_large, "kato router: request body too large\n");
+    }
 
     BView host = req[http::field::host];
-    if (host.empty()) {
-      return Reply(http::status::bad_request, "kato router: the request has no Host header\n");
-    }
     const HostRoute* route = RouteTable::Find(w_.cache.Get(), Std(host), &w_.host_scratch);
+    stats_ = w_.metrics.App(route ? AppOfHost(w_.host_scratch) : std::string_view());
     if (!route) {
       return Reply(http::status::not_found,
                    "kato router: no app or API at host " + Printable(Std(host)) + "\n");
@@ -348,31 +672,119 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
           "kato router: the app at host " + Printable(Std(host)) + " has no running instance\n");
     }
     host_.assign(host.data(), host.size());  // reused capacity: usually no allocation
+    expect_continue_ = version_ == 11 && beast::iequals(req[http::field::expect], "100-continue");
     PrepareUpstreamRequest(req);
-    tried_ = 0;
-    attempts_ = 0;
     NextBackend();
   }
 
-  void OnHealth(const Request& req) {
-    if (req.target() != "/health" ||
-        (req.method() != http::verb::get && req.method() != http::verb::head)) {
-      return Reply(http::status::not_found, "not found\n");
+  void BeginExchange() {
+    started_at_ = Steady::now();
+    upstream_header_at_ = {};
+    bytes_out_ = 0;
+    body_in_ = 0;
+    status_ = 0;
+    stats_ = nullptr;
+    tried_ = 0;
+    attempts_ = 0;
+    pre_len_ = 0;
+    response_started_ = interim_sent_ = streaming_ = pump_active_ = discard_ = false;
+    own_answer_ = false;
+    retired_.reset();
+    continue_sent_ = expect_continue_ = false;
+    upstream_timed_out_ = false;
+    key_.clear();
+    req_in_.Start(Framing::kNone, 0, nullptr);
+    res_in_.Start(Framing::kNone, 0, nullptr);
+  }
+
+  // What HTTP/1.1 says a proxy must refuse, before anything is forwarded.
+  std::optional<std::pair<http::status, std::string>> CheckRequest(
+      const http::request<http::buffer_body>& req) {
+    if (req.target().size() > opt_.max_request_line)
+      return std::pair{http::status::uri_too_long, std::string("kato router: request line too long\n")};
+    size_t fields = 0, hosts = 0;
+    int codings = 0, chunked = 0;
+    bool last_chunked = false;
+    for (const auto& f : req) {
+      ++fields;
+      if (f.name() == http::field::host) ++hosts;
+      if (f.name() == http::field::transfer_encoding) {
+        ForEachToken(f.value(), [&](BView t) {
+          ++codings;
+          last_chunked = beast::iequals(t, "chunked");
+          chunked += last_chunked;
+        });
+      }
     }
+    if (fields > opt_.max_header_fields)
+      return std::pair{http::status::request_header_fields_too_large,
+                       "kato router: more than " + std::to_string(opt_.max_header_fields) +
+                           " header fields\n"};
+    if (hosts == 0 && (version_ == 11 || !health_))
+      return std::pair{http::status::bad_request,
+                       std::string("kato router: the request has no Host header\n")};
+    if (hosts > 1)
+      return std::pair{http::status::bad_request,
+                       std::string("kato router: the request has several Host headers\n")};
+    if (codings > 0) {
+      // RFC 9112 6.1: chunked exactly once and last, or the length is unknown.
+      if (!last_chunked || chunked > 1 || version_ == 10)
+        return std::pair{http::status::bad_request,
+                         std::string("kato router: Transfer-Encoding must end with chunked, "
+                                     "once, in HTTP/1.1\n")};
+      if (codings > chunked)
+        return std::pair{http::status::not_implemented,
+                         std::string("kato router: only the chunked transfer coding is supported\n")};
+    }
+    BView expect = req[http::field::expect];
+    if (!expect.empty() && !beast::iequals(expect, "100-continue"))
+      return std::pair{http::status::expectation_failed,
+                       std::string("kato router: only Expect: 100-continue is supported\n")};
+    return std::nullopt;
+  }
+
+  void OnReadError(const ErrorCode& ec) {
+    if (!IsParseError(ec)) return CloseAll();  // closed, reset, timed out: nobody to answer
+    BeginExchange();
+    version_ = 11;
+    if (ec == http::error::header_limit) {
+      // The parser takes the request line first: without it, that line is what is too long.
+      if (parser_->get().target().empty())
+        return Refuse(http::status::uri_too_long, "kato router: request line too long\n");
+      return Refuse(http::status::request_header_fields_too_large,
+                    "kato router: request header too large\n");
+    }
+    Refuse(http::status::bad_request, "kato router: malformed request (" + ec.message() + ")\n");
+  }
+
+  // A final answer after which the connection closes.
+  void Refuse(http::status status, std::string body) {
+    keep_alive_ = false;
+    Reply(status, std::move(body));
+  }
+
+  void OnHealth(const http::request<http::buffer_body>& req) {
+    bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+    if (get && req.target() == "/metrics") {
+      return Reply(http::status::ok,
+                   w_.shared.metrics.Render(w_.shared.connections.load(std::memory_order_relaxed),
+                                            w_.shared.max_connections),
+                   "text/plain; version=0.0.4; charset=utf-8");
+    }
+    if (!get || req.target() != "/health") return Reply(http::status::not_found, "not found\n");
     if (w_.shared.draining.load(std::memory_order_relaxed)) {
       return Reply(http::status::service_unavailable, "draining\n");
     }
     Reply(http::status::ok, "ok\n");
   }
 
-  // Renders the request for the backend into up_head_ by hand: Beast's
-  // serializer walks a chain of buffer views per field, and editing the parsed
-  // fields (erase, set) allocates per field. The body was de-chunked by the
-  // parser, so it goes out with a Content-Length.
-  void PrepareUpstreamRequest(const Request& req) {
+  // Renders the request for the backend into up_head_ by hand, but for its
+  // framing (SendUpstream adds it, once it knows how much body it holds):
+  // Beast's serializer walks a chain of buffer views per field, and editing
+  // the parsed fields (erase, set) allocates per field.
+  void PrepareUpstreamRequest(const http::request<http::buffer_body>& req) {
     websocket_ = ContainsToken(req[http::field::connection], "upgrade") &&
                  beast::iequals(req[http::field::upgrade], "websocket");
-    bool had_length = req.has_content_length() || req.chunked();
     BView connection = req[http::field::connection];
     std::string& h = up_head_;
     h.clear();
@@ -385,35 +797,19 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     for (const auto& f : req) {
       BView name = f.name_string();
       BView value = f.value();
-      switch (f.name()) {
-        case http::field::content_length:
-        case http::field::transfer_encoding:
-        case http::field::connection:
-        case http::field::keep_alive:
-        case http::field::proxy_connection:
-        case http::field::te:
-        case http::field::trailer:
-        case http::field::upgrade:
+      if (HopByHop(f.name()) || f.name() == http::field::expect) continue;
+      if (f.name() == http::field::unknown) {
+        if (beast::iequals(name, "X-Forwarded-Proto")) {
+          if (!trusted_proxy_) continue;  // a client's claim: ours replaces it
+          proto = true;
+        } else if (beast::iequals(name, "X-Forwarded-Host")) {
+          if (!trusted_proxy_) continue;
+          fhost = true;
+        } else if (beast::iequals(name, "X-Forwarded-For")) {
+          // Earlier proxies' addresses first, ours last (several fields merge).
+          xff_.append(value.data(), value.size()).append(", ");
           continue;
-        case http::field::unknown:
-          if (beast::iequals(name, "X-Forwarded-Proto")) {
-            if (!trusted_proxy_) continue;  // a client's claim: ours replaces it
-            proto = true;
-            break;
-          }
-          if (beast::iequals(name, "X-Forwarded-Host")) {
-            if (!trusted_proxy_) continue;
-            fhost = true;
-            break;
-          }
-          if (beast::iequals(name, "X-Forwarded-For")) {
-            // Earlier proxies' addresses first, ours last (several fields merge).
-            xff_.append(value.data(), value.size()).append(", ");
-            continue;
-          }
-          break;
-        default:
-          break;
+        }
       }
       if (!connection.empty() && ContainsToken(connection, name)) continue;  // hop-by-hop too
       AppendField(h, name, value);
@@ -425,20 +821,19 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       h.append("Connection: Upgrade\r\n");
       AppendField(h, "Upgrade", req[http::field::upgrade]);
     }
-    if (!req.body().empty() || had_length) AppendLength(h, req.body().size());
-    h.append("\r\n");
+    up_head_fields_ = h.size();
   }
 
-  static void AppendField(std::string& h, BView name, BView value) {
-    h.append(name.data(), name.size()).append(": ").append(value.data(), value.size());
-    h.append("\r\n");
-  }
+  // --- Choosing and reaching a backend. ---
 
-  static void AppendLength(std::string& h, size_t n) {
-    char digits[24];
-    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, n);
-    h.append("Content-Length: ").append(digits, end).append("\r\n");
+  // A body that will not fit the read-ahead streams: it cannot be sent again,
+  // so it never goes out on a pooled connection that might turn out closed.
+  bool WillStream() const {
+    return req_in_.framing() == Framing::kChunked ||
+           (req_in_.framing() == Framing::kLength && !pre_done() &&
+            *parser_->content_length() > kReplayLimit);
   }
+  bool pre_done() const { return req_in_.done() || pre_len_ == kReplayLimit; }
 
   // Picks the next untried backend; a new connection or an idle pooled one.
   void NextBackend() {
@@ -448,6 +843,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       return Reply(http::status::bad_gateway, "kato router: no instance of the app at host " +
                                                   Printable(host_) + " could be reached\n");
     }
+    if (attempts_ > 0) w_.metrics.Retried();
     ++attempts_;
     tried_ |= uint64_t{1} << idx;
     const BackendSlot& slot = *route->backends[static_cast<size_t>(idx)];
@@ -455,9 +851,9 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     backend_ip_.assign(slot.backend.ip);
     backend_port_ = slot.backend.port;
     backend_tls_ = slot.backend.tls;
-    up_ = w_.TakeIdle(key_);
+    up_ = WillStream() ? nullptr : w_.TakeIdle(key_);
     reused_ = up_ != nullptr;
-    if (reused_) return SendUpstream();
+    if (reused_) return OnUpstreamReady();
     Connect();
   }
 
@@ -472,14 +868,15 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     up_ = backend_tls_ ? std::make_unique<Upstream>(w_.ioc, *w_.shared.upstream_tls)
                        : std::make_unique<Upstream>(w_.ioc);
     upstream_timed_out_ = false;
+    reused_ = false;
     Arm(State::kConnecting, opt_.connect_timeout);
     up_->Lowest().async_connect(tcp::endpoint(addr, backend_port_),
                                 [self = this->shared_from_this()](const ErrorCode& ec) {
                                   if (ec) return self->OnConnectFailed();
-                                  ErrorCode ignored;
-                                  self->up_->Lowest().set_option(tcp::no_delay(true), ignored);
+                                  self->up_->Lowest().set_option(tcp::no_delay(true),
+                                                                 self->ignored_);
                                   if (self->up_->tls) return self->Handshake();
-                                  self->SendUpstream();
+                                  self->OnUpstreamReady();
                                 });
   }
 
@@ -488,7 +885,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   void Handshake() {
     up_->tls->async_handshake(
         ssl::stream_base::client, [self = this->shared_from_this()](const ErrorCode& ec) {
-          if (!ec) return self->SendUpstream();
+          if (!ec) return self->OnUpstreamReady();
           if (!self->upstream_timed_out_)
             LogWarn("router: TLS with backend {} failed: {}", self->key_, ec.message());
           self->OnConnectFailed();
@@ -497,7 +894,10 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
 
   void OnConnectFailed() {
     up_.reset();
-    if (!beast::get_lowest_layer(stream_).is_open()) return;  // router stopping
+    if (!ClientOpen()) return;  // router stopping, or the client left
+    w_.metrics.UpstreamFailed(upstream_timed_out_ ? UpstreamError::kTimeout
+                                                  : UpstreamError::kConnect);
+    upstream_timed_out_ = false;
     const HostRoute* route = RouteTable::Find(w_.cache.Get(), host_, &w_.host_scratch);
     if (route) {
       for (const auto& slot : route->backends) {
@@ -507,61 +907,305 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     NextBackend();
   }
 
-  // --- The upstream exchange. ---
+  // --- The request, upstream. ---
+
+  void OnUpstreamReady() {
+    Arm(State::kExchange, opt_.upstream_timeout);
+    if (!pre_done()) return PreRead();
+    SendUpstream();
+  }
+
+  // Reads the request body ahead, up to kReplayLimit (after 100 Continue when
+  // the client waits for it).
+  void PreRead() {
+    auto self = this->shared_from_this();
+    if (expect_continue_ && !continue_sent_ && buffer_.size() == 0) {
+      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      continue_sent_ = client_writing_ = true;
+      net::async_write(stream_, net::buffer(kContinue.data(), kContinue.size()),
+                       [self](const ErrorCode& ec, size_t) {
+                         self->client_writing_ = false;
+                         if (ec) return self->CloseAll();
+                         self->PreRead();
+                       });
+      return;
+    }
+    continue_sent_ = true;
+    if (pre_.size() < kReplayLimit) pre_.resize(kReplayLimit);
+    req_in_.Read(stream_, buffer_, pre_.data() + pre_len_, kReplayLimit - pre_len_,
+                 [self](const ErrorCode& ec, size_t n) {
+                   if (ec) return self->OnClientBodyError(ec);
+                   self->pre_len_ += n;
+                   if (!self->CountBody(n)) return;
+                   self->Touch();
+                   if (self->pre_done()) return self->SendUpstream();
+                   self->PreRead();
+                 });
+  }
+
+  // Counts request body bytes; false (and the answer given) past max_request_body.
+  bool CountBody(size_t n) {
+    body_in_ += n;
+    w_.metrics.Received(n);
+    if (!opt_.max_request_body || body_in_ <= opt_.max_request_body) return true;
+    if (response_started_ || client_writing_ || own_answer_) {
+      CloseAll();
+    } else {
+      TakeOverAnswer();
+      Refuse(http::status::payload_too_large, "kato router: request body too large\n");
+    }
+    return false;
+  }
+
+  void OnClientBodyError(const ErrorCode& ec) {
+    // A malformed chunk can still be answered; a client gone cannot.
+    if (IsParseError(ec) && !response_started_ && !client_writing_ && !own_answer_) {
+      TakeOverAnswer();
+      return Refuse(http::status::bad_request,
+                    "kato router: malformed request body (" + ec.message() + ")\n");
+    }
+    CloseAll();
+  }
+
+  // The router answers itself from now on: whatever the backend still does
+  // is ignored (its connection closes).
+  void TakeOverAnswer() {
+    own_answer_ = true;
+    discard_ = true;
+    if (up_) up_->Lowest().close(ignored_);
+  }
+
+  // The upstream connection goes; while the pump may still have a write on
+  // it, the object stays (closed) until the exchange ends.
+  void DropUpstream() {
+    if (!up_) return;
+    if (!pump_active_) return up_.reset();
+    up_->Lowest().close(ignored_);
+    retired_ = std::move(up_);
+  }
 
   void SendUpstream() {
-    upstream_timed_out_ = false;
-    Arm(State::kUpstream, opt_.upstream_timeout);
-    const std::string& body = parser_->get().body();
-    std::array<net::const_buffer, 2> out{net::buffer(up_head_), net::buffer(body)};
+    Touch();
+    up_head_.resize(up_head_fields_);
+    bool complete = req_in_.done();
+    Framing out = Framing::kLength;
+    if (complete) {
+      if (pre_len_ > 0 || had_length_) AppendLength(up_head_, pre_len_);
+    } else if (req_in_.framing() == Framing::kLength) {
+      AppendLength(up_head_, *parser_->content_length());
+    } else {
+      out = Framing::kChunked;
+      up_head_.append("Transfer-Encoding: chunked\r\n");
+    }
+    up_head_.append("\r\n");
+    streaming_ = !complete;
+    req_framing_ = out;
+    Framed f = FrameBody(out, up_head_, pre_.data(), pre_len_, false, req_chunk_);
     up_->Io([&](auto& up) {
-      net::async_write(up, out, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
-        if (ec) return self->OnUpstreamError(ec);
-        self->ReadUpstream();
+      WriteFramed(up, f, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
+        if (ec) return self->OnUpstreamFailed(ec);
+        self->Touch();
+        self->ReadResponseHeader();
+        if (self->streaming_) {
+          self->pump_active_ = true;
+          self->Pump();
+        }
       });
     });
   }
 
-  void ReadUpstream() {
-    res_parser_.emplace();
-    res_parser_->header_limit(kMaxUpstreamHeader);
-    res_parser_->body_limit(opt_.max_response_body);
-    if (head_) res_parser_->skip(true);
+  // The rest of a large request body, relayed while the response is read.
+  void Pump() {
+    if (req_buf_.size() < kRelayBuffer) req_buf_.resize(kRelayBuffer);
+    req_in_.Read(stream_, buffer_, req_buf_.data(), kRelayBuffer,
+                 [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
+                   self->OnPumped(ec, n);
+                 });
+  }
+
+  void OnPumped(const ErrorCode& ec, size_t n) {
+    if (discard_) {
+      // The backend is gone or the answer is given: read what the client
+      // still sends, so that closing does not reset the answer away.
+      if (ec || req_in_.done()) {
+        pump_active_ = false;
+        if (ec || state_ == State::kLinger) CloseAll();
+        return;
+      }
+      return Pump();
+    }
+    if (ec) {
+      pump_active_ = false;
+      return OnClientBodyError(ec);
+    }
+    if (!CountBody(n)) {
+      pump_active_ = false;
+      return;
+    }
+    Touch();
+    Framed f = FrameBody(req_framing_, {}, req_buf_.data(), n,
+                         req_in_.done() && req_framing_ == Framing::kChunked, req_chunk_);
     up_->Io([&](auto& up) {
-      http::async_read(up, up_->buffer, *res_parser_,
-                       [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
-                         if (ec) return self->OnUpstreamError(ec);
-                         self->OnUpstreamResponse();
-                       });
+      WriteFramed(up, f, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
+        if (ec || !self->up_) {
+          // The response side sees the backend fail and answers.
+          self->discard_ = true;
+          return self->OnPumped(ErrorCode{}, 0);
+        }
+        self->Touch();
+        if (self->req_in_.done()) {
+          self->pump_active_ = false;
+          return;
+        }
+        self->Pump();
+      });
     });
   }
 
-  void OnUpstreamError(const ErrorCode& ec) {
-    bool got_some = res_parser_ && res_parser_->got_some();
-    up_.reset();
+  // --- The response. ---
+
+  void ReadResponseHeader() {
+    res_parser_.emplace();
+    res_parser_->header_limit(kMaxUpstreamHeader);
+    res_parser_->body_limit(kNoLimit);
+    if (head_) res_parser_->skip(true);
+    up_->Io([&](auto& up) {
+      http::async_read_header(up, up_->buffer, *res_parser_,
+                              [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
+                                self->OnResponseHeader(ec);
+                              });
+    });
+  }
+
+  void OnResponseHeader(const ErrorCode& ec) {
+    if (own_answer_) return DropUpstream();
+    if (ec) return OnUpstreamFailed(ec);
+    Touch();
+    auto& res = res_parser_->get();
+    unsigned status = res.result_int();
+    if (status / 100 == 1) {
+      if (status == 101) {
+        if (websocket_ && !streaming_) return StartTunnel();
+        return OnUpstreamFailed(http::error::bad_status);
+      }
+      // 100 Continue is the router's own; HTTP/1.0 clients get no interim answers.
+      if (status == 100 || version_ == 10) return ReadResponseHeader();
+      RenderHead(res, Framing::kNone, /*interim=*/true);
+      interim_sent_ = client_writing_ = true;
+      net::async_write(stream_, net::buffer(out_head_),
+                       [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
+                         self->client_writing_ = false;
+                         self->bytes_out_ += n;
+                         if (ec) return self->CloseAll();
+                         self->ReadResponseHeader();
+                       });
+      return;
+    }
+    response_started_ = true;
+    status_ = static_cast<int>(status);
+    upstream_header_at_ = Steady::now();
+    Framing in;
+    uint64_t length = 0;
+    if (head_ || status == 204 || status == 304) {
+      in = Framing::kNone;
+    } else if (res.chunked()) {
+      in = Framing::kChunked;
+    } else if (res.has_content_length()) {
+      length = *res_parser_->content_length();
+      in = Framing::kLength;
+    } else {
+      in = Framing::kUntilClose;
+    }
+    res_in_.Start(in, length, &*res_parser_);
+    res_framing_ = in;
+    if (in == Framing::kUntilClose) res_framing_ = version_ == 11 ? Framing::kChunked : in;
+    if (in == Framing::kChunked && version_ == 10) res_framing_ = Framing::kUntilClose;
+    // A client still uploading, or one whose answer ends with the connection,
+    // cannot send another request on it.
+    if (streaming_ && !req_in_.done()) keep_alive_ = false;
+    if (res_framing_ == Framing::kUntilClose) keep_alive_ = false;
+    if (w_.shared.closing.load(std::memory_order_relaxed)) keep_alive_ = false;
+    RenderHead(res, res_framing_, /*interim=*/false);
+    if (res_buf_.size() < kRelayBuffer) res_buf_.resize(kRelayBuffer);
+    ErrorCode tec;
+    size_t n = res_in_.Take(up_->buffer, res_buf_.data(), kRelayBuffer, tec);
+    if (tec) return UpstreamBroke(UpstreamError::kMalformed);
+    WriteBody(n, /*with_head=*/true);
+  }
+
+  // Writes n bytes of res_buf_ (after the head, the first time) to the client.
+  void WriteBody(size_t n, bool with_head) {
+    bool last = res_in_.done();
+    Framed f = FrameBody(res_framing_, with_head ? std::string_view(out_head_) : std::string_view(),
+                         res_buf_.data(), n, last && res_framing_ == Framing::kChunked, res_chunk_);
+    client_writing_ = true;
+    WriteFramed(stream_, f, [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
+      self->client_writing_ = false;
+      self->bytes_out_ += n;
+      if (ec) return self->CloseAll();
+      self->Touch();
+      if (self->res_in_.done()) return self->FinishExchange();
+      self->PumpResponse();
+    });
+  }
+
+  void PumpResponse() {
+    up_->Io([&](auto& up) {
+      res_in_.Read(up, up_->buffer, res_buf_.data(), kRelayBuffer,
+                   [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
+                     if (ec) {
+                       return self->UpstreamBroke(IsParseError(ec) && ec != http::error::partial_message
+                                                      ? UpstreamError::kMalformed
+                                                      : UpstreamError::kReset);
+                     }
+                     self->Touch();
+                     self->WriteBody(n, false);
+                   });
+    });
+  }
+
+  // The backend failed after the response began: the client's connection
+  // closes, so that it sees a truncated response, never a complete one.
+  void UpstreamBroke(UpstreamError kind) {
+    w_.metrics.UpstreamFailed(kind);
+    if (upstream_timed_out_) w_.metrics.UpstreamFailed(UpstreamError::kTimeout);
+    keep_alive_ = false;
+    Record();
+    CloseAll();
+  }
+
+  // The backend failed before the response began.
+  void OnUpstreamFailed(const ErrorCode& ec) {
+    bool got_some = interim_sent_ || (res_parser_ && res_parser_->got_some());
+    bool malformed = IsParseError(ec) && ec != http::error::partial_message;
+    DropUpstream();
+    if (own_answer_) return;
+    if (!ClientOpen() || response_started_) return CloseAll();
     if (upstream_timed_out_) {
+      w_.metrics.UpstreamFailed(UpstreamError::kTimeout);
+      discard_ = true;
       return Reply(
           http::status::gateway_timeout,
           "kato router: the app at host " + Printable(host_) + " did not answer in time\n");
     }
-    if (reused_ && !got_some) {
-      // The backend closed the idle connection as we reused it: the request
-      // was never processed, so send it again on a fresh connection.
-      reused_ = false;
+    w_.metrics.UpstreamFailed(malformed ? UpstreamError::kMalformed : UpstreamError::kReset);
+    bool resendable = !streaming_ && !got_some && !malformed && Idempotent();
+    if (resendable && reused_) {
+      // The backend closed the pooled connection as we reused it: send the
+      // request again on a fresh connection to the same backend.
+      w_.metrics.Retried();
       res_parser_.reset();
       return Connect();
     }
-    if (Idempotent() && ec != http::error::body_limit && !IsParseError(ec)) {
-      // The instance went away while the request was in flight (it died, or
-      // its DEA did), maybe midway through its response. Responses are
-      // buffered, so nothing has reached the client yet: another instance can
-      // safely take an idempotent request, as nginx's proxy_next_upstream does.
+    if (resendable) {
+      // The instance went away before it answered (it died, or its DEA did):
+      // another instance can safely take an idempotent request, as nginx's
+      // proxy_next_upstream does.
       res_parser_.reset();
       return OnConnectFailed();
     }
-    std::string what = ec == http::error::body_limit ? "sent a response over the router's limit"
-                       : IsParseError(ec)            ? "sent a malformed response"
-                                                     : "closed the connection";
+    discard_ = true;
+    std::string what = malformed ? "sent a malformed response" : "closed the connection";
     Reply(http::status::bad_gateway,
           "kato router: the app at host " + Printable(host_) + " " + what + "\n");
   }
@@ -580,38 +1224,89 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     }
   }
 
-  void OnUpstreamResponse() {
-    Response& res = res_parser_->get();
-    bool switching = res.result() == http::status::switching_protocols;
-    if (switching && websocket_) return StartTunnel();
-    if (res.keep_alive() && up_->buffer.size() == 0 && !switching) {
-      w_.GiveBack(key_, std::move(up_));
-    }
-    up_.reset();
-    WriteResponse(res);
+  void FinishExchange() {
+    Record();
+    auto& res = res_parser_->get();
+    bool reusable = res_framing_ != Framing::kUntilClose && res_in_.framing() != Framing::kUntilClose &&
+                    res.keep_alive() && req_in_.done() && !pump_active_ && up_ &&
+                    up_->buffer.size() == 0;
+    if (reusable) w_.GiveBack(key_, std::move(up_));
+    DropUpstream();
+    EndAnswer();
+  }
+
+  // After a final answer: the next request, or the end of the connection.
+  void EndAnswer() {
+    if (w_.shared.closing.load(std::memory_order_relaxed)) keep_alive_ = false;
+    if (keep_alive_ && !pump_active_ && (req_in_.done() || req_in_.framing() == Framing::kNone))
+      return ReadRequest();
+    Linger();
+  }
+
+  void Record() {
+    auto end = Steady::now();
+    double total = Seconds(end - started_at_);
+    if (!stats_ && !health_) stats_ = w_.metrics.App({});  // refused before routing
+    if (stats_) RouterMetrics::Shard::Record(stats_, status_, total);
+    w_.metrics.Sent(bytes_out_);
+    if (!w_.shared.access_log || health_) return;
+    const auto& req = parser_->get();
+    AccessRecord r;
+    r.wall_ms = WallMs();
+    r.client = peer_ip_;
+    r.host = Std(req[http::field::host]);
+    r.method = Std(req.method_string());
+    r.target = Std(req.target());
+    r.instance = key_;
+    r.status = status_;
+    r.bytes = bytes_out_;
+    r.upstream_s = upstream_header_at_ == Steady::time_point{}
+                       ? -1
+                       : Seconds(upstream_header_at_ - started_at_);
+    r.total_s = total;
+    w_.shared.access_log->Append(w_.log_buffer, r);
   }
 
   // --- Answers to the client. ---
 
-  void Reply(http::status status, std::string body) {
-    own_.emplace();
-    own_->version(version_);
-    own_->result(status);
-    own_->set(http::field::server, "kato");
-    own_->set(http::field::content_type, "text/plain; charset=utf-8");
-    own_->body() = std::move(body);
-    own_->content_length(own_->body().size());
-    own_->keep_alive(keep_alive_);
-    if (head_) own_->body().clear();  // Content-Length stays as for GET
-    WriteResponse(*own_);
+  void Reply(http::status status, std::string body,
+             std::string_view content_type = "text/plain; charset=utf-8") {
+    // A body of the request that was not read would be taken for the next request.
+    if (!req_in_.done()) keep_alive_ = false;
+    if (w_.shared.closing.load(std::memory_order_relaxed)) keep_alive_ = false;
+    status_ = static_cast<int>(status);
+    own_body_ = std::move(body);
+    std::string& h = out_head_;
+    h.clear();
+    h.append(version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        .append(std::to_string(status_))
+        .append(" ")
+        .append(Std(http::obsolete_reason(status)))
+        .append("\r\nServer: kato\r\nContent-Type: ")
+        .append(content_type)
+        .append("\r\n");
+    AppendLength(h, own_body_.size());
+    if (version_ == 11 && !keep_alive_) h.append("Connection: close\r\n");
+    if (version_ == 10 && keep_alive_) h.append("Connection: keep-alive\r\n");
+    h.append("\r\n");
+    if (head_) own_body_.clear();  // Content-Length stays as for GET
+    if (state_ != State::kExchange) Arm(State::kWriting, opt_.upstream_timeout);
+    client_writing_ = true;
+    std::array<net::const_buffer, 2> out{net::buffer(out_head_), net::buffer(own_body_)};
+    net::async_write(stream_, out, [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
+      self->client_writing_ = false;
+      self->bytes_out_ += n;
+      self->Record();
+      if (ec) return self->CloseAll();
+      self->own_body_.clear();
+      self->EndAnswer();
+    });
   }
 
-  // Renders the header for the client by hand (see PrepareUpstreamRequest)
-  // into out_head_: hop-by-hop fields go, framing and Connection are ours.
-  void RenderResponseHead(const Response& res) {
+  // Renders a response header for the client into out_head_: hop-by-hop
+  // fields go, framing and Connection are the router's.
+  void RenderHead(const http::response<http::buffer_body>& res, Framing framing, bool interim) {
     unsigned status = res.result_int();
-    // No body follows whatever Content-Length says: pass that through as it is.
-    bool bodiless = head_ || status / 100 == 1 || status == 204 || status == 304;
     BView connection = res[http::field::connection];
     std::string& h = out_head_;
     h.clear();
@@ -620,55 +1315,37 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     h.append(version_ == 10 ? "HTTP/1.0 " : "HTTP/1.1 ").append(code, sizeof code);
     BView reason = res.reason();
     h.append(reason.data(), reason.size()).append("\r\n");
+    // HEAD, 204 and 304 have no body whatever Content-Length says: pass that through.
+    bool bodiless = head_ || status == 204 || status == 304;
     for (const auto& f : res) {
-      switch (f.name()) {
-        case http::field::content_length:
-          if (!bodiless) continue;
-          break;
-        case http::field::transfer_encoding:
-        case http::field::connection:
-        case http::field::keep_alive:
-        case http::field::proxy_connection:
-        case http::field::te:
-        case http::field::trailer:
-        case http::field::upgrade:
-          continue;
-        default:
-          break;
+      if (f.name() == http::field::content_length && bodiless) {
+        AppendField(h, f.name_string(), f.value());
+        continue;
       }
+      if (HopByHop(f.name())) continue;
       if (!connection.empty() && ContainsToken(connection, f.name_string())) continue;
       AppendField(h, f.name_string(), f.value());
     }
-    if (!bodiless) AppendLength(h, res.body().size());
-    if (version_ == 11 && !keep_alive_) h.append("Connection: close\r\n");
-    if (version_ == 10 && keep_alive_) h.append("Connection: keep-alive\r\n");
+    if (!interim) {
+      if (framing == Framing::kLength) AppendLength(h, *res_parser_->content_length());
+      if (framing == Framing::kChunked) h.append("Transfer-Encoding: chunked\r\n");
+      if (version_ == 11 && !keep_alive_) h.append("Connection: close\r\n");
+      if (version_ == 10 && keep_alive_) h.append("Connection: keep-alive\r\n");
+    }
     h.append("\r\n");
   }
 
-  void WriteResponse(const Response& res) {
-    Arm(State::kWriting, opt_.request_timeout);
-    if (w_.shared.closing.load(std::memory_order_relaxed)) keep_alive_ = false;
-    RenderResponseHead(res);
-    std::array<net::const_buffer, 2> out{net::buffer(out_head_), net::buffer(res.body())};
-    net::async_write(stream_, out, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
-      if (ec) return self->CloseAll();
-      // Bodies can be large: hold no memory while the connection idles.
-      self->own_.reset();
-      self->res_parser_.reset();
-      self->parser_.reset();
-      if (self->keep_alive_) return self->ReadRequest();
-      self->Linger();
-    });
-  }
-
-  // Closing right after a rejected request (maybe with a body still in flight)
-  // would answer with a TCP reset that can destroy the response before the
+  // Closing right after a final answer (maybe with a body still in flight)
+  // would answer with a TCP reset that can destroy the answer before the
   // client reads it: so half-close and discard input until the peer closes.
   void Linger() {
-    ErrorCode ec;
     if constexpr (kTls) return CloseAll();
-    beast::get_lowest_layer(stream_).shutdown(Socket::shutdown_send, ec);
+    beast::get_lowest_layer(stream_).shutdown(Socket::shutdown_send, ignored_);
     Arm(State::kLinger, std::chrono::duration_cast<std::chrono::milliseconds>(kLingerFor));
+    if (pump_active_) {
+      discard_ = true;  // the pump's read goes on, and discards
+      return;
+    }
     Discard();
   }
 
@@ -684,13 +1361,23 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   // --- WebSocket tunnel. ---
 
   void StartTunnel() {
-    Response& res = res_parser_->get();
-    res.version(11);
+    auto& res = res_parser_->get();
+    status_ = 101;
+    response_started_ = true;
+    upstream_header_at_ = Steady::now();
+    std::string& h = out_head_;
+    h.assign("HTTP/1.1 101 ");
+    h.append(res.reason().data(), res.reason().size()).append("\r\n");
+    for (const auto& f : res) AppendField(h, f.name_string(), f.value());
+    h.append("\r\n");
     Arm(State::kTunnel, opt_.tunnel_idle_timeout);
-    http::async_write(stream_, res, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
-      if (ec) return self->CloseAll();
-      self->FlushLeftovers();
-    });
+    net::async_write(stream_, net::buffer(out_head_),
+                     [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
+                       self->bytes_out_ += n;
+                       self->Record();
+                       if (ec) return self->CloseAll();
+                       self->FlushLeftovers();
+                     });
   }
 
   // Bytes read past the request or the 101 response belong to the tunnel.
@@ -702,31 +1389,28 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     auto self = this->shared_from_this();
     if (from_client > 0) {
       pending_writes_++;
-      std::vector<char> copy(net::buffers_begin(buffer_.data()), net::buffers_end(buffer_.data()));
+      auto data = std::make_shared<std::string>(beast::buffers_to_string(buffer_.data()));
       buffer_.consume(from_client);
-      auto data = std::make_shared<std::vector<char>>(std::move(copy));
       up_->Io([&](auto& up) {
         net::async_write(up, net::buffer(*data), [self, data](const ErrorCode& ec, size_t) {
           if (ec) return self->CloseAll();
-          if (--self->pending_writes_ == 0) self->Pump();
+          if (--self->pending_writes_ == 0) self->Pump2();
         });
       });
     }
     if (from_up > 0) {
       pending_writes_++;
-      std::vector<char> copy(net::buffers_begin(up_->buffer.data()),
-                             net::buffers_end(up_->buffer.data()));
+      auto data = std::make_shared<std::string>(beast::buffers_to_string(up_->buffer.data()));
       up_->buffer.consume(from_up);
-      auto data = std::make_shared<std::vector<char>>(std::move(copy));
       net::async_write(stream_, net::buffer(*data), [self, data](const ErrorCode& ec, size_t) {
         if (ec) return self->CloseAll();
-        if (--self->pending_writes_ == 0) self->Pump();
+        if (--self->pending_writes_ == 0) self->Pump2();
       });
     }
-    if (pending_writes_ == 0) Pump();
+    if (pending_writes_ == 0) Pump2();
   }
 
-  void Pump() {
+  void Pump2() {
     ClientToUpstream();
     UpstreamToClient();
   }
@@ -778,23 +1462,34 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   Worker& w_;
   const RouterOptions& opt_;
   const bool health_;
+  std::shared_ptr<CertSet> certs_;  // TLS: the contexts the stream uses live as long
   Stream stream_;
   beast::flat_buffer buffer_;
-  State state_ = State::kReading;
+  State state_ = State::kIdle;
   std::string peer_ip_;
   bool trusted_proxy_ = false;  // peer is one of the cluster's load balancers
   std::string xff_;             // incoming X-Forwarded-For values (capacity reused)
+  ErrorCode ignored_;
 
-  std::optional<http::request_parser<http::string_body>> parser_;
-  std::optional<http::response_parser<http::string_body>> res_parser_;
-  std::optional<Response> own_;
+  std::optional<RequestParser> parser_;
+  std::optional<ResponseParser> res_parser_;
+  BodyIn<true> req_in_;
+  BodyIn<false> res_in_;
   bool keep_alive_ = true;
   unsigned version_ = 11;
   bool head_ = false;
   bool websocket_ = false;
+  bool had_length_ = false;
+  bool expect_continue_ = false, continue_sent_ = false;
 
+  // The exchange.
+  Steady::time_point started_at_, upstream_header_at_;
+  uint64_t bytes_out_ = 0, body_in_ = 0;
+  int status_ = 0;
+  AppStats* stats_ = nullptr;
   std::string host_;
-  std::string up_head_, out_head_;  // rendered headers, capacity reused
+  std::string up_head_, out_head_, own_body_;  // rendered headers, capacity reused
+  size_t up_head_fields_ = 0;                  // up_head_ without its framing
   std::string key_;
   std::string backend_ip_;
   uint16_t backend_port_ = 0;
@@ -804,6 +1499,19 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   UpstreamPtr up_;
   bool reused_ = false;
   bool upstream_timed_out_ = false;
+  bool response_started_ = false;  // a final response header came: no retry, no own answer
+  bool interim_sent_ = false;      // a 1xx went to the client: no retry
+  bool client_writing_ = false;    // a write to the client is in flight
+  bool own_answer_ = false;        // the router answers this request itself
+  bool header_timed_out_ = false;  // a 408 replaced the header read
+  UpstreamPtr retired_;            // dropped while the pump still wrote to it
+  bool streaming_ = false;         // the request body did not fit the read-ahead
+  bool pump_active_ = false;       // its rest is being relayed
+  bool discard_ = false;           // the answer is given: request body is read and dropped
+  Framing req_framing_ = Framing::kNone, res_framing_ = Framing::kNone;
+  std::vector<char> pre_, req_buf_, res_buf_;
+  size_t pre_len_ = 0;
+  char req_chunk_[24], res_chunk_[24];
 
   std::vector<char> drain_, to_up_, to_client_;
   int pending_writes_ = 0;
@@ -862,18 +1570,42 @@ class Listener {
         });
         return;
       }
-      net::post(w.ioc, [this, &w, s = std::move(socket)]() mutable { Serve(w, std::move(s)); });
+      if (kind_ != Kind::kHealth &&
+          shared_.connections.load(std::memory_order_relaxed) >= shared_.max_connections) {
+        Refuse(socket);
+      } else {
+        net::post(w.ioc, [this, &w, s = std::move(socket)]() mutable { Serve(w, std::move(s)); });
+      }
       Accept();
     });
   }
 
  private:
+  // At the connection cap: a short answer (on plain HTTP) and the connection
+  // closed, without giving it a place.
+  void Refuse(Socket& socket) {
+    static constexpr std::string_view kBusy =
+        "HTTP/1.1 503 Service Unavailable\r\nServer: kato\r\nContent-Type: text/plain\r\n"
+        "Retry-After: 1\r\nConnection: close\r\nContent-Length: 47\r\n\r\n"
+        "kato router: too many connections, try again\r\n";
+    shared_.metrics.Refused();
+    if (kind_ == Kind::kHttp)
+      (void)::send(socket.native_handle(), kBusy.data(), kBusy.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    ErrorCode ec;
+    socket.shutdown(Socket::shutdown_both, ec);
+    socket.close(ec);
+  }
+
   void Serve(Worker& w, Socket socket) {
     if (kind_ == Kind::kHttps) {
-      std::make_shared<ClientConn<ssl::stream<Socket>>>(w, false, std::move(socket), *shared_.tls)
+      auto certs = shared_.Certs();
+      ssl::context& ctx = *certs->contexts[0];
+      std::make_shared<ClientConn<ssl::stream<Socket>>>(w, false, std::move(certs),
+                                                        std::move(socket), ctx)
           ->Start();
     } else {
-      std::make_shared<ClientConn<Socket>>(w, kind_ == Kind::kHealth, std::move(socket))->Start();
+      std::make_shared<ClientConn<Socket>>(w, kind_ == Kind::kHealth, nullptr, std::move(socket))
+          ->Start();
     }
   }
 
@@ -885,23 +1617,6 @@ class Listener {
   size_t next_ = 0;
   int port_ = 0;
 };
-
-Status MakeTlsContext(const ServerTls& tls, std::optional<ssl::context>& out) {
-  out.emplace(ssl::context::tls_server);
-  ErrorCode ec;
-  out->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                       ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 |
-                       ssl::context::single_dh_use,
-                   ec);
-  std::string chain = tls.cert_pem;
-  if (!chain.empty() && chain.back() != '\n') chain += '\n';
-  chain += tls.chain_pem;
-  out->use_certificate_chain(net::buffer(chain), ec);
-  if (ec) return Err("router: the TLS certificate is not valid PEM: " + ec.message());
-  out->use_private_key(net::buffer(tls.key_pem), ssl::context::pem, ec);
-  if (ec) return Err("router: the TLS key is not a valid PEM private key: " + ec.message());
-  return Ok();
-}
 
 // For TLS backends: verify them against tls.ca_pem, show tls.cert_pem.
 Status MakeUpstreamTlsContext(const ClientTls& tls, std::optional<ssl::context>& out) {
@@ -921,10 +1636,17 @@ Status MakeUpstreamTlsContext(const ClientTls& tls, std::optional<ssl::context>&
   return Ok();
 }
 
+int ConnectionCap(const RouterOptions& opt) {
+  if (opt.max_connections > 0) return opt.max_connections;
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 1 << 20;
+  return std::max<int>(16, static_cast<int>(rl.rlim_cur / 4 * 3));
+}
+
 }  // namespace
 
 struct Router::Impl {
-  Impl(RouterOptions o, const RouteTable& t) : shared(std::move(o), t) {}
+  Impl(const RouterOptions& o, const RouteTable& t) : shared(o, t, std::max(1, o.threads)) {}
   Shared shared;
   // Destroyed in reverse order: listeners (on workers[0]'s io_context) first.
   std::vector<std::unique_ptr<Worker>> workers;
@@ -943,8 +1665,18 @@ Status Router::Start() {
   Impl& im = *impl_;
   if (im.started) return Err("router: already started");
   const RouterOptions& opt = im.shared.opt;
-  if (opt.tls) KATO_TRY(MakeTlsContext(*opt.tls, im.shared.tls));
+  if (opt.tls) {
+    std::string chain = opt.tls->cert_pem;
+    if (!chain.empty() && chain.back() != '\n') chain += '\n';
+    chain += opt.tls->chain_pem;
+    KATO_TRY(SetCertificates({ServedCert{chain, opt.tls->key_pem}}));
+  }
   if (opt.upstream_tls) KATO_TRY(MakeUpstreamTlsContext(*opt.upstream_tls, im.shared.upstream_tls));
+  if (!opt.access_log.empty()) {
+    im.shared.access_log = std::make_unique<AccessLog>(opt.access_log, opt.access_log_max_bytes);
+    KATO_TRY(im.shared.access_log->Open());
+  }
+  im.shared.max_connections = ConnectionCap(opt);
   int threads = std::max(1, opt.threads);
   // With one worker every socket and timer lives on its thread (Start sets
   // them up before the thread runs), so the reactor's per-descriptor locks
@@ -952,7 +1684,7 @@ Status Router::Start() {
   // Several workers share workers[0]'s acceptors: they need the locks.
   int hint = threads == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : 1;
   for (int i = 0; i < threads; ++i) {
-    im.workers.push_back(std::make_unique<Worker>(im.shared, hint));
+    im.workers.push_back(std::make_unique<Worker>(im.shared, i, hint));
   }
 
   auto add = [&](Kind kind, int port, const char* what, int* bound) -> Status {
@@ -992,6 +1724,8 @@ void Router::Stop() {
   for (auto& w : im.workers) {
     if (w->thread.joinable()) w->thread.join();
   }
+  if (im.shared.access_log)
+    for (auto& w : im.workers) im.shared.access_log->Flush(w->log_buffer);
   im.guards.clear();
   im.listeners.clear();
   im.workers.clear();  // destroys every connection with its io_context's handlers
@@ -1023,7 +1757,21 @@ void Router::Drain(std::chrono::milliseconds notice, std::chrono::milliseconds l
 int Router::port() const { return impl_->port; }
 int Router::tls_port() const { return impl_->tls_port; }
 int Router::health_port() const { return impl_->health_port; }
+int Router::max_connections() const { return impl_->shared.max_connections; }
 void Router::SetDraining(bool draining) { impl_->shared.draining.store(draining); }
+
+Status Router::SetCertificates(const std::vector<ServedCert>& certs) {
+  auto set = MakeCertSet(certs);
+  if (!set) return Err(set.error());
+  std::lock_guard lock(impl_->shared.certs_mu);
+  impl_->shared.certs = std::move(*set);
+  return Ok();
+}
+
+std::string Router::Metrics() const {
+  return impl_->shared.metrics.Render(impl_->shared.connections.load(),
+                                      impl_->shared.max_connections);
+}
 
 void Router::SetTrustedProxies(const std::vector<std::string>& ips) {
   std::lock_guard lock(impl_->shared.trusted_mu);

@@ -3,28 +3,62 @@
 //
 // Data path: every I/O thread owns an io_context, its connections and its
 // pool of idle upstream connections, so threads share nothing but the route
-// table (read lock-free) and the listeners. Client connections are kept
-// alive; upstream connections are kept alive and reused per thread and
-// backend. A backend that refuses a connection (or does not accept within
-// connect_timeout) is marked failed and the request goes to another backend
-// of the host, each at most once, before the client gets 502. An idempotent
-// request whose backend closes the connection before its whole response has
-// arrived (the instance died) is retried the same way: responses are
-// buffered, so the client has seen nothing of the failed attempt. The backend
-// sees X-Forwarded-For (appended), X-Forwarded-Proto and X-Forwarded-Host.
-// Backends flagged `tls` (the controllers' API) are reached over TLS: their
-// certificate must chain to upstream_tls.ca_pem, and the router shows its own
-// (upstream_tls.cert_pem); other headers, Authorization included, pass as they are.
-// WebSocket upgrades are tunnelled byte for byte after the backend's 101.
-// Request and response bodies are buffered up to their limits (413 / 502).
-// Unknown host: 404; known host with no backend: 503; malformed request: 400
-// (431 for an oversized header) and the connection is closed.
+// table (read lock-free), the listeners, the certificates and the access log.
+// Client connections are kept alive; upstream connections are kept alive and
+// reused per thread and backend (a pooled one the backend closed meanwhile is
+// noticed before reuse).
+//
+// Streaming: bodies are relayed both ways through bounded buffers (64 KiB per
+// direction and connection), so memory does not grow with a body's size and a
+// slow reader slows its writer (backpressure). A response reaches the client
+// as the backend writes it (server-sent events, chunked and long-poll
+// responses); every deadline on an exchange is reset by traffic. Request
+// bodies of up to kReplayLimit are read before they are sent, so that such a
+// request can be sent again; larger ones stream as they arrive. Responses are
+// framed for the client by the router: Content-Length passed through, else
+// chunked (close-delimited for HTTP/1.0 clients).
+//
+// Retries: while nothing has been sent to the client, a request goes to
+// another backend of its host (each at most once) when connecting fails (the
+// backend is marked failed), and an idempotent request with its whole body in
+// hand also when the backend fails before its response header. After the
+// first byte of a response, a backend failure closes the client connection
+// (a chunked response then lacks its last chunk: never a fake complete one).
+// A non-idempotent request is never sent to a second backend.
+//
+// HTTP/1.1: pipelined requests are answered in order; 1xx responses are
+// passed on as interim answers (100 Continue is the router's own: it is sent
+// when the client waits for it and a backend is connected); 101 only for
+// WebSocket upgrades, which are then tunnelled byte for byte. Refused with
+// the connection closed: malformed requests (400), a Transfer-Encoding other
+// than chunked (501, or 400 when chunked is not last), several Host headers
+// or none (400), a request line over max_request_line (414), a header over
+// max_header bytes or max_header_fields fields (431), a body over
+// max_request_body (413). Unknown host: 404; known host with no backend: 503;
+// no backend reachable: 502; a backend silent for upstream_timeout: 504.
+//
+// Protection: a request header must arrive within header_timeout of its first
+// byte (408), an idle keep-alive connection is closed after keepalive_timeout,
+// and at most max_connections client connections are open: one more gets a
+// 503 with Connection: close.
+//
+// The backend sees X-Forwarded-For (appended), X-Forwarded-Proto and
+// X-Forwarded-Host. Backends flagged `tls` (the controllers' API) are reached
+// over TLS: their certificate must chain to upstream_tls.ca_pem, and the
+// router shows its own (upstream_tls.cert_pem).
+//
+// TLS (tls_port): the certificates given to SetCertificates (initially
+// options.tls); the client's SNI picks the first that covers the name, the
+// first is the default. TLS 1.2+, session resumption (tickets and a session
+// cache).
 //
 // A separate health listener answers GET /health with 200 "ok", or 503
-// "draining" after SetDraining(true), so that load balancers stop sending.
+// "draining" after SetDraining(true), so that load balancers stop sending,
+// and GET /metrics with the Prometheus text of RouterMetrics.
 //
-// Thread-safety: Start/Stop from one controlling thread; SetDraining and the
-// accessors from any thread. The RouteTable must outlive the Router.
+// Thread-safety: Start/Stop from one controlling thread; SetDraining,
+// SetCertificates and the accessors from any thread. The RouteTable must
+// outlive the Router.
 #pragma once
 
 #include <chrono>
@@ -50,17 +84,32 @@ struct RouterOptions {
   std::optional<ClientTls> upstream_tls;
   int tls_port = 0;
   std::optional<int> health_port;  // serve GET /health on ip:health_port (0: any)
+  std::string access_log;          // path; empty: no access log
+  uint64_t access_log_max_bytes = 64ull << 20;
 
-  size_t max_request_body = 64ull << 20;
-  size_t max_response_body = 256ull << 20;
+  uint64_t max_request_body = 0;  // 0: no limit (bodies stream)
   uint32_t max_header = 16 << 10;
+  uint32_t max_request_line = 8 << 10;
+  uint32_t max_header_fields = 100;
+  // 0: derived from RLIMIT_NOFILE (three quarters of it: proxied requests
+  // hold an upstream descriptor too).
+  int max_connections = 0;
   std::chrono::milliseconds connect_timeout{1000};
-  std::chrono::milliseconds client_idle_timeout{60'000};  // between requests on a connection
-  std::chrono::milliseconds request_timeout{60'000};      // to read one request, write one response
-  std::chrono::milliseconds upstream_timeout{60'000};     // backend's whole response
+  std::chrono::milliseconds header_timeout{10'000};     // first byte to end of a request header
+  std::chrono::milliseconds keepalive_timeout{60'000};  // idle between requests
+  // Silence during an exchange (waiting for the response header, or no byte
+  // moving either way): 504 before the response began, else the connection closes.
+  std::chrono::milliseconds upstream_timeout{60'000};
   std::chrono::milliseconds tunnel_idle_timeout{3'600'000};  // WebSocket with no traffic
   std::chrono::milliseconds upstream_idle_timeout{30'000};   // pooled idle upstream connection
   size_t max_idle_upstreams = 64;                            // per thread and backend
+};
+
+// A certificate to serve on the TLS port: the leaf followed by its chain, and
+// the leaf's private key.
+struct ServedCert {
+  std::string cert_pem;
+  std::string key_pem;
 };
 
 class Router {
@@ -84,6 +133,13 @@ class Router {
   int port() const;
   int tls_port() const;
   int health_port() const;
+  int max_connections() const;
+  // Replaces what the TLS port serves (see the header comment) for
+  // handshakes from now on. Errors name the certificate that does not load;
+  // nothing changes then.
+  Status SetCertificates(const std::vector<ServedCert>& certs);
+  // The Prometheus text served on /metrics.
+  std::string Metrics() const;
   void SetDraining(bool draining);
   // Peers whose X-Forwarded-Proto and X-Forwarded-Host are passed on (the
   // cluster's load balancers); from anyone else they are replaced. Applies

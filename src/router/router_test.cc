@@ -17,15 +17,12 @@
 #include "common/pki.h"
 #include "router/proxy.h"
 #include "router/route_table.h"
+#include "router/router_test_util.h"
 
 namespace kato {
 namespace {
 
-namespace beast = boost::beast;
-namespace http = beast::http;
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
-using ErrorCode = boost::system::error_code;
+using namespace testing_router;  // NOLINT: the router tests' helpers
 using ::testing::HasSubstr;
 
 // --- RouteTable ---
@@ -101,191 +98,6 @@ TEST(RouteTableTest, CacheFollowsVersion) {
   table.Replace({{"a", {{"10.0.0.1", 80}}}});
   EXPECT_NE(RouteTable::Find(cache.Get(), "a", &scratch), nullptr);
 }
-
-// --- Fake backend ---
-
-// A blocking HTTP/1.1 server on 127.0.0.1:0, one thread per connection. It
-// answers every request with 200 and body `name_`, records what it saw, and
-// for a WebSocket upgrade answers 101 and then echoes bytes.
-class FakeBackend {
- public:
-  explicit FakeBackend(std::string name, bool close_after_response = false)
-      : name_(std::move(name)), close_after_response_(close_after_response), acceptor_(ioc_) {
-    tcp::endpoint ep(net::ip::make_address("127.0.0.1"), 0);
-    acceptor_.open(ep.protocol());
-    acceptor_.bind(ep);
-    acceptor_.listen();
-    port_ = acceptor_.local_endpoint().port();
-    accept_thread_ = std::thread([this] { AcceptLoop(); });
-  }
-  ~FakeBackend() {
-    ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
-    accept_thread_.join();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
-    }
-    for (auto& t : threads_) t.join();
-  }
-
-  uint16_t port() const { return port_; }
-  // Every response waits this long from now on.
-  void set_delay(std::chrono::milliseconds d) { delay_ms_ = static_cast<int>(d.count()); }
-  int connections() const { return connections_; }
-  int requests() const { return requests_; }
-  http::request<http::string_body> last() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return last_;
-  }
-
- private:
-  void AcceptLoop() {
-    for (;;) {
-      ErrorCode ec;
-      tcp::socket s(ioc_);
-      acceptor_.accept(s, ec);
-      if (ec) return;
-      ++connections_;
-      std::lock_guard<std::mutex> lock(mu_);
-      fds_.push_back(s.native_handle());
-      threads_.emplace_back([this, s = std::move(s)]() mutable { Serve(std::move(s)); });
-    }
-  }
-
-  void Serve(tcp::socket s) {
-    ServeRequests(s);
-    // Forget the descriptor before closing it, so that the destructor never
-    // shuts down an unrelated socket that reuses the number.
-    std::lock_guard<std::mutex> lock(mu_);
-    std::erase(fds_, s.native_handle());
-    ErrorCode ec;
-    s.close(ec);
-  }
-
-  void ServeRequests(tcp::socket& s) {
-    beast::flat_buffer buf;
-    for (;;) {
-      http::request<http::string_body> req;
-      ErrorCode ec;
-      http::read(s, buf, req, ec);
-      if (ec) return;
-      ++requests_;
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        last_ = req;
-      }
-      if (beast::iequals(req[http::field::upgrade], "websocket")) return Echo(s, buf);
-      if (int d = delay_ms_; d > 0) std::this_thread::sleep_for(std::chrono::milliseconds(d));
-      http::response<http::string_body> res(http::status::ok, 11);
-      res.body() = name_;
-      res.keep_alive(req.keep_alive());
-      res.prepare_payload();
-      http::write(s, res, ec);
-      if (ec || !req.keep_alive() || close_after_response_) return;
-    }
-  }
-
-  void Echo(tcp::socket& s, beast::flat_buffer& buf) {
-    std::string head =
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
-    ErrorCode ec;
-    net::write(s, net::buffer(head), ec);
-    if (buf.size() > 0) net::write(s, buf.data(), ec);
-    char data[1024];
-    for (;;) {
-      size_t n = s.read_some(net::buffer(data), ec);
-      if (ec) return;
-      net::write(s, net::buffer(data, n), ec);
-      if (ec) return;
-    }
-  }
-
-  std::string name_;
-  bool close_after_response_;
-  net::io_context ioc_;
-  tcp::acceptor acceptor_;
-  uint16_t port_ = 0;
-  std::thread accept_thread_;
-  std::mutex mu_;
-  std::vector<int> fds_;
-  std::vector<std::thread> threads_;
-  http::request<http::string_body> last_;
-  std::atomic<int> connections_{0};
-  std::atomic<int> requests_{0};
-  std::atomic<int> delay_ms_{0};
-};
-
-// A port nothing listens on: connecting is refused.
-uint16_t ClosedPort() {
-  net::io_context ioc;
-  tcp::acceptor a(ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
-  return a.local_endpoint().port();  // closed when `a` goes
-}
-
-// --- Client ---
-
-class Client {
- public:
-  explicit Client(int port) : socket_(ioc_) {
-    socket_.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port)));
-  }
-
-  http::response<http::string_body> Get(
-      const std::string& host, const std::string& target = "/",
-      const std::vector<std::pair<std::string, std::string>>& headers = {}) {
-    http::request<http::empty_body> req(http::verb::get, target, 11);
-    req.set(http::field::host, host);
-    for (const auto& [k, v] : headers) req.set(k, v);
-    http::write(socket_, req);
-    return Read();
-  }
-
-  http::response<http::string_body> Read() {
-    http::response<http::string_body> res;
-    ErrorCode ec;
-    http::read(socket_, buf_, res, ec);
-    if (ec) res.result(599);  // no response: shows up as a failed expectation
-    return res;
-  }
-
-  void SendRaw(const std::string& raw) { net::write(socket_, net::buffer(raw)); }
-  std::string ReadSome() {
-    if (buf_.size() > 0) {
-      std::string s = beast::buffers_to_string(buf_.data());
-      buf_.consume(buf_.size());
-      return s;
-    }
-    char data[1024];
-    ErrorCode ec;
-    size_t n = socket_.read_some(net::buffer(data), ec);
-    return ec ? "" : std::string(data, n);
-  }
-  // True when the router closed the connection (after any buffered bytes).
-  bool Closed() {
-    char c;
-    ErrorCode ec;
-    socket_.read_some(net::buffer(&c, 1), ec);
-    return ec == net::error::eof || ec == net::error::connection_reset;
-  }
-
- private:
-  net::io_context ioc_;
-  tcp::socket socket_;
-  beast::flat_buffer buf_;
-};
-
-class RouterTest : public ::testing::Test {
- protected:
-  void StartRouter(RouterOptions opt = {}) {
-    opt.health_port = 0;
-    router_ = std::make_unique<Router>(opt, table_);
-    auto s = router_->Start();
-    ASSERT_TRUE(s.ok()) << s.error();
-  }
-
-  RouteTable table_;
-  std::unique_ptr<Router> router_;
-};
 
 TEST_F(RouterTest, RoutesByHostCaseInsensitively) {
   FakeBackend a("A"), b("B");
@@ -505,11 +317,13 @@ TEST_F(RouterTest, DrainFailsHealthFirstThenFinishesRequestsInFlight) {
   EXPECT_ANY_THROW(Client late(router_->port()));  // and nothing new is accepted
 }
 
-// Accepts connections, reads a request's head and dies halfway through its answer.
+// Accepts connections, reads a request and dies: before answering, or
+// halfway through its answer.
 class DyingBackend {
  public:
-  DyingBackend() : acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {
-    thread_ = std::thread([this] {
+  explicit DyingBackend(bool before_header)
+      : acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {
+    thread_ = std::thread([this, before_header] {
       for (;;) {
         ErrorCode ec;
         tcp::socket s(ioc_);
@@ -519,7 +333,9 @@ class DyingBackend {
         http::request_parser<http::string_body> p;
         http::read(s, buf, p, ec);
         ++requests_;
-        net::write(s, net::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")), ec);
+        if (!before_header)
+          net::write(s, net::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")),
+                     ec);
       }
     });
   }
@@ -537,8 +353,8 @@ class DyingBackend {
   std::atomic<int> requests_{0};
 };
 
-TEST_F(RouterTest, InstanceDyingMidResponseIsRetriedOnlyForIdempotentRequests) {
-  DyingBackend dying;
+TEST_F(RouterTest, InstanceDyingBeforeItsAnswerIsRetriedOnlyForIdempotentRequests) {
+  DyingBackend dying(/*before_header=*/true);
   FakeBackend b("B");
   table_.Replace({{"app", {{"127.0.0.1", dying.port()}, {"127.0.0.1", b.port()}}}});
   StartRouter();
@@ -552,14 +368,30 @@ TEST_F(RouterTest, InstanceDyingMidResponseIsRetriedOnlyForIdempotentRequests) {
     else EXPECT_EQ(res.body(), "B");
   }
   EXPECT_GE(posts_failed, 1);  // a POST may have had effects: never sent twice
+  EXPECT_EQ(b.requests() + dying.requests(), 4);
   int before = dying.requests();
-  for (int i = 0; i < 4; ++i) {  // a GET that died midway is sent to the other
+  for (int i = 0; i < 4; ++i) {  // a GET that got no answer is sent to the other
     Client c(router_->port());
     auto res = c.Get("app");
     EXPECT_EQ(res.result_int(), 200);
     EXPECT_EQ(res.body(), "B");
   }
   EXPECT_GT(dying.requests(), before);
+  EXPECT_THAT(router_->Metrics(), HasSubstr("kato_router_retries_total "));
+}
+
+TEST_F(RouterTest, InstanceDyingMidResponseTruncatesItForTheClient) {
+  DyingBackend dying(/*before_header=*/false);
+  table_.Replace({{"app", {{"127.0.0.1", dying.port()}}}});
+  StartRouter();
+  Client c(router_->port());
+  c.SendRaw("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+  std::string got;
+  for (std::string s; !(s = c.ReadSome()).empty();) got += s;  // until the router closes
+  EXPECT_THAT(got, HasSubstr("HTTP/1.1 200 OK\r\n"));
+  EXPECT_THAT(got, HasSubstr("Content-Length: 10\r\n"));
+  EXPECT_EQ(got.substr(got.find("\r\n\r\n") + 4), "ab");  // 2 of 10 bytes, then the end
+  EXPECT_EQ(dying.requests(), 1);  // the client saw bytes: never retried
 }
 
 TEST_F(RouterTest, GarbageIs400AndCloses) {
