@@ -1,11 +1,13 @@
 // kato-router-bench: a Router with a static route table, for bench/router/run.sh.
 //   kato-router-bench --listen 127.0.0.1:18080 --threads 1 --route app.bench=127.0.0.1:18081
+//     [--tls-port 18443 --tls-cert CERT.pem --tls-key KEY.pem]
 // --route may repeat; backends of one host are comma-separated. Runs until SIGINT/SIGTERM.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include "common/fs.h"
 #include "router/proxy.h"
 #include "router/route_table.h"
 
@@ -22,7 +24,8 @@ bool SplitHostPort(const std::string& s, std::string* ip, int* port) {
 int Usage() {
   std::fprintf(stderr,
                "usage: kato-router-bench --listen IP:PORT [--threads N] "
-               "--route HOST=IP:PORT[,IP:PORT...]...\n");
+               "--route HOST=IP:PORT[,IP:PORT...]... "
+               "[--tls-port PORT --tls-cert FILE --tls-key FILE]\n");
   return 2;
 }
 
@@ -31,12 +34,19 @@ int Usage() {
 int main(int argc, char** argv) {
   kato::RouterOptions opt;
   kato::RouteMap routes;
+  std::string tls_cert, tls_key;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (i + 1 >= argc) return Usage();
     std::string value = argv[++i];
     if (arg == "--listen") {
       if (!SplitHostPort(value, &opt.ip, &opt.port)) return Usage();
+    } else if (arg == "--tls-port") {
+      opt.tls_port = std::atoi(value.c_str());
+    } else if (arg == "--tls-cert") {
+      tls_cert = value;
+    } else if (arg == "--tls-key") {
+      tls_key = value;
     } else if (arg == "--threads") {
       opt.threads = std::atoi(value.c_str());
     } else if (arg == "--route") {
@@ -58,6 +68,15 @@ int main(int argc, char** argv) {
     } else {
       return Usage();
     }
+  }
+  if (!tls_cert.empty()) {
+    auto cert = kato::ReadFile(tls_cert);
+    auto key = kato::ReadFile(tls_key);
+    if (!cert || !key) {
+      std::fprintf(stderr, "kato-router-bench: cannot read the TLS certificate or key\n");
+      return 2;
+    }
+    opt.tls = kato::ServerTls{"", *cert, *key, ""};
   }
   sigset_t set;
   sigemptyset(&set);

@@ -22,6 +22,7 @@
 #include <set>
 #include <thread>
 
+#include "agent/custom_cert.h"
 #include "agent/identity.h"
 #include "agent/member_set.h"
 #include "common/fs.h"
@@ -762,129 +763,39 @@ struct Agent::Impl {
     return out;
   }
 
-  Status NeedLoadBalancer() {
+  // The node's HTTPS server for web clients: nginx on a load balancer, else the router.
+  Result<CustomCerts> WebCerts() {
     auto m = Member();
-    if (!m.attached || !Contains(m.roles, "load_balancer"))
-      return Err("this node is not a load balancer: run `kato node setup load_balancer` first; "
-                 "nothing changed");
-    return Ok();
-  }
-
-  // Waits (bounded) until `katod lb` serves the certificate with this
-  // fingerprint: true; false when the process does not run or time is up; an
-  // error when nginx refused the certificate.
-  Result<bool> WaitLbCert(const std::string& fingerprint, Millis limit) {
-    bool running = false;
-    for (const auto& p : Processes())
-      running = running || (p.name == "load_balancer" && p.state == ProcState::kRunning);
-    if (!running) return false;
-    auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
-      json st = LbState();
-      if (st.contains("cert") && st["cert"].is_object() &&
-          Str(st["cert"], "fingerprint") == fingerprint)
-        return true;
-      if (st.contains("refused_cert") && st["refused_cert"].is_object() &&
-          Str(st["refused_cert"], "fingerprint") == fingerprint)
-        return Err(Str(st["refused_cert"], "error"));
-      std::this_thread::sleep_for(Millis(50));  // polling a condition, bounded
+    CertPlace place;
+    if (m.attached && Contains(m.roles, "load_balancer")) {
+      place = LoadBalancerCertPlace(opt.data_dir);
+    } else if (m.attached && Contains(m.roles, "router")) {
+      place = RouterCertPlace(opt.data_dir);
+    } else {
+      return Err("this node serves no HTTPS: custom certificates go on a load balancer (`kato "
+                 "node setup load_balancer`) or a router node; nothing changed");
     }
-    return false;
+    std::string process = place.process;
+    return CustomCerts(std::move(place), [this, process] {
+      for (const auto& p : Processes())
+        if (p.name == process && p.state == ProcState::kRunning) return true;
+      return false;
+    }, RealClock::instance());
   }
 
-  Result<json> CertInstall(const json& args, const Caller& caller) {
-    KATO_TRY(NeedLoadBalancer());
-    std::string key = Str(args, "key_pem"), cert = Str(args, "cert_pem");
-    bool wildcard = args.value("wildcard", false);
-    auto info = CheckKeyAndCert(key, cert, RealClock::instance().wall_ms() / 1000);
-    if (!info) return Err(info.error() + "; nothing changed");
-    std::string endpoint = Member().endpoint;
-    std::string domain = endpoint.rfind("api.", 0) == 0 ? endpoint.substr(4) : endpoint;
-    std::string names = json(info->dns_names.empty() ? std::vector<std::string>{info->common_name}
-                                                     : info->dns_names).dump();
-    if (!endpoint.empty() && !CertCoversHost(*info, endpoint))
-      return Err("the certificate does not name the API endpoint " + endpoint + " (it names " +
-                 names + "); nothing changed");
-    if (wildcard && !CertCoversHost(*info, "app." + domain))
-      return Err("--wildcard: the certificate does not cover the apps' *." + domain +
-                 " (it names " + names + "); nothing changed");
-    LbLayout lb(opt.data_dir);
-    KATO_TRY(MakeDirs(lb.custom_dir(), 0700));
-    std::string bundle = cert;
-    if (!bundle.empty() && bundle.back() != '\n') bundle += '\n';
-    bundle += key;
-    json meta{{"fingerprint", info->fingerprint},
-              {"names", info->dns_names},
-              {"common_name", info->common_name},
-              {"not_after_s", info->not_after_s},
-              {"wildcard", wildcard},
-              {"installed_ms", RealClock::instance().wall_ms()}};
-    auto old_bundle = ReadFile(lb.custom_bundle());
-    auto old_info = ReadFile(lb.custom_info());
-    KATO_TRY(WriteFileAtomic(lb.custom_info(), meta.dump(2) + "\n", 0600));
-    KATO_TRY(WriteFileAtomic(lb.custom_bundle(), bundle, 0600));
-    auto served = WaitLbCert(info->fingerprint, Millis(15000));
-    if (!served) {
-      // nginx would not load it: put back what was there.
-      if (old_bundle) {
-        (void)WriteFileAtomic(lb.custom_bundle(), *old_bundle, 0600);
-        if (old_info) (void)WriteFileAtomic(lb.custom_info(), *old_info, 0600);
-      } else {
-        ::unlink(lb.custom_bundle().c_str());
-        ::unlink(lb.custom_info().c_str());
-      }
-      return Err("nginx refused the certificate (" + served.error() + "); nothing changed");
+  Result<json> CertCommand(const std::string& cmd, const json& args, const Caller& caller) {
+    auto certs = WebCerts();
+    if (!certs) return Err(certs.error());
+    Result<json> r = cmd == "install"
+                         ? certs->Install(Str(args, "key_pem"), Str(args, "cert_pem"),
+                                          args.value("wildcard", false), Member().endpoint)
+                     : cmd == "remove" ? certs->Remove()
+                                       : certs->List();
+    if (r && cmd != "list") {
+      if (auto h = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !h)
+        LogWarn("history not recorded: {}", h.error());
     }
-    if (auto r = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !r)
-      LogWarn("history not recorded: {}", r.error());
-    meta["active"] = *served;
-    return meta;
-  }
-
-  Result<json> CertRemove(const Caller& caller) {
-    KATO_TRY(NeedLoadBalancer());
-    LbLayout lb(opt.data_dir);
-    if (!PathExists(lb.custom_bundle()))
-      return Err("no custom certificate is installed on this node; nothing changed");
-    if (::unlink(lb.custom_bundle().c_str()) != 0)
-      return Err("cannot remove " + lb.custom_bundle() + ": " + strerror(errno));
-    ::unlink(lb.custom_info().c_str());
-    if (auto r = CallPrimary("POST", "/v1/history", json::object(), kCallTimeout, &caller); !r)
-      LogWarn("history not recorded: {}", r.error());
-    // Back to the cluster's certificate.
-    json out{{"removed", true}, {"active", "cluster"}};
-    auto web = ReadFile(lb.web_cert());
-    auto info = web ? InspectCert(*web) : Result<CertInfo>(Err("none"));
-    auto served = info ? WaitLbCert(info->fingerprint, Millis(15000)) : Result<bool>(false);
-    out["serving_cluster_cert"] = served && *served;
-    return out;
-  }
-
-  Result<json> CertList() {
-    KATO_TRY(NeedLoadBalancer());
-    LbLayout lb(opt.data_dir);
-    json st = LbState();
-    std::string active = st.contains("cert") && st["cert"].is_object()
-                             ? Str(st["cert"], "fingerprint") : "";
-    json out = json::array();
-    auto add = [&](const std::string& source, const std::string& path, bool wildcard) {
-      auto text = ReadFile(path);
-      if (!text) return;
-      auto info = InspectCert(*text);
-      if (!info) return;
-      out.push_back({{"source", source},
-                     {"names", info->dns_names},
-                     {"common_name", info->common_name},
-                     {"not_after_s", info->not_after_s},
-                     {"fingerprint", info->fingerprint},
-                     {"wildcard", wildcard},
-                     {"active", info->fingerprint == active}});
-    };
-    auto meta_text = ReadFile(lb.custom_info());
-    json meta = json::parse(meta_text ? *meta_text : "{}", nullptr, false);
-    add("custom", lb.custom_bundle(), meta.is_object() && meta.value("wildcard", false));
-    add("cluster", lb.web_cert(), false);
-    return out;
+    return r;
   }
 
   Result<json> Token(const json& args, const Caller& caller) {
@@ -1274,9 +1185,9 @@ struct Agent::Impl {
     if (cmd == "node.rename") return Rename(args, caller);
     if (cmd == "node.migrate") return Migrate(args, caller, progress);
     if (cmd == "node.setup_load_balancer") return SetupLoadBalancer(args, caller, progress);
-    if (cmd == "lb.cert_install") return CertInstall(args, caller);
-    if (cmd == "lb.cert_remove") return CertRemove(caller);
-    if (cmd == "lb.cert_list") return CertList();
+    if (cmd == "lb.cert_install") return CertCommand("install", args, caller);
+    if (cmd == "lb.cert_remove") return CertCommand("remove", args, caller);
+    if (cmd == "lb.cert_list") return CertCommand("list", args, caller);
     if (cmd == "op.migrate_store") return MigrateStore(args, caller, progress);
     if (cmd == "history") {
       int limit = args.value("limit", 100);

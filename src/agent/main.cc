@@ -10,6 +10,7 @@
 #include "agent/agent.h"
 #include "common/fs.h"
 #include "common/layout.h"
+#include "common/limits.h"
 #include "controller/run_controller.h"
 #include "dea/run_dea.h"
 #include "lb/run_lb.h"
@@ -46,6 +47,10 @@ int main(int argc, char** argv) {
   if (const char* v = std::getenv("KATO_TEST_VERSION")) version = v;
 #endif
   data_dir = kato::AbsolutePath(data_dir);
+  // Every role process inherits it from katod (routers hold a descriptor per
+  // connection); role processes started by hand raise it for themselves.
+  auto nofile = kato::RaiseOpenFilesLimit();
+  if (!nofile) std::cerr << "katod: " << nofile.error() << " (continuing)\n";
   if (*primary) return kato::RunPrimary({data_dir, ip, version});
   if (*controller) return kato::RunController({data_dir, ip, version});
   if (*router) return kato::RunRouter({data_dir, ip, version});

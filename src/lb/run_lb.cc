@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "agent/cluster_client.h"
+#include "agent/web_cert.h"
 #include "common/fs.h"
 #include "common/http.h"
 #include "common/log.h"
@@ -42,7 +43,6 @@ namespace {
 constexpr Millis kHealthInterval{500};
 constexpr Millis kHealthTimeout{400};
 constexpr Millis kStopGrace{12000};      // within the process's stop timeout (20 s)
-constexpr int64_t kRenewBeforeS = 30 * 86400;  // refresh the web certificate a month early
 
 int64_t NowS() { return RealClock::instance().wall_ms() / 1000; }
 
@@ -205,44 +205,15 @@ class LoadBalancer {
     if (endpoint && *endpoint) endpoint_ = **endpoint;
   }
 
-  // Fetches the cluster's web certificate when this node has none, or one that
-  // does not name the current endpoint, or one that expires within a month.
   void EnsureWebCert() {
     std::string endpoint;
     {
       std::lock_guard l(mu_);
       endpoint = endpoint_;
     }
-    if (endpoint.empty()) return;
-    auto cert = ReadFile(layout_.web_cert());
-    auto key = ReadFile(layout_.web_key());
-    if (cert && key) {
-      auto info = InspectCert(*cert);
-      if (info && KeyMatchesCert(*key, *cert) && CertCoversHost(*info, endpoint) &&
-          info->not_after_s - NowS() > kRenewBeforeS)
-        return;
-    }
-    auto kc = CreateKeyAndCsr("kato web");
-    if (!kc) {
-      LogError("lb: {}", kc.error());
-      return;
-    }
-    auto r = client_.Call("POST", "/v1/webcert", json{{"csr", kc->csr_pem}}.dump());
-    json j = r ? json::parse(*r, nullptr, false) : json();
-    if (!r || !j.is_object() || !j.contains("cert") || !j["cert"].is_string()) {
-      LogWarn("lb: cannot get the cluster's web certificate: {}", r ? "bad reply" : r.error());
-      return;
-    }
-    // Key first: until the certificate follows, the pair does not match and is not used.
-    if (auto s = WriteFileAtomic(layout_.web_key(), kc->key_pem, 0600); !s) {
-      LogError("lb: {}", s.error());
-      return;
-    }
-    if (auto s = WriteFileAtomic(layout_.web_cert(), j["cert"].get<std::string>(), 0644); !s) {
-      LogError("lb: {}", s.error());
-      return;
-    }
-    LogInfo("lb: new web certificate for {}", j.value("names", json::array()).dump());
+    auto r = kato::EnsureWebCert(client_, layout_.web_cert(), layout_.web_key(), endpoint, NowS(),
+                                 "lb");
+    if (!r) LogWarn("lb: {}", r.error());
   }
 
   // ---- active health checks (checker thread) --------------------------------

@@ -21,6 +21,7 @@
 #include "common/net.h"
 #include "common/pki.h"
 #include "common/redact.h"
+#include "roles/router_settings.h"
 #include "lb/lb_layout.h"
 #include "roles/roles.h"
 
@@ -297,15 +298,20 @@ struct PrimaryService::Impl {
     return JsonReply(200, reply);
   }
 
-  // POST /v1/webcert {"csr"}: the web certificate a load balancer serves,
-  // signed by the cluster CA for the API endpoint and every app host. Only the
-  // core holds the CA key; only load-balancer nodes may ask (least privilege:
-  // the certificate speaks for the whole domain).
+  // POST /v1/webcert {"csr"}: the web certificate a load balancer or a router
+  // serves on 443, signed by the cluster CA for the API endpoint and every app
+  // host. Only the core holds the CA key; only the nodes that terminate web
+  // clients' TLS may ask (least privilege: the certificate speaks for the
+  // whole domain).
   HttpResponse WebCert(const std::string& peer, const json& body) {
     auto node = store.GetNode(peer);
     if (!node) return ErrorReply(500, node.error());
-    if (!*node || !std::count((*node)->roles.begin(), (*node)->roles.end(), "load_balancer"))
-      return ErrorReply(403, "only a load-balancer node gets the cluster's web certificate");
+    auto has = [&](const char* role) {
+      return std::count((*node)->roles.begin(), (*node)->roles.end(), role) > 0;
+    };
+    if (!*node || !(has("load_balancer") || has("router")))
+      return ErrorReply(403,
+                        "only a load-balancer or router node gets the cluster's web certificate");
     std::string csr = Str(body, "csr");
     if (csr.empty()) return ErrorReply(400, "a web certificate request needs {\"csr\": PEM}");
     if (!ca_load_error.empty())
@@ -450,6 +456,7 @@ struct PrimaryService::Impl {
     }
     if (component == "dea" && key == "allow_unlimited" && !value.is_boolean())
       return Err("dea allow_unlimited must be true or false");
+    if (component == "router") return CheckRouterSetting(key, value.dump());
     return Ok();
   }
 

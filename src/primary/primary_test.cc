@@ -400,7 +400,7 @@ TEST_F(PrimaryTest, WebCertIsSignedForTheEndpointAndTheAppDomain) {
               ElementsAre("api.other.test", "*.other.test", "other.test"));
 }
 
-TEST_F(PrimaryTest, WebCertIsForLoadBalancersWithAValidCsr) {
+TEST_F(PrimaryTest, WebCertIsForLoadBalancersAndRoutersWithAValidCsr) {
   auto kc = CreateKeyAndCsr("web");
   ASSERT_TRUE(kc.ok());
   std::string body = json{{"csr", kc->csr_pem}}.dump();
@@ -409,8 +409,10 @@ TEST_F(PrimaryTest, WebCertIsForLoadBalancersWithAValidCsr) {
   std::string dea = Attach("10.0.0.7", {"dea"});
   Reply r = Call("POST", "/v1/webcert", body, dea);
   EXPECT_EQ(r.status, 403);
-  EXPECT_THAT(r.error(), HasSubstr("only a load-balancer node"));
-  EXPECT_EQ(Core("POST", "/v1/webcert", json{{"csr", kc->csr_pem}}).status, 403);
+  EXPECT_THAT(r.error(), HasSubstr("only a load-balancer or router node"));
+  EXPECT_EQ(Core("POST", "/v1/webcert", json{{"csr", kc->csr_pem}}).status, 403);  // no router
+  std::string router = Attach("10.0.0.8", {"router"});
+  EXPECT_EQ(Call("POST", "/v1/webcert", body, router).status, 200);
   std::string lb = Attach("10.0.0.9", {"load_balancer"});
   auto as_lb = [&](const json& b) { return Call("POST", "/v1/webcert", b.dump(), lb); };
   r = as_lb(json::object());
@@ -749,16 +751,41 @@ TEST_F(PrimaryTest, WatchBehindTheRevisionAnswersAtOnce) {
 
 // ---- config and history ---------------------------------------------------------------
 
+TEST_F(PrimaryTest, RouterSettingsAreCheckedBeforeTheyAreStored) {
+  auto set = [&](const std::string& key, const json& value) {
+    return Core("POST", "/v1/config/set", {{"component", "router"}, {"key", key}, {"value", value}});
+  };
+  EXPECT_EQ(set("max_connections", 5000).status, 200);
+  EXPECT_EQ(set("access_log", false).status, 200);
+  struct {
+    const char* key;
+    json value;
+    const char* says;
+  } bad[] = {{"max_connections", "5000", "whole number from 16"},
+             {"max_connections", 3, "whole number from 16"},
+             {"upstream_timeout_s", 0, "from 1 to 86400"},
+             {"keepalive_timeout_s", 1.5, "whole number"},
+             {"access_log", "yes", "true or false"},
+             {"max_conections", 5000, "has no setting 'max_conections'"}};
+  for (const auto& b : bad) {
+    Reply r = set(b.key, b.value);
+    EXPECT_EQ(r.status, 400) << b.key;
+    EXPECT_THAT(r.error(), HasSubstr(b.says)) << b.key;
+  }
+  Reply r = Core("POST", "/v1/config/get", {{"component", "router"}, {"key", "max_connections"}});
+  EXPECT_EQ(r.body["value"], 5000);  // unchanged by the refused ones
+}
+
 TEST_F(PrimaryTest, ConfigRoundTrips) {
   json value = {{"port", 8080}, {"hosts", {"a", "b"}}};
   Reply r =
-      Core("POST", "/v1/config/set", {{"component", "router"}, {"key", "main"}, {"value", value}});
+      Core("POST", "/v1/config/set", {{"component", "example"}, {"key", "main"}, {"value", value}});
   ASSERT_EQ(r.status, 200) << r.body.dump();
   ASSERT_EQ(
       Core("POST", "/v1/config/set", {{"component", "dea"}, {"key", "max"}, {"value", 3}}).status,
       200);
 
-  r = Core("POST", "/v1/config/get", {{"component", "router"}, {"key", "main"}});
+  r = Core("POST", "/v1/config/get", {{"component", "example"}, {"key", "main"}});
   ASSERT_EQ(r.status, 200) << r.body.dump();
   EXPECT_EQ(r.body["value"], value);
 

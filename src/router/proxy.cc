@@ -462,14 +462,16 @@ struct Worker {
     if (shared.access_log) shared.access_log->Flush(log_buffer);
   }
 
-  // The most recently pooled connection to `key` that is still open.
-  UpstreamPtr TakeIdle(std::string_view key) {
+  // The most recently pooled connection to `key`. With `check`, one the
+  // backend has not closed meanwhile (a syscall: only for requests that could
+  // not be sent again if the connection turned out dead).
+  UpstreamPtr TakeIdle(std::string_view key, bool check) {
     auto it = pool.find(key);
     if (it == pool.end()) return nullptr;
     while (!it->second.empty()) {
       UpstreamPtr u = std::move(it->second.back());
       it->second.pop_back();
-      if (u->StillIdle()) return u;
+      if (!check || u->StillIdle()) return u;
     }
     return nullptr;
   }
@@ -851,7 +853,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     backend_ip_.assign(slot.backend.ip);
     backend_port_ = slot.backend.port;
     backend_tls_ = slot.backend.tls;
-    up_ = WillStream() ? nullptr : w_.TakeIdle(key_);
+    up_ = WillStream() ? nullptr : w_.TakeIdle(key_, !Idempotent());
     reused_ = up_ != nullptr;
     if (reused_) return OnUpstreamReady();
     Connect();

@@ -3,24 +3,89 @@
 // then the client half-closes; the router must answer with HTTP (or close
 // without a word) and close, never crash or hang. Hosts route to an unknown
 // app, an app with no instance, an app whose backend refuses connections, and
-// a live backend (a second router's health listener), so that the upstream
-// path (request rewrite, response parse, connection pool) runs too.
+// a live backend (a second router's health listener), and a scripted backend
+// that answers in turn with an interim 103 then a chunked body, a
+// close-delimited body, and a Content-Length body cut short by its close, so
+// that the upstream path (request rewrite, body relay both ways, 1xx,
+// re-framing, truncation, the connection pool) runs too.
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "router/proxy.h"
 #include "router/route_table.h"
 
 namespace {
 
+// Reads request heads (bodies are taken for heads too: a backend that does
+// not follow is part of what the router must survive) and answers each.
+class Scripted {
+ public:
+  Scripted() {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd_, 64) != 0)
+      std::abort();
+    socklen_t len = sizeof a;
+    getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    std::thread([this] {
+      for (;;) {
+        int c = accept(fd_, nullptr, nullptr);
+        if (c < 0) continue;
+        std::thread([this, c] { Serve(c); }).detach();  // lives as long as the fuzzer
+      }
+    }).detach();
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  void Serve(int c) {
+    timeval tv{2, 0};
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string in;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = recv(c, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      in.append(buf, static_cast<size_t>(n));
+      size_t end;
+      while ((end = in.find("\r\n\r\n")) != std::string::npos) {
+        in.erase(0, end + 4);
+        static const char* const kAnswers[] = {
+            "HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+            "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort",
+        };
+        int which = next_++ % 3;
+        std::string answer = kAnswers[which];
+        send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
+        if (which > 0) {
+          close(c);
+          return;
+        }
+      }
+    }
+    close(c);
+  }
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<int> next_{0};
+};
+
 struct World {
+  Scripted scripted;
   kato::RouteTable table;
   kato::RouteTable no_routes;
   std::unique_ptr<kato::Router> backend;
@@ -33,9 +98,12 @@ struct World {
     if (!backend->Start().ok()) std::abort();
     table.Replace({{"live", {{"127.0.0.1", static_cast<uint16_t>(backend->health_port())}}},
                    {"down", {{"127.0.0.1", 1}}},
+                   {"chunky", {{"127.0.0.1", scripted.port()}}},
                    {"idle", {}}});
     kato::RouterOptions r;
-    r.max_request_body = 4096;
+    r.max_request_body = 200000;
+    r.header_timeout = std::chrono::milliseconds(1000);
+    r.upstream_timeout = std::chrono::milliseconds(1500);
     router = std::make_unique<kato::Router>(r, table);
     if (!router->Start().ok()) std::abort();
   }

@@ -4,15 +4,22 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
 #include "agent/cluster_client.h"
+#include "agent/web_cert.h"
+#include "common/fs.h"
 #include "common/log.h"
 #include "common/signals.h"
 #include "roles/roles.h"
+#include "roles/router_settings.h"
 #include "router/proxy.h"
+#include "router/router_certs.h"
+#include "router/router_layout.h"
 
 namespace kato {
 
@@ -78,6 +85,105 @@ Result<RouteMap> BuildRoutes(Store& store) {
 namespace {
 constexpr auto kDrainNotice = std::chrono::milliseconds(1000);
 constexpr auto kDrainLimit = std::chrono::milliseconds(5000);
+constexpr auto kCertCheckEvery = std::chrono::milliseconds(1000);
+constexpr int kWebCertCheckEvery = 60;  // rounds of kCertCheckEvery
+
+int64_t NowS() { return RealClock::instance().wall_ms() / 1000; }
+
+// The router's settings as the cluster config holds them now (the defaults
+// while the core cannot be asked).
+RouterSettings LoadSettings(ClusterClient& client) {
+  auto r = client.Call("POST", "/v1/config/list", json{{"component", "router"}}.dump());
+  std::vector<std::pair<std::string, std::string>> entries;
+  json list = r ? json::parse(*r, nullptr, false) : json();
+  if (!r) LogWarn("router: cannot read the router settings, using the defaults: {}", r.error());
+  if (list.is_array())
+    for (const auto& e : list)
+      if (e.is_object() && e.contains("key") && e["key"].is_string() && e.contains("value"))
+        entries.emplace_back(e["key"].get<std::string>(), e["value"].dump());
+  std::vector<std::string> warnings;
+  RouterSettings s = ParseRouterSettings(entries, &warnings);
+  for (const auto& w : warnings) LogWarn("router: {}", w);
+  return s;
+}
+
+// Keeps what port 443 serves in step with the files (RouterCerts), fetching
+// the cluster's web certificate when it is missing or due, and writes the
+// state file the agent reads (`kato op custom_ssl_cert`, `kato status`).
+class CertKeeper {
+ public:
+  CertKeeper(ClusterClient& client, Store& store, Router& router, const RouterLayout& layout,
+             ServedCert node_cert, int max_connections, std::string access_log)
+      : client_(client),
+        store_(store),
+        router_(router),
+        layout_(layout),
+        certs_(layout, std::move(node_cert)),
+        max_connections_(max_connections),
+        access_log_(std::move(access_log)) {}
+
+  void Round() {
+    if (round_++ % kWebCertCheckEvery == 0 || endpoint_.empty()) {
+      auto endpoint = store_.GetSetting("endpoint");
+      if (endpoint && *endpoint) endpoint_ = **endpoint;
+      auto fetched = EnsureWebCert(client_, layout_.web_cert(), layout_.web_key(), endpoint_,
+                                   NowS(), "router");
+      if (!fetched && fetched.error() != last_warning_) {
+        LogWarn("router: {}", fetched.error());
+        last_warning_ = fetched.error();
+      }
+    }
+    std::string problem;
+    CertChoice choice = certs_.Choose(NowS(), refused_sha_, &problem);
+    if (choice.id == served_id_ && problem == last_problem_) return;
+    if (!problem.empty() && problem != last_problem_)
+      LogWarn("router: not serving the custom certificate: {}", problem);
+    last_problem_ = problem;
+    auto s = router_.SetCertificates(choice.certs);
+    if (!s && !choice.custom_sha.empty()) {
+      // The operator's certificate would not load: serve the rest, say why.
+      refused_sha_ = choice.custom_sha;
+      refused_ = {{"fingerprint", choice.fingerprints[0]}, {"error", s.error()}};
+      LogWarn("router: refused the custom certificate: {}", s.error());
+      return Round();
+    }
+    if (!s) {
+      LogError("router: {}", s.error());
+      return;
+    }
+    served_id_ = choice.id;
+    LogInfo("router: serving on 443: {}", [&] {
+      std::string list;
+      for (size_t i = 0; i < choice.sources.size(); ++i)
+        list += (i ? ", " : "") + choice.sources[i] + " " + choice.fingerprints[i].substr(0, 16);
+      return list;
+    }());
+    json certs = json::array();
+    for (size_t i = 0; i < choice.sources.size(); ++i)
+      certs.push_back({{"source", choice.sources[i]}, {"fingerprint", choice.fingerprints[i]}});
+    json state{{"cert", certs.empty() ? json::object() : certs[0]},
+               {"certs", certs},
+               {"refused_cert", refused_},
+               {"custom_problem", problem},
+               {"max_connections", max_connections_},
+               {"access_log", access_log_}};
+    if (auto w = WriteFileAtomic(layout_.state_file(), state.dump(2) + "\n", 0644); !w)
+      LogWarn("router: {}", w.error());
+  }
+
+ private:
+  ClusterClient& client_;
+  Store& store_;
+  Router& router_;
+  const RouterLayout& layout_;
+  RouterCerts certs_;
+  const int max_connections_;
+  const std::string access_log_;
+  int64_t round_ = 0;
+  std::string endpoint_, served_id_, refused_sha_, last_problem_, last_warning_;
+  json refused_ = json::object();
+};
+
 }  // namespace
 
 int RunRouter(const RouterConfig& config) {
@@ -89,27 +195,50 @@ int RunRouter(const RouterConfig& config) {
     return 1;
   }
   RemoteStore store(client);
+  RouterLayout layout(config.data_dir);
+  for (const auto& dir : {layout.dir, layout.web_dir()}) {
+    if (auto s = MakeDirs(dir, 0700); !s) {
+      LogError("router: {}", s.error());
+      return 1;
+    }
+  }
+  RouterSettings settings = LoadSettings(client);
   RouteTable table;
   RouterOptions options;
   options.ip = config.ip;
   options.port = config.http_port ? config.http_port : kRouterHttpPort;
+  // The node's certificate until RouterCerts has chosen (it names no host).
   options.tls = ServerTls{id->ca_pem, id->cert_pem, id->key_pem, id->ca_pem};
   options.tls_port = kRouterHttpsPort;
   // To the controllers' API (TLS backends): they must chain to the cluster CA,
   // and the router shows its node certificate.
   options.upstream_tls = ClientTls{id->ca_pem, id->cert_pem, id->key_pem, ""};
   options.health_port = kRouterHealthPort;
+  options.max_connections = settings.max_connections;
+  options.keepalive_timeout = std::chrono::seconds(settings.keepalive_timeout_s);
+  options.header_timeout = std::chrono::seconds(settings.header_timeout_s);
+  options.upstream_timeout = std::chrono::seconds(settings.upstream_timeout_s);
+  options.max_request_body = uint64_t(settings.max_request_body_mb) << 20;
+  if (settings.access_log) options.access_log = layout.access_log();
   Router router(options, table);
   if (auto s = router.Start(); !s) {
     LogError("router: {}", s.error());
     return 1;
   }
-  LogInfo("router: HTTP on {}:{}, HTTPS on {}, health on {}", config.ip, router.port(),
-          router.tls_port(), router.health_port());
-  std::atomic<bool> done{false};
+  LogInfo("router: HTTP on {}:{}, HTTPS on {}, health and metrics on {}; at most {} connections",
+          config.ip, router.port(), router.tls_port(), router.health_port(),
+          router.max_connections());
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  auto wait = [&](Millis d) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, d, [&] { return done; });
+  };
   std::thread watcher([&] {
     int64_t revision = -1;
-    while (!done) {
+    for (;;) {
       auto routes = BuildRoutes(store);
       if (routes) table.Replace(*routes);
       else LogWarn("router: keeping the last routes: {}", routes.error());
@@ -122,8 +251,17 @@ int RunRouter(const RouterConfig& config) {
       // Wake on any change of the cluster state; re-check at least every few seconds.
       auto r = client.Watch(revision, Millis(3000));
       if (r) revision = *r;
-      else std::this_thread::sleep_for(Millis(500));  // the core is away: retry soon
+      else if (wait(Millis(500))) return;  // the core is away: retry soon
+      std::lock_guard l(mu);
+      if (done) return;
     }
+  });
+  std::thread cert_thread([&] {
+    CertKeeper keeper(client, store, router, layout,
+                      ServedCert{id->cert_pem + id->ca_pem, id->key_pem}, router.max_connections(),
+                      options.access_log);
+    do keeper.Round();
+    while (!wait(kCertCheckEvery));
   });
   int sig = 0;
   sigwait(&set, &sig);
@@ -132,8 +270,13 @@ int RunRouter(const RouterConfig& config) {
   LogInfo("router: signal {}, draining", sig);
   router.Drain(kDrainNotice, kDrainLimit);
   LogInfo("router: drained");
-  done = true;
+  {
+    std::lock_guard l(mu);
+    done = true;
+  }
+  cv.notify_all();
   watcher.join();
+  cert_thread.join();
   return 0;
 }
 

@@ -1,7 +1,10 @@
 // `katod router`: the router role's process. Serves HTTP on the node's
-// address (kRouterHttpPort; HTTPS on kRouterHttpsPort with the node's
-// cluster certificate; GET /health on kRouterHealthPort) and routes by Host:
-// api.HOST to the controllers, APP.DOMAIN to the app's RUNNING instances.
+// address (kRouterHttpPort; HTTPS on kRouterHttpsPort with the certificates
+// RouterCerts chooses, re-read every second; GET /health and GET /metrics on
+// kRouterHealthPort) and routes by Host: api.HOST to the controllers,
+// APP.DOMAIN to the app's RUNNING instances. Its settings (RouterSettings)
+// are read from the cluster config at start; it keeps an access log and a
+// state file under RouterLayout.
 // Routes come from the cluster state and are rebuilt whenever the cluster
 // revision moves (a long-poll watch), so a moved instance is routed within
 // milliseconds of its DEA's report.
