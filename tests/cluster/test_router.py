@@ -354,3 +354,36 @@ def test_443_serves_the_cluster_web_certificate_for_the_domain(rt):
     # The API endpoint verifies too (a client that checks the name).
     cert, _ = served("api.rt.test")
     assert ("DNS", "api.rt.test") in cert["subjectAltName"]
+
+
+def test_custom_certificate_on_the_router(rt, tmp_path):
+    _, core = rt
+    key, cert = str(tmp_path / "c.key"), str(tmp_path / "c.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "30",
+                    "-subj", "/CN=custom", "-addext", "subjectAltName=DNS:api.rt.test,DNS:*.rt.test"],
+                   check=True, capture_output=True)
+    # Checked before the router sees it: a key that is not the certificate's.
+    other_key = str(tmp_path / "o.key")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-out", other_key], check=True, capture_output=True)
+    r = core.kato("op", "custom_ssl_cert", "install", other_key, cert)
+    assert r.rc != 0 and "nothing changed" in r.err, r
+
+    out = core.json("op", "custom_ssl_cert", "install", key, cert, "--wildcard")
+    assert out["active"] is True and out["server"] == "the router", out
+    custom = ssl.create_default_context(cafile=cert)
+
+    def get(ctx, name):
+        with socket.create_connection((core.ip, 443), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=name) as s:
+                s.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+                return s.recv(4096)
+
+    assert get(custom, HOST).startswith(b"HTTP/1.1 200 ")
+    listed = {c["source"]: c for c in core.json("op", "custom_ssl_cert", "list")}
+    assert listed["custom"]["active"] and not listed["cluster"]["active"]
+    core.ok("op", "custom_ssl_cert", "remove")
+    cluster_ca = ssl.create_default_context(cafile=os.path.join(core.data_dir, "pki", "ca.pem"))
+    reply = wait_for("the cluster's certificate again", lambda: get(cluster_ca, HOST), timeout=10)
+    assert reply.startswith(b"HTTP/1.1 200 ")
