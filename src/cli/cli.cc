@@ -948,12 +948,12 @@ int RunCli(int argc, char** argv) {
   });
 
   auto* custom = op->add_subcommand(
-      "custom_ssl_cert", "the load balancer's own SSL certificate instead of the cluster's");
+      "custom_ssl_cert", "the operator's SSL certificate instead of the cluster's on this node");
   custom->require_subcommand(1);
   std::string cert_key_file, cert_file;
   bool wildcard = false;
   auto* cinstall = custom->add_subcommand(
-      "install", "serve KEY and CERT (with its chain) on this load balancer's port 443");
+      "install", "serve KEY and CERT (with its chain) on this node's port 443");
   cinstall->add_option("KEY", cert_key_file, "the private key (PEM, unencrypted)")->required();
   cinstall->add_option("CERT", cert_file, "the certificate, then its chain (PEM)")->required();
   cinstall->add_flag("--wildcard", wildcard,
@@ -978,9 +978,9 @@ int RunCli(int argc, char** argv) {
         std::cout << r->dump(2) << "\n";
       } else {
         std::cout << "installed the certificate for " << Join((*r)["names"], ", ")
-                  << (r->value("active", false) ? "; nginx serves it now"
-                                                : "; nginx serves it once the load_balancer "
-                                                  "process runs")
+                  << "; " << r->value("server", std::string("nginx"))
+                  << (r->value("active", false) ? " serves it now"
+                                                : " serves it once its process runs")
                   << "\n";
       }
       return 0;
@@ -993,7 +993,7 @@ int RunCli(int argc, char** argv) {
       std::cout << "removed the custom certificate; the cluster's certificate is served\n";
     });
   });
-  auto* clist = custom->add_subcommand("list", "the certificates of this load balancer");
+  auto* clist = custom->add_subcommand("list", "the certificates this node serves on 443");
   add_json(clist);
   clist->callback([&] {
     run = read_cmd("lb.cert_list", [] { return json::object(); }, [](const json& r) {

@@ -122,6 +122,7 @@ Result<std::string> NginxConfig(const NginxConfigInput& in) {
         "      proxy_send_timeout 300s;\n"
         "      proxy_read_timeout 300s;  # long polls and WebSockets stay open\n"
         "      proxy_request_buffering off;\n"
+        "      proxy_buffering off;  # responses stream as the router sends them (SSE, downloads)\n"
         "    }\n";
   }
   o << "  server {\n"

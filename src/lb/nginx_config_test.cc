@@ -50,6 +50,9 @@ TEST(NginxConfigTest, RoundRobinOverTheRoutersOnHttpAndHttps) {
   EXPECT_THAT(c, HasSubstr("ssl_certificate /var/lib/kato/lb/web/cert.pem;"));
   EXPECT_THAT(c, HasSubstr("ssl_certificate_key /var/lib/kato/lb/web/key.pem;"));
   EXPECT_THAT(c, HasSubstr("proxy_next_upstream error timeout http_502 http_503;"));
+  // Bodies stream both ways (uploads to the router, server-sent events back).
+  EXPECT_THAT(c, HasSubstr("proxy_request_buffering off;"));
+  EXPECT_THAT(c, HasSubstr("proxy_buffering off;"));
   EXPECT_THAT(c, HasSubstr("proxy_set_header Upgrade $http_upgrade;"));
   EXPECT_THAT(c, HasSubstr("proxy_set_header Connection $kato_connection;"));
   EXPECT_THAT(c, HasSubstr("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"));

@@ -209,6 +209,8 @@ class BodyIn {
     size_t n = Take(in, out, cap, ec);
     if (ec || n > 0 || done_) return handler(ec, n);
     if (framing_ == Framing::kChunked) {
+      // Take used what it could: that much left over is a chunk line that never ends.
+      if (in.size() >= kRelayBuffer) return handler(http::error::bad_chunk, 0);
       s.async_read_some(in.prepare(kRelayBuffer),
                         [this, &s, &in, out, cap, h = std::forward<H>(handler)](
                             const ErrorCode& ec, size_t n) mutable {
@@ -690,7 +692,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     attempts_ = 0;
     pre_len_ = 0;
     response_started_ = interim_sent_ = streaming_ = pump_active_ = discard_ = false;
-    own_answer_ = false;
+    own_answer_ = recorded_ = false;
     retired_.reset();
     continue_sent_ = expect_continue_ = false;
     upstream_timed_out_ = false;
@@ -1144,7 +1146,10 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     WriteFramed(stream_, f, [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
       self->client_writing_ = false;
       self->bytes_out_ += n;
-      if (ec) return self->CloseAll();
+      if (ec) {
+        self->Record();  // the client left mid-response: logged with what it got
+        return self->CloseAll();
+      }
       self->Touch();
       if (self->res_in_.done()) return self->FinishExchange();
       self->PumpResponse();
@@ -1245,7 +1250,10 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     Linger();
   }
 
+  // Metrics and the access log line of the exchange, once.
   void Record() {
+    if (recorded_) return;
+    recorded_ = true;
     auto end = Steady::now();
     double total = Seconds(end - started_at_);
     if (!stats_ && !health_) stats_ = w_.metrics.App({});  // refused before routing
@@ -1505,6 +1513,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   bool interim_sent_ = false;      // a 1xx went to the client: no retry
   bool client_writing_ = false;    // a write to the client is in flight
   bool own_answer_ = false;        // the router answers this request itself
+  bool recorded_ = false;          // metrics and access log written for this exchange
   bool header_timed_out_ = false;  // a 408 replaced the header read
   UpstreamPtr retired_;            // dropped while the pump still wrote to it
   bool streaming_ = false;         // the request body did not fit the read-ahead

@@ -353,7 +353,11 @@ INSTANTIATE_TEST_SUITE_P(
                 431},
         Refusal{"GET / HTTP/1.1\r\nHost: app\r\n" + ManyFields(101) + "\r\n", 431},
         Refusal{"GET / HTTP/1.1\r\nHost: app\r\nExpect: magic\r\n\r\n", 417},
-        Refusal{"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400}));
+        Refusal{"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+        // A chunk line that never ends (an extension of 100 KiB): refused, not buffered.
+        Refusal{"POST / HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\n\r\n5;x=" +
+                    std::string(100 << 10, 'e'),
+                400}));
 
 TEST_F(StreamingTest, HundredHeaderFieldsAreFine) {
   FakeBackend a("A");
