@@ -25,7 +25,7 @@ int Usage() {
   std::fprintf(stderr,
                "usage: kato-router-bench --listen IP:PORT [--threads N] "
                "--route HOST=IP:PORT[,IP:PORT...]... "
-               "[--tls-port PORT --tls-cert FILE --tls-key FILE]\n");
+               "[--tls-port PORT --tls-cert FILE --tls-key FILE] [--max-idle-upstreams N]\n");
   return 2;
 }
 
@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
       tls_cert = value;
     } else if (arg == "--tls-key") {
       tls_key = value;
+    } else if (arg == "--max-idle-upstreams") {
+      opt.max_idle_upstreams_total = static_cast<size_t>(std::atol(value.c_str()));
     } else if (arg == "--threads") {
       opt.threads = std::atoi(value.c_str());
     } else if (arg == "--route") {

@@ -7,9 +7,10 @@
 # One shared backend (nginx, 1 worker, sendfile) serves a sparse 1 GiB file, a
 # 1 MiB file, a 1 KiB file and `return 200 "hello"` on 127.0.0.1:18181. In
 # front of it, pinned like the backend to CPU 0: kato-router-bench (1 thread)
-# on :18180 (HTTPS :18443) and nginx as a reverse proxy (1 worker, upstream
-# keep-alive, proxy_max_temp_file_size 0 so that large bodies stream through
-# memory instead of a temp file) on :18182 (HTTPS :18444). The clients (wrk,
+# on :18180 (HTTPS :18443) and nginx as a reverse proxy (1 worker, up to 1,024
+# idle upstream keep-alive connections like kato, proxy_max_temp_file_size 0
+# so that large bodies stream through memory instead of a temp file, a shared
+# TLS session cache) on :18182 (HTTPS :18444). The clients (wrk,
 # curl, python3) run on CPU 1. Every shape runs ROUNDS times, alternating which
 # proxy goes first; medians are printed and written to OUT.json (default
 # bench/router_streams_results.json).
@@ -37,6 +38,7 @@ TMP_PREFIX=kato-router-streams
 . "$(dirname "$0")/lib.sh"
 
 mkdir -p "$TMP/www" "$TMP/backend" "$TMP/proxy"
+chmod 755 "$TMP" "$TMP/www"  # nginx's workers run as nobody
 truncate -s 1G "$TMP/www/1g.bin"  # sparse: read from the page cache, never from disk
 head -c 1048576 /dev/urandom >"$TMP/www/1m.bin"
 head -c 1024 /dev/urandom >"$TMP/www/1k.bin"
@@ -73,7 +75,7 @@ http {
   ssl_session_cache shared:SSL:10m;
   upstream backend {
     server 127.0.0.1:18181;
-    keepalive 64;
+    keepalive 1024;  # as many idle upstream connections as kato keeps
     keepalive_requests 1000000;
   }
   server {
@@ -151,20 +153,23 @@ wrk_run() {  # url connections extra... -> "rps p99_ms errors"
   echo "$rps $p99 ${errs:-}"
 }
 
-# One download: "ttfb_ms mib_per_s"
+# One download: "ttfb_ms mib_per_s"; a failed one stops the run.
 download() {
-  taskset -c 1 curl -s -o /dev/null -H 'Host: app.bench' \
+  taskset -c 1 curl -s -f -o /dev/null -H 'Host: app.bench' \
     -w '%{time_starttransfer} %{speed_download}\n' "$1" |
     awk '{ printf "%.3f %.1f\n", $1 * 1000, $2 / 1048576 }'
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "download of $1 failed" >&2; exit 1; }
 }
 
 ten_downloads() {  # url -> aggregate MiB/s
   local t0 t1
   t0=$(date +%s.%N)
+  local jobs=()
   for _ in $(seq 10); do
-    taskset -c 1 curl -s -o /dev/null -H 'Host: app.bench' "$1" &
+    taskset -c 1 curl -s -f -o /dev/null -H 'Host: app.bench' "$1" &
+    jobs+=($!)
   done
-  wait
+  for j in "${jobs[@]}"; do wait "$j" || { echo "a download of $1 failed" >&2; exit 1; }; done
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", 10 * 1024 / (b - a) }'
 }
@@ -205,6 +210,7 @@ for round in $(seq "$ROUNDS"); do
     base="http://127.0.0.1:$port"
     read -r rps p99 errs <<<"$(wrk_run "$base/hello" 50)"
     row small "$who" "$round" "$rps" "$p99" "${errs:-}"
+    [ -z "${errs:-}" ] || echo "$who small: $errs" >&2
     read -r rps p99 errs <<<"$(wrk_run "$base/1m.bin" 10)"
     row 1mib "$who" "$round" "$rps" "$p99" "${errs:-}"
     read -r small_ttfb _ <<<"$(download "$base/1k.bin")"

@@ -65,11 +65,13 @@ using BView = beast::string_view;  // boost::string_view in Boost 1.74
 std::string_view Std(BView v) { return {v.data(), v.size()}; }
 
 constexpr auto kSweepEvery = std::chrono::milliseconds(250);
+constexpr uint64_t kFlushSessionsEvery = 240;  // sweeps: a minute
 constexpr auto kLingerFor = std::chrono::seconds(2);
 constexpr uint32_t kMaxUpstreamHeader = 64 * 1024;
 constexpr size_t kTunnelBuffer = 16 * 1024;
 constexpr size_t kRelayBuffer = 64 * 1024;  // per direction and exchange
 constexpr size_t kReplayLimit = 64 * 1024;  // request body read ahead (and kept for a retry)
+static_assert(kReplayLimit <= kRelayBuffer, "the read-ahead lives in a relay buffer");
 constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 
 // Deadlines only need the sweep's precision: the coarse clock (a few ms) is
@@ -341,7 +343,9 @@ Result<std::shared_ptr<CertSet>> MakeCertSet(const std::vector<ServedCert>& cert
     if (SSL_CTX_check_private_key(native) != 1)
       return Err("router: the TLS key is not the certificate's (" + info->fingerprint + ")");
     // Resumption: a server-side session cache (TLS 1.2 ids) and tickets (default on).
-    SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_SERVER);
+    // OpenSSL would walk the whole cache for expired sessions every 255
+    // handshakes, on the handshake's path: the sweep does it instead (FlushSessions).
+    SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR);
     SSL_CTX_set_session_id_context(native, kSessionContext, sizeof kSessionContext - 1);
     // An idle TLS connection keeps no read/write buffers.
     SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
@@ -425,9 +429,10 @@ struct Upstream {
 using UpstreamPtr = std::unique_ptr<Upstream>;
 
 struct Worker {
-  Worker(Shared& s, int index, int concurrency_hint)
-      : shared(s),
-        metrics(s.metrics.shard(index)),
+  Worker(Shared& s, int i, int concurrency_hint)
+      : index(i),
+        shared(s),
+        metrics(s.metrics.shard(i)),
         ioc(concurrency_hint),
         sweep(ioc),
         cache(s.table) {}
@@ -455,13 +460,24 @@ struct Worker {
       std::vector<Timed*> all(timed.begin(), timed.end());
       for (Timed* t : all) t->CloseIfIdle();
       pool.clear();
+      pooled = 0;
     }
     for (auto& [key, idle] : pool) {
-      std::erase_if(idle, [&](const UpstreamPtr& u) {
+      pooled -= std::erase_if(idle, [&](const UpstreamPtr& u) {
         return u->idle_since + shared.opt.upstream_idle_timeout <= now;
       });
     }
     if (shared.access_log) shared.access_log->Flush(log_buffer);
+    if (index == 0 && ++sweeps % kFlushSessionsEvery == 0) FlushSessions();
+  }
+
+  // Drops expired TLS sessions from the caches (the cache evicts the oldest
+  // when full, but only this removes the expired ones).
+  void FlushSessions() {
+    auto certs = shared.Certs();
+    if (!certs) return;
+    long now = static_cast<long>(std::time(nullptr));
+    for (const auto& ctx : certs->contexts) SSL_CTX_flush_sessions(ctx->native_handle(), now);
   }
 
   // The most recently pooled connection to `key`. With `check`, one the
@@ -473,6 +489,7 @@ struct Worker {
     while (!it->second.empty()) {
       UpstreamPtr u = std::move(it->second.back());
       it->second.pop_back();
+      --pooled;
       if (!check || u->StillIdle()) return u;
     }
     return nullptr;
@@ -481,19 +498,39 @@ struct Worker {
   void GiveBack(std::string_view key, UpstreamPtr u) {
     auto it = pool.find(key);
     if (it == pool.end()) it = pool.emplace(std::string(key), std::vector<UpstreamPtr>()).first;
-    if (it->second.size() >= shared.opt.max_idle_upstreams) return;
+    if (it->second.size() >= shared.opt.max_idle_upstreams || pooled >= max_pooled) return;
     u->idle_since = CoarseNow();
     it->second.push_back(std::move(u));
+    ++pooled;
   }
 
+  // Relay buffers (kRelayBuffer bytes) are lent to exchanges while they move
+  // bodies, and kept here for the next ones (at most kFreeBuffers).
+  using Buffer = std::unique_ptr<char[]>;
+  static constexpr size_t kFreeBuffers = 64;
+  Buffer TakeBuffer() {
+    if (free_buffers.empty()) return Buffer(new char[kRelayBuffer]);
+    Buffer b = std::move(free_buffers.back());
+    free_buffers.pop_back();
+    return b;
+  }
+  void GiveBack(Buffer b) {
+    if (b && free_buffers.size() < kFreeBuffers) free_buffers.push_back(std::move(b));
+  }
+
+  const int index;
   Shared& shared;
   RouterMetrics::Shard& metrics;
   AccessLog::Buffer log_buffer;
+  std::vector<Buffer> free_buffers;
+  uint64_t sweeps = 0;
   // Declared before ioc: connections destroyed with ioc's pending handlers
   // unregister themselves here.
   std::unordered_set<Timed*> timed;
   net::io_context ioc;
   std::unordered_map<std::string, std::vector<UpstreamPtr>, StringHash, std::equal_to<>> pool;
+  size_t pooled = 0;      // connections in `pool`
+  size_t max_pooled = 0;  // set by Router::Start
   net::steady_timer sweep;
   RouteCache cache;
   std::string host_scratch;
@@ -526,8 +563,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
         health_(health),
         certs_(std::move(certs)),
         stream_(std::forward<Args>(stream_args)...) {
-    w_.timed.insert(this);
-    if (!health_) w_.shared.connections.fetch_add(1, std::memory_order_relaxed);
+    w_.timed.insert(this);  // counted in shared.connections when accepted (Listener::Hand)
   }
   ~ClientConn() override {
     // Freed without a close_notify exchanged, OpenSSL would drop the session
@@ -546,7 +582,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     peer_ip_ = ep.address().to_string();
     trusted_proxy_ = w_.shared.Trusted(peer_ip_);
     if constexpr (kTls) {
-      Arm(State::kHandshake, opt_.header_timeout);
+      Arm(State::kHandshake, opt_.header_timeout);  // a handshake is part of the first request
       stream_.async_handshake(ssl::stream_base::server,
                               [self = this->shared_from_this()](const ErrorCode& ec) {
                                 if (!ec) self->ReadRequest();
@@ -563,12 +599,17 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
         if (up_) up_->Lowest().close(ignored_);  // the connect's handler moves on
         return;
       case State::kExchange:
+        // Reading the body ahead: the client is the slow one, and no upstream
+        // operation would notice a closed backend.
+        if (pre_reading_) return CloseAll();
         if (!response_started_ && !client_writing_ && up_) {
           upstream_timed_out_ = true;  // the exchange's handlers answer 504
           up_->Lowest().close(ignored_);
           return;
         }
         return CloseAll();
+      case State::kIdle:
+        return IdleExpired();
       case State::kHeader:
         if (!client_writing_ && parser_ && (parser_->got_some() || buffer_.size() > 0)) {
           // Slow headers (slowloris): the pending read goes, a 408 is the answer.
@@ -587,8 +628,8 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   void CloseIfIdle() override {
     // Between requests with nothing of the next one read yet, still in the
     // TLS handshake, or after the last answer: nothing is lost by closing.
-    if (state_ == State::kHandshake || state_ == State::kIdle || state_ == State::kLinger)
-      CloseAll();
+    bool waiting = state_ == State::kIdle && buffer_.size() == 0 && parser_ && !parser_->got_some();
+    if (state_ == State::kHandshake || waiting || state_ == State::kLinger) CloseAll();
   }
 
  private:
@@ -607,22 +648,28 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
 
   // --- Reading the client's request. ---
 
+  // Waits for the next request. Plain: for the socket to be readable, then
+  // the header has header_timeout from its first byte (waiting first also
+  // spares a read that would fail with EAGAIN on every keep-alive request).
+  // TLS cannot tell from the socket whether decrypted bytes wait in the
+  // stream: the header read starts at once, and the sweep tells idling from
+  // a header in progress (IdleExpired).
   void ReadRequest() {
     parser_.reset();
     res_parser_.reset();
+    w_.GiveBack(std::move(pre_));  // the exchange is over: an idle connection holds no buffer
+    w_.GiveBack(std::move(req_buf_));
+    w_.GiveBack(std::move(res_buf_));
     if (buffer_.size() > 0) return ReadHeader();  // pipelined: the next request is here
-    buffer_.shrink_to_fit();  // an idle connection holds no buffer
-    Arm(State::kIdle, opt_.keepalive_timeout);
-    auto self = this->shared_from_this();
+    buffer_.shrink_to_fit();
+    idle_since_ = CoarseNow();
     if constexpr (kTls) {
-      // TLS may hold decrypted bytes the socket no longer shows: read a little.
-      stream_.async_read_some(buffer_.prepare(512), [self](const ErrorCode& ec, size_t n) {
-        if (ec) return self->CloseAll();
-        self->buffer_.commit(n);
-        self->ReadHeader();
-      });
+      ReadHeader();
+      state_ = State::kIdle;
+      deadline = idle_since_ + std::min(opt_.header_timeout, opt_.keepalive_timeout);
     } else {
-      stream_.async_wait(Socket::wait_read, [self](const ErrorCode& ec) {
+      Arm(State::kIdle, opt_.keepalive_timeout);
+      stream_.async_wait(Socket::wait_read, [self = this->shared_from_this()](const ErrorCode& ec) {
         if (ec) return self->CloseAll();
         self->ReadHeader();
       });
@@ -637,6 +684,21 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     http::async_read_header(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this()](const ErrorCode& ec, size_t) { self->OnHeader(ec); });
+  }
+
+  // The sweep's look at a connection waiting for a request (kIdle). TLS:
+  // bytes of a header have come since the last look, so the header gets
+  // header_timeout from now (from its first byte, give or take one look).
+  // Otherwise nothing came, and the connection idles on until keepalive_timeout.
+  void IdleExpired() {
+    auto now = CoarseNow();
+    if (parser_ && (parser_->got_some() || buffer_.size() > 0)) {
+      state_ = State::kHeader;
+      deadline = now + opt_.header_timeout;
+      return;
+    }
+    if (idle_since_ + opt_.keepalive_timeout <= now) return CloseAll();
+    deadline = std::min(now + opt_.header_timeout, idle_since_ + opt_.keepalive_timeout);
   }
 
   void OnHeader(const ErrorCode& ec) {
@@ -692,7 +754,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     attempts_ = 0;
     pre_len_ = 0;
     response_started_ = interim_sent_ = streaming_ = pump_active_ = discard_ = false;
-    own_answer_ = recorded_ = false;
+    own_answer_ = recorded_ = pre_reading_ = false;
     retired_.reset();
     continue_sent_ = expect_continue_ = false;
     upstream_timed_out_ = false;
@@ -935,9 +997,11 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       return;
     }
     continue_sent_ = true;
-    if (pre_.size() < kReplayLimit) pre_.resize(kReplayLimit);
-    req_in_.Read(stream_, buffer_, pre_.data() + pre_len_, kReplayLimit - pre_len_,
+    if (!pre_) pre_ = w_.TakeBuffer();
+    pre_reading_ = true;
+    req_in_.Read(stream_, buffer_, pre_.get() + pre_len_, kReplayLimit - pre_len_,
                  [self](const ErrorCode& ec, size_t n) {
+                   self->pre_reading_ = false;
                    if (ec) return self->OnClientBodyError(ec);
                    self->pre_len_ += n;
                    if (!self->CountBody(n)) return;
@@ -1004,7 +1068,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     up_head_.append("\r\n");
     streaming_ = !complete;
     req_framing_ = out;
-    Framed f = FrameBody(out, up_head_, pre_.data(), pre_len_, false, req_chunk_);
+    Framed f = FrameBody(out, up_head_, pre_.get(), pre_len_, false, req_chunk_);
     up_->Io([&](auto& up) {
       WriteFramed(up, f, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
         if (ec) return self->OnUpstreamFailed(ec);
@@ -1020,8 +1084,8 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
 
   // The rest of a large request body, relayed while the response is read.
   void Pump() {
-    if (req_buf_.size() < kRelayBuffer) req_buf_.resize(kRelayBuffer);
-    req_in_.Read(stream_, buffer_, req_buf_.data(), kRelayBuffer,
+    if (!req_buf_) req_buf_ = w_.TakeBuffer();
+    req_in_.Read(stream_, buffer_, req_buf_.get(), kRelayBuffer,
                  [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
                    self->OnPumped(ec, n);
                  });
@@ -1047,7 +1111,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       return;
     }
     Touch();
-    Framed f = FrameBody(req_framing_, {}, req_buf_.data(), n,
+    Framed f = FrameBody(req_framing_, {}, req_buf_.get(), n,
                          req_in_.done() && req_framing_ == Framing::kChunked, req_chunk_);
     up_->Io([&](auto& up) {
       WriteFramed(up, f, [self = this->shared_from_this()](const ErrorCode& ec, size_t) {
@@ -1130,9 +1194,9 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     if (res_framing_ == Framing::kUntilClose) keep_alive_ = false;
     if (w_.shared.closing.load(std::memory_order_relaxed)) keep_alive_ = false;
     RenderHead(res, res_framing_, /*interim=*/false);
-    if (res_buf_.size() < kRelayBuffer) res_buf_.resize(kRelayBuffer);
+    if (!res_buf_) res_buf_ = w_.TakeBuffer();
     ErrorCode tec;
-    size_t n = res_in_.Take(up_->buffer, res_buf_.data(), kRelayBuffer, tec);
+    size_t n = res_in_.Take(up_->buffer, res_buf_.get(), kRelayBuffer, tec);
     if (tec) return UpstreamBroke(UpstreamError::kMalformed);
     WriteBody(n, /*with_head=*/true);
   }
@@ -1141,7 +1205,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   void WriteBody(size_t n, bool with_head) {
     bool last = res_in_.done();
     Framed f = FrameBody(res_framing_, with_head ? std::string_view(out_head_) : std::string_view(),
-                         res_buf_.data(), n, last && res_framing_ == Framing::kChunked, res_chunk_);
+                         res_buf_.get(), n, last && res_framing_ == Framing::kChunked, res_chunk_);
     client_writing_ = true;
     WriteFramed(stream_, f, [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
       self->client_writing_ = false;
@@ -1158,7 +1222,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
 
   void PumpResponse() {
     up_->Io([&](auto& up) {
-      res_in_.Read(up, up_->buffer, res_buf_.data(), kRelayBuffer,
+      res_in_.Read(up, up_->buffer, res_buf_.get(), kRelayBuffer,
                    [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
                      if (ec) {
                        return self->UpstreamBroke(IsParseError(ec) && ec != http::error::partial_message
@@ -1476,6 +1540,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   Stream stream_;
   beast::flat_buffer buffer_;
   State state_ = State::kIdle;
+  Steady::time_point idle_since_;  // kIdle: since when
   std::string peer_ip_;
   bool trusted_proxy_ = false;  // peer is one of the cluster's load balancers
   std::string xff_;             // incoming X-Forwarded-For values (capacity reused)
@@ -1514,13 +1579,14 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
   bool client_writing_ = false;    // a write to the client is in flight
   bool own_answer_ = false;        // the router answers this request itself
   bool recorded_ = false;          // metrics and access log written for this exchange
+  bool pre_reading_ = false;       // a read of the body ahead is in flight
   bool header_timed_out_ = false;  // a 408 replaced the header read
   UpstreamPtr retired_;            // dropped while the pump still wrote to it
   bool streaming_ = false;         // the request body did not fit the read-ahead
   bool pump_active_ = false;       // its rest is being relayed
   bool discard_ = false;           // the answer is given: request body is read and dropped
   Framing req_framing_ = Framing::kNone, res_framing_ = Framing::kNone;
-  std::vector<char> pre_, req_buf_, res_buf_;
+  Worker::Buffer pre_, req_buf_, res_buf_;  // lent by the worker for one exchange
   size_t pre_len_ = 0;
   char req_chunk_[24], res_chunk_[24];
 
@@ -1551,6 +1617,7 @@ class Listener {
     if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
     if (!ec) acceptor_.bind(ep, ec);
     if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (!ec) acceptor_.non_blocking(true, ec);  // for the batches in Accept
     if (ec) {
       return Err(std::string("router: cannot listen for ") + what + " on " + ip + ":" +
                  std::to_string(port) + ": " + ec.message() +
@@ -1581,17 +1648,34 @@ class Listener {
         });
         return;
       }
-      if (kind_ != Kind::kHealth &&
-          shared_.connections.load(std::memory_order_relaxed) >= shared_.max_connections) {
-        Refuse(socket);
-      } else {
-        net::post(w.ioc, [this, &w, s = std::move(socket)]() mutable { Serve(w, std::move(s)); });
+      Hand(w, std::move(socket));
+      // More may be waiting (thousands of clients connecting at once): take
+      // them now rather than one per trip through the worker's queue.
+      for (int i = 0; i < kAcceptBatch; ++i) {
+        Worker& next = *workers_[next_++ % workers_.size()];
+        ErrorCode again;
+        Socket more = acceptor_.accept(next.ioc.get_executor(), again);
+        if (again) break;  // would block: none left
+        Hand(next, std::move(more));
       }
       Accept();
     });
   }
 
  private:
+  static constexpr int kAcceptBatch = 64;
+
+  void Hand(Worker& w, Socket socket) {
+    if (kind_ != Kind::kHealth) {
+      // Counted here, on the accepting thread, so that a batch cannot overshoot
+      // the cap; the connection's destructor gives the place back.
+      if (shared_.connections.load(std::memory_order_relaxed) >= shared_.max_connections)
+        return Refuse(socket);
+      shared_.connections.fetch_add(1, std::memory_order_relaxed);
+    }
+    net::post(w.ioc, [this, &w, s = std::move(socket)]() mutable { Serve(w, std::move(s)); });
+  }
+
   // At the connection cap: a short answer (on plain HTTP) and the connection
   // closed, without giving it a place.
   void Refuse(Socket& socket) {
@@ -1694,8 +1778,12 @@ Status Router::Start() {
   // can go; Stop's ioc.stop() goes through the scheduler, which stays locked.
   // Several workers share workers[0]'s acceptors: they need the locks.
   int hint = threads == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : 1;
+  size_t pooled_total = opt.max_idle_upstreams_total
+                            ? opt.max_idle_upstreams_total
+                            : static_cast<size_t>(im.shared.max_connections) / 4;
   for (int i = 0; i < threads; ++i) {
     im.workers.push_back(std::make_unique<Worker>(im.shared, i, hint));
+    im.workers.back()->max_pooled = std::max<size_t>(1, pooled_total / static_cast<size_t>(threads));
   }
 
   auto add = [&](Kind kind, int port, const char* what, int* bound) -> Status {

@@ -102,7 +102,11 @@ struct RouterOptions {
   std::chrono::milliseconds upstream_timeout{60'000};
   std::chrono::milliseconds tunnel_idle_timeout{3'600'000};  // WebSocket with no traffic
   std::chrono::milliseconds upstream_idle_timeout{30'000};   // pooled idle upstream connection
-  size_t max_idle_upstreams = 64;                            // per thread and backend
+  // Idle upstream connections kept for reuse: per thread and backend, and in
+  // all (0: a quarter of max_connections, shared among the threads). A pool
+  // smaller than the concurrency means a new upstream connection per request.
+  size_t max_idle_upstreams = 1024;
+  size_t max_idle_upstreams_total = 0;
 };
 
 // A certificate to serve on the TLS port: the leaf followed by its chain, and

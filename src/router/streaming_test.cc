@@ -405,6 +405,20 @@ TEST_F(StreamingTest, SlowHeaderIs408AndIdleKeepAliveIsClosed) {
   EXPECT_LT(waited, std::chrono::seconds(3));
 }
 
+TEST_F(StreamingTest, ClientStallingItsBodyIsCutOff) {
+  FakeBackend a("A");
+  Route(a.port());
+  RouterOptions opt;
+  opt.upstream_timeout = milliseconds(500);
+  StartRouter(opt);
+  Raw c(router_->port());
+  c.Send("POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nabc");  // 7 bytes short
+  auto t0 = std::chrono::steady_clock::now();
+  c.All();  // the router closes (a 5 s receive timeout otherwise)
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  EXPECT_EQ(a.requests(), 0);  // nothing half-sent
+}
+
 TEST_F(StreamingTest, SilenceIsTimedFromTheLastTrafficNotFromTheStart) {
   ScriptedBackend b;
   Route(b.port());
