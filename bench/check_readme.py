@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Checks that the figures bench/README.md quotes are those of the committed
 results files (results.json, results_attach.json, results_run_a.json,
-apps_results.json, lb_results.json, tenant_results.json): each table row named below must hold exactly the listed
+apps_results.json, lb_results.json, tenant_results.json, router_streams_results.json): each
+table row named below must hold exactly the listed
 numbers, in order, after its label, and each sentence below must appear
 verbatim. Exits 1 naming every mismatch. Run by ctest (bench_readme).
 
-bench/router/run.sh writes no results file: the router's figures are not
-checked here (its section says how they were measured).
+bench/router/run.sh writes no results file: its figures are not checked here
+(its section says how they were measured); bench/router/streams.sh writes
+router_streams_results.json, whose table is.
 """
 import json
 import os
@@ -153,6 +155,44 @@ def lb_rows(lb):
                                ("load balancer (HTTPS), 2 routers", "lb-https"))}
 
 
+# The streaming shapes' table: label -> (shape, key, format), kato then nginx
+# (then kato/nginx for rates).
+STREAM_ROWS = {
+    "small responses, req/s": ("small", "req_s", "rate"),
+    "small responses, p99 ms": ("small", "p99_ms", "ms"),
+    "1 MiB responses, req/s": ("1mib", "req_s", "rate"),
+    "1 MiB responses, p99 ms": ("1mib", "p99_ms", "ms"),
+    "1 GiB download, MiB/s": ("1gib", "mib_s", "rate"),
+    "1 GiB download, first byte ms": ("1gib", "ttfb_ms", "ms"),
+    "1 KiB download, first byte ms": ("1gib", "ttfb_1kib_ms", "ms"),
+    "1 GiB download, proxy RSS peak MiB": ("1gib", "rss_peak_mib", "mib"),
+    "ten 1 GiB downloads, MiB/s in all": ("ten_1gib", "mib_s", "rate"),
+    "ten 1 GiB downloads, proxy RSS peak MiB": ("ten_1gib", "rss_peak_mib", "mib"),
+    "1,000 connections, req/s": ("conns_1000", "req_s", "rate"),
+    "1,000 connections, p99 ms": ("conns_1000", "p99_ms", "ms"),
+    "10,000 connections, req/s": ("conns_10000", "req_s", "rate"),
+    "10,000 connections, p99 ms": ("conns_10000", "p99_ms", "ms"),
+    "10,000 idle connections, proxy RSS MiB": ("idle_10000", "rss_mib", "mib"),
+    "HTTPS keep-alive, req/s": ("tls_keepalive", "req_s", "rate"),
+    "HTTPS keep-alive, p99 ms": ("tls_keepalive", "p99_ms", "ms"),
+    "new TLS handshakes/s": ("tls_handshakes", "req_s", "rate"),
+}
+
+
+def stream_rows(r):
+    rows = {}
+    for label, (shape, key, fmt) in STREAM_ROWS.items():
+        k = r["shapes"][shape]["kato"]["median"][key]
+        n = r["shapes"][shape]["nginx"]["median"][key]
+        if fmt == "rate":
+            rows[label] = [thousands(k), thousands(n), f2(k / n)]
+        elif fmt == "ms":
+            rows[label] = [f2(k), f2(n)]
+        else:
+            rows[label] = [f1(k), f1(n)]
+    return rows
+
+
 def sentences(attach, run_a, apps, lb):
     """Figures quoted in running text."""
     fo, push = apps["failover"], apps["push"]
@@ -241,6 +281,10 @@ def main():
     s, e = section_bounds(lines, "# Tenant isolation: push, failover and the router through DNAT",
                           "# ")
     errors += check_rows(lines, tenant_rows(tenant), s, e, "Tenant isolation")
+    s, e = section_bounds(lines, "## Streaming, connections and TLS (bench/router/streams.sh)",
+                          "#")
+    errors += check_rows(lines, stream_rows(load("router_streams_results.json")), s, e,
+                         "Router streaming")
     flat = " ".join(readme.split())
     for sentence in sentences(attach_now, run_a, apps, lb) + tenant_sentences(tenant):
         if sentence not in flat:

@@ -101,7 +101,12 @@ struct RouterOptions {
   // moving either way): 504 before the response began, else the connection closes.
   std::chrono::milliseconds upstream_timeout{60'000};
   std::chrono::milliseconds tunnel_idle_timeout{3'600'000};  // WebSocket with no traffic
-  std::chrono::milliseconds upstream_idle_timeout{30'000};   // pooled idle upstream connection
+  // A pooled idle upstream connection is closed after this: below the
+  // keep-alive timeouts of common app servers (Node.js 5 s), so that the
+  // router, not the app, ends idle connections; and a pool grown in a burst
+  // shrinks back soon (idle upstream sockets by the thousand cost the data
+  // path measurably: bench/README.md, "Router").
+  std::chrono::milliseconds upstream_idle_timeout{4'000};
   // Idle upstream connections kept for reuse: per thread and backend, and in
   // all (0: a quarter of max_connections, shared among the threads). A pool
   // smaller than the concurrency means a new upstream connection per request.
