@@ -45,6 +45,8 @@
 #include "common/log.h"
 #include "common/pki.h"
 #include "router/access_log.h"
+#include "router/body_relay.h"
+#include "router/cert_set.h"
 #include "router/metrics.h"
 
 namespace kato {
@@ -62,6 +64,8 @@ using ErrorCode = boost::system::error_code;
 using Socket = net::basic_stream_socket<tcp, net::io_context::executor_type>;
 using BView = beast::string_view;  // boost::string_view in Boost 1.74
 
+using namespace router_detail;  // NOLINT: the data path's own pieces (body_relay.h, cert_set.h)
+
 std::string_view Std(BView v) { return {v.data(), v.size()}; }
 
 constexpr auto kSweepEvery = std::chrono::milliseconds(250);
@@ -69,7 +73,6 @@ constexpr uint64_t kFlushSessionsEvery = 240;  // sweeps: a minute
 constexpr auto kLingerFor = std::chrono::seconds(2);
 constexpr uint32_t kMaxUpstreamHeader = 64 * 1024;
 constexpr size_t kTunnelBuffer = 16 * 1024;
-constexpr size_t kRelayBuffer = 64 * 1024;  // per direction and exchange
 constexpr size_t kReplayLimit = 64 * 1024;  // request body read ahead (and kept for a retry)
 static_assert(kReplayLimit <= kRelayBuffer, "the read-ahead lives in a relay buffer");
 constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
@@ -95,8 +98,6 @@ bool IsParseError(const ErrorCode& ec) {
          ec != http::error::end_of_stream && ec != http::error::partial_message;
 }
 
-// The end of a stream that was expected to end there (TLS peers often skip close_notify).
-bool IsEof(const ErrorCode& ec) { return ec == net::error::eof || ec == ssl::error::stream_truncated; }
 
 template <class F>
 void ForEachToken(BView list, F&& f) {
@@ -150,212 +151,6 @@ bool HopByHop(http::field f) {
     default:
       return false;
   }
-}
-
-// --- Body framing. ---
-
-enum class Framing { kNone, kLength, kChunked, kUntilClose };
-
-// A message body as it arrives on a stream, handed out in pieces into a
-// caller's buffer. Chunked bodies go through the message's parser (which read
-// the header); the others are counted here, and read straight into the
-// caller's buffer once what the header read left over is used up.
-template <bool isRequest>
-class BodyIn {
- public:
-  using Parser = http::parser<isRequest, http::buffer_body>;
-
-  void Start(Framing f, uint64_t length, Parser* parser) {
-    framing_ = f;
-    remaining_ = length;
-    parser_ = parser;
-    done_ = f == Framing::kNone || (f == Framing::kLength && length == 0);
-  }
-  bool done() const { return done_; }
-  Framing framing() const { return framing_; }
-
-  // Body bytes already in `in`, into out[0, cap).
-  size_t Take(beast::flat_buffer& in, char* out, size_t cap, ErrorCode& ec) {
-    if (done_ || cap == 0 || in.size() == 0) return 0;
-    if (framing_ != Framing::kChunked) {
-      size_t n = std::min(in.size(), cap);
-      if (framing_ == Framing::kLength) n = static_cast<size_t>(std::min<uint64_t>(n, remaining_));
-      std::memcpy(out, in.data().data(), n);
-      in.consume(n);
-      if (framing_ == Framing::kLength) done_ = (remaining_ -= n) == 0;
-      return n;
-    }
-    auto& body = parser_->get().body();
-    body.data = out;
-    body.size = cap;
-    body.more = true;
-    while (in.size() > 0 && body.size > 0 && !parser_->is_done()) {
-      size_t used = parser_->put(in.data(), ec);
-      in.consume(used);
-      if (ec == http::error::need_buffer || ec == http::error::need_more) {
-        ec = {};
-        if (used == 0) break;
-        continue;
-      }
-      if (ec) return 0;
-    }
-    done_ = parser_->is_done();
-    return cap - body.size;
-  }
-
-  // At least one byte of body into out[0, cap), or the end of the body:
-  // handler(ec, n). Calls the handler at once when `in` already has some.
-  template <class S, class H>
-  void Read(S& s, beast::flat_buffer& in, char* out, size_t cap, H&& handler) {
-    ErrorCode ec;
-    size_t n = Take(in, out, cap, ec);
-    if (ec || n > 0 || done_) return handler(ec, n);
-    if (framing_ == Framing::kChunked) {
-      // Take used what it could: that much left over is a chunk line that never ends.
-      if (in.size() >= kRelayBuffer) return handler(http::error::bad_chunk, 0);
-      s.async_read_some(in.prepare(kRelayBuffer),
-                        [this, &s, &in, out, cap, h = std::forward<H>(handler)](
-                            const ErrorCode& ec, size_t n) mutable {
-                          if (ec) return h(IsEof(ec) ? http::error::partial_message : ec, 0);
-                          in.commit(n);
-                          Read(s, in, out, cap, std::move(h));
-                        });
-      return;
-    }
-    size_t want = framing_ == Framing::kLength
-                      ? static_cast<size_t>(std::min<uint64_t>(cap, remaining_))
-                      : cap;
-    s.async_read_some(net::buffer(out, want), [this, h = std::forward<H>(handler)](
-                                                  const ErrorCode& ec, size_t n) mutable {
-      if (framing_ == Framing::kUntilClose && IsEof(ec)) {
-        done_ = true;
-        return h(ErrorCode{}, 0);
-      }
-      if (ec) return h(IsEof(ec) ? http::error::partial_message : ec, 0);
-      if (framing_ == Framing::kLength) done_ = (remaining_ -= n) == 0;
-      h(ErrorCode{}, n);
-    });
-  }
-
- private:
-  Framing framing_ = Framing::kNone;
-  uint64_t remaining_ = 0;
-  bool done_ = true;
-  Parser* parser_ = nullptr;
-};
-
-// The buffers that send `n` body bytes at `data` framed as `f` (chunk header
-// and trailer for kChunked, plus the last chunk when `last`), after `head`
-// (may be empty). `scratch` holds the chunk header; it must live until the
-// write completes.
-struct Framed {
-  std::array<net::const_buffer, 4> bufs;
-  size_t count = 0;
-  void Add(net::const_buffer b) {
-    if (b.size() > 0) bufs[count++] = b;
-  }
-};
-
-Framed FrameBody(Framing f, std::string_view head, const char* data, size_t n, bool last,
-                 char (&scratch)[24]) {
-  static constexpr std::string_view kCrlf = "\r\n";
-  static constexpr std::string_view kLast = "0\r\n\r\n";
-  static constexpr std::string_view kCrlfLast = "\r\n0\r\n\r\n";
-  Framed out;
-  out.Add(net::buffer(head.data(), head.size()));
-  if (f != Framing::kChunked) {
-    out.Add(net::buffer(data, n));
-    return out;
-  }
-  if (n > 0) {
-    auto [end, ec] = std::to_chars(scratch, scratch + 20, n, 16);
-    *end++ = '\r';
-    *end++ = '\n';
-    out.Add(net::buffer(scratch, static_cast<size_t>(end - scratch)));
-    out.Add(net::buffer(data, n));
-    std::string_view tail = last ? kCrlfLast : kCrlf;
-    out.Add(net::buffer(tail.data(), tail.size()));
-  } else if (last) {
-    out.Add(net::buffer(kLast.data(), kLast.size()));
-  }
-  return out;
-}
-
-template <class S, class H>
-void WriteFramed(S& s, const Framed& f, H&& handler) {
-  switch (f.count) {
-    case 0:
-      return handler(ErrorCode{}, 0);
-    case 1:
-      return net::async_write(s, f.bufs[0], std::forward<H>(handler));
-    case 2:
-      return net::async_write(s, std::array<net::const_buffer, 2>{f.bufs[0], f.bufs[1]},
-                              std::forward<H>(handler));
-    case 3:
-      return net::async_write(
-          s, std::array<net::const_buffer, 3>{f.bufs[0], f.bufs[1], f.bufs[2]},
-          std::forward<H>(handler));
-    default:
-      return net::async_write(s, f.bufs, std::forward<H>(handler));
-  }
-}
-
-// --- TLS certificates. ---
-
-// What the TLS port serves: one context per certificate, [0] the default.
-// The SNI callback (on [0]) moves a handshake to the first context whose
-// certificate covers the name. Connections hold the set they started with.
-struct CertSet {
-  std::vector<std::unique_ptr<ssl::context>> contexts;
-  std::vector<CertInfo> infos;
-};
-
-int PickCertBySni(SSL* ssl, int*, void* arg) {
-  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  if (!name) return SSL_TLSEXT_ERR_OK;
-  auto* set = static_cast<CertSet*>(arg);
-  for (size_t i = 0; i < set->infos.size(); ++i) {
-    if (!CertCoversHost(set->infos[i], name)) continue;
-    if (i > 0) SSL_set_SSL_CTX(ssl, set->contexts[i]->native_handle());
-    break;
-  }
-  return SSL_TLSEXT_ERR_OK;
-}
-
-Result<std::shared_ptr<CertSet>> MakeCertSet(const std::vector<ServedCert>& certs) {
-  if (certs.empty()) return Err("router: no TLS certificate to serve");
-  auto set = std::make_shared<CertSet>();
-  static const unsigned char kSessionContext[] = "kato-router";
-  for (const auto& c : certs) {
-    auto info = InspectCert(c.cert_pem);
-    if (!info) return Err("router: a TLS certificate cannot be read: " + info.error());
-    auto ctx = std::make_unique<ssl::context>(ssl::context::tls_server);
-    ErrorCode ec;
-    ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                         ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                         ssl::context::no_tlsv1_1 | ssl::context::single_dh_use,
-                     ec);
-    ctx->use_certificate_chain(net::buffer(c.cert_pem), ec);
-    if (ec) return Err("router: the TLS certificate is not valid PEM: " + ec.message());
-    ctx->use_private_key(net::buffer(c.key_pem), ssl::context::pem, ec);
-    if (ec) return Err("router: the TLS key is not a valid PEM private key: " + ec.message());
-    SSL_CTX* native = ctx->native_handle();
-    if (SSL_CTX_check_private_key(native) != 1)
-      return Err("router: the TLS key is not the certificate's (" + info->fingerprint + ")");
-    // Resumption: a server-side session cache (TLS 1.2 ids) and tickets (default on).
-    // OpenSSL would walk the whole cache for expired sessions every 255
-    // handshakes, on the handshake's path: the sweep does it instead (FlushSessions).
-    SSL_CTX_set_session_cache_mode(native, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_AUTO_CLEAR);
-    SSL_CTX_set_session_id_context(native, kSessionContext, sizeof kSessionContext - 1);
-    // An idle TLS connection keeps no read/write buffers.
-    SSL_CTX_set_mode(native, SSL_MODE_RELEASE_BUFFERS);
-    set->contexts.push_back(std::move(ctx));
-    set->infos.push_back(std::move(*info));
-  }
-  SSL_CTX* first = set->contexts[0]->native_handle();
-  SSL_CTX_set_tlsext_servername_callback(first, PickCertBySni);
-  SSL_CTX_set_tlsext_servername_arg(first, set.get());
-  return set;
 }
 
 // --- Shared state and workers. ---

@@ -109,7 +109,8 @@ RouterSettings LoadSettings(ClusterClient& client) {
 
 // Keeps what port 443 serves in step with the files (RouterCerts), fetching
 // the cluster's web certificate when it is missing or due, and writes the
-// state file the agent reads (`kato op custom_ssl_cert`, `kato status`).
+// state file the agent reads (`kato op custom_ssl_cert`). The endpoint is re-read,
+// and the web certificate checked, once a minute.
 class CertKeeper {
  public:
   CertKeeper(ClusterClient& client, Store& store, Router& router, const RouterLayout& layout,

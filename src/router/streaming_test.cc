@@ -532,10 +532,13 @@ Issued IssueWeb(const CaBundle& ca, const std::vector<std::string>& names) {
 
 // The certificate the router presents for `sni` (empty: none sent), and
 // whether the handshake resumed `session` (SSL_SESSION, may be null).
+struct SessionFree {
+  void operator()(SSL_SESSION* s) const { SSL_SESSION_free(s); }
+};
 struct Handshake {
   std::string common_name;
   bool reused = false;
-  SSL_SESSION* session = nullptr;  // owned by the caller
+  std::unique_ptr<SSL_SESSION, SessionFree> session;
 };
 
 Handshake Connect(int port, const std::string& sni, SSL_SESSION* resume, int max_version) {
@@ -567,7 +570,7 @@ Handshake Connect(int port, const std::string& sni, SSL_SESSION* resume, int max
     X509_free(peer);
   }
   out.reused = SSL_session_reused(s.native_handle()) == 1;
-  out.session = SSL_get1_session(s.native_handle());
+  out.session.reset(SSL_get1_session(s.native_handle()));
   s.shutdown(ec);  // a session freed without close_notify is not resumable
   return out;
 }
@@ -601,10 +604,9 @@ TEST_F(StreamingTest, TlsPicksTheCertificateBySniAndResumesSessions) {
     Handshake first = Connect(router_->tls_port(), "web.example.test", nullptr, version);
     ASSERT_NE(first.session, nullptr);
     EXPECT_FALSE(first.reused);
-    Handshake again = Connect(router_->tls_port(), "web.example.test", first.session, version);
+    Handshake again =
+        Connect(router_->tls_port(), "web.example.test", first.session.get(), version);
     EXPECT_TRUE(again.reused) << "TLS version " << std::hex << version;
-    SSL_SESSION_free(first.session);
-    if (again.session) SSL_SESSION_free(again.session);
   }
   // TLS 1.1 is refused.
   EXPECT_EQ(Connect(router_->tls_port(), "web.example.test", nullptr, TLS1_1_VERSION).common_name,
