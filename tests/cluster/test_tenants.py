@@ -168,7 +168,8 @@ def test_limits_environment_and_leftovers(cluster):
         assert os.path.exists(lib), "the library's host path (what an attacker would name)"
         core.ok("app", "push", "b", "--path", os.path.join(APPS, "web"), "--memory", "64",
                 "--env", f"LD_PRELOAD={lib}")
-        assert get(core.ip, "b.limits.test")[0] == 200
+        # RUNNING is the controller's word; the router follows its watch a moment later.
+        wait_for("b served", lambda: get(core.ip, "b.limits.test")[0] == 200, timeout=10)
         assert not os.path.exists(proof), open(proof).read()
     finally:
         shutil.rmtree(work, ignore_errors=True)
