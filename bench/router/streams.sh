@@ -203,32 +203,50 @@ PY
 : >"$TMP/rows"
 row() { echo "$*" >>"$TMP/rows"; }  # shape who round values...
 
+# SHAPES="conns_1000 tls_handshakes" runs only those (while working on one).
+want() { [ -z "${SHAPES:-}" ] || [[ " $SHAPES " == *" $1 "* ]]; }
+
 for round in $(seq "$ROUNDS"); do
   if (( round % 2 )); then order="kato nginx"; else order="nginx kato"; fi
   for who in $order; do
     port=$(port_of $who); tport=$(tls_port_of $who); pid=$(pid_of $who)
     base="http://127.0.0.1:$port"
-    read -r rps p99 errs <<<"$(wrk_run "$base/hello" 50)"
-    row small "$who" "$round" "$rps" "$p99" "${errs:-}"
-    [ -z "${errs:-}" ] || echo "$who small: $errs" >&2
-    read -r rps p99 errs <<<"$(wrk_run "$base/1m.bin" 10)"
-    row 1mib "$who" "$round" "$rps" "$p99" "${errs:-}"
-    read -r small_ttfb _ <<<"$(download "$base/1k.bin")"
+    if want small; then
+      read -r rps p99 errs <<<"$(wrk_run "$base/hello" 50)"
+      row small "$who" "$round" "$rps" "$p99" "${errs:-}"
+      [ -z "${errs:-}" ] || echo "$who small: $errs" >&2
+    fi
+    if want 1mib; then
+      read -r rps p99 errs <<<"$(wrk_run "$base/1m.bin" 10)"
+      row 1mib "$who" "$round" "$rps" "$p99" "${errs:-}"
+    fi
     rssfile="$TMP/dl.$who.$round"
-    peak=$(with_rss "$pid" dl_to "$base/1g.bin" "$rssfile")
-    read -r ttfb mibs <"$rssfile"
-    row 1gib "$who" "$round" "$ttfb" "$small_ttfb" "$mibs" "$peak"
-    peak=$(with_rss "$pid" ten_to "$base/1g.bin" "$rssfile")
-    row ten_1gib "$who" "$round" "$(cat "$rssfile")" "$peak"
+    if want 1gib; then
+      read -r small_ttfb _ <<<"$(download "$base/1k.bin")"
+      peak=$(with_rss "$pid" dl_to "$base/1g.bin" "$rssfile")
+      read -r ttfb mibs <"$rssfile"
+      row 1gib "$who" "$round" "$ttfb" "$small_ttfb" "$mibs" "$peak"
+    fi
+    if want ten_1gib; then
+      peak=$(with_rss "$pid" ten_to "$base/1g.bin" "$rssfile")
+      row ten_1gib "$who" "$round" "$(cat "$rssfile")" "$peak"
+    fi
     for c in 1000 10000; do
+      want "conns_$c" || continue
       read -r rps p99 errs <<<"$(wrk_run "$base/hello" $c --timeout 10s)"
       row "conns_$c" "$who" "$round" "$rps" "$p99" "$(rss_mib "$pid")" "${errs:-}"
     done
-    row idle_10000 "$who" "$round" "$(idle_rss "$port" "$pid" 10000)"
-    read -r rps p99 errs <<<"$(wrk_run "https://127.0.0.1:$tport/hello" 50)"
-    row tls_keepalive "$who" "$round" "$rps" "$p99" "${errs:-}"
-    read -r rps p99 errs <<<"$(wrk_run "https://127.0.0.1:$tport/hello" 50 -H 'Connection: close')"
-    row tls_handshakes "$who" "$round" "$rps" "$p99" "${errs:-}"
+    if want idle_10000; then
+      row idle_10000 "$who" "$round" "$(idle_rss "$port" "$pid" 10000)"
+    fi
+    if want tls_keepalive; then
+      read -r rps p99 errs <<<"$(wrk_run "https://127.0.0.1:$tport/hello" 50)"
+      row tls_keepalive "$who" "$round" "$rps" "$p99" "${errs:-}"
+    fi
+    if want tls_handshakes; then
+      read -r rps p99 errs <<<"$(wrk_run "https://127.0.0.1:$tport/hello" 50 -H 'Connection: close')"
+      row tls_handshakes "$who" "$round" "$rps" "$p99" "${errs:-}"
+    fi
     echo "round $round $who done" >&2
   done
 done

@@ -162,7 +162,7 @@ inline Framed FrameBody(Framing f, std::string_view head, const char* data, size
 }
 
 template <class S, class H>
-void WriteFramed(S& s, const Framed& f, H&& handler) {
+void WriteFramedAsync(S& s, const Framed& f, H&& handler) {
   switch (f.count) {
     case 0:
       return handler(ErrorCode{}, 0);
@@ -180,5 +180,33 @@ void WriteFramed(S& s, const Framed& f, H&& handler) {
   }
 }
 
+template <class S, class H>
+void WriteFramed(S& s, const Framed& f, H&& handler) {
+  WriteFramedAsync(s, f, std::forward<H>(handler));
+}
+
+// A plain socket in non-blocking mode is written to at once: when the kernel
+// takes it all, as it does for most answers and requests, the handler runs
+// now rather than after a trip through the worker's queue (nginx, too, writes
+// where it has the data). What the kernel does not take goes on as an
+// asynchronous write, the handler getting the sum.
+template <class Protocol, class Executor, class H>
+void WriteFramed(net::basic_stream_socket<Protocol, Executor>& s, const Framed& f, H&& handler) {
+  if (f.count == 0 || !s.non_blocking()) return WriteFramedAsync(s, f, std::forward<H>(handler));
+  size_t total = 0;
+  for (size_t i = 0; i < f.count; ++i) total += f.bufs[i].size();
+  ErrorCode ec;
+  size_t n = s.write_some(f.bufs, ec);  // unused entries are empty
+  if (ec == net::error::would_block || ec == net::error::try_again) {
+    ec = {};
+    n = 0;
+  }
+  if (ec || n == total) return handler(ec, n);
+  beast::buffers_suffix<std::array<net::const_buffer, 4>> rest(f.bufs);
+  rest.consume(n);
+  net::async_write(s, rest, [n, h = std::forward<H>(handler)](const ErrorCode& ec, size_t m) mutable {
+    h(ec, n + m);
+  });
+}
 }  // namespace router_detail
 }  // namespace kato

@@ -374,6 +374,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     sock.set_option(tcp::no_delay(true), ec);
     auto ep = sock.remote_endpoint(ec);
     if (ec) return;  // already gone
+    if constexpr (!kTls) sock.non_blocking(true, ec);  // for the writes and reads at once
     peer_ip_ = ep.address().to_string();
     trusted_proxy_ = w_.shared.Trusted(peer_ip_);
     if constexpr (kTls) {
@@ -466,16 +467,33 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
       Arm(State::kIdle, opt_.keepalive_timeout);
       stream_.async_wait(Socket::wait_read, [self = this->shared_from_this()](const ErrorCode& ec) {
         if (ec) return self->CloseAll();
-        self->ReadHeader();
+        self->ReadHeaderNow();
       });
     }
   }
 
   void ReadHeader() {
+    StartHeader();
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = this->shared_from_this()](const ErrorCode& ec, size_t) { self->OnHeader(ec); });
+  }
+  void StartHeader() {
     Arm(State::kHeader, opt_.header_timeout);
     parser_.emplace();
     parser_->header_limit(opt_.max_header);
     parser_->body_limit(kNoLimit);  // the router counts (max_request_body)
+  }
+
+  // Plain, the socket readable: the header is read at once (non-blocking), and
+  // only a header still incomplete waits on asynchronously. Only from the
+  // wait's handler: pipelined requests go through the queue, so that a client
+  // cannot nest one answer in the next.
+  void ReadHeaderNow() {
+    StartHeader();
+    ErrorCode ec;
+    http::read_header(stream_, buffer_, *parser_, ec);
+    if (ec != net::error::would_block && ec != net::error::try_again) return OnHeader(ec);
     http::async_read_header(
         stream_, buffer_, *parser_,
         [self = this->shared_from_this()](const ErrorCode& ec, size_t) { self->OnHeader(ec); });
@@ -736,6 +754,7 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
                                   if (ec) return self->OnConnectFailed();
                                   self->up_->Lowest().set_option(tcp::no_delay(true),
                                                                  self->ignored_);
+                                  if (!self->up_->tls) self->up_->socket.non_blocking(true, self->ignored_);
                                   if (self->up_->tls) return self->Handshake();
                                   self->OnUpstreamReady();
                                 });
@@ -1161,8 +1180,13 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     if (head_) own_body_.clear();  // Content-Length stays as for GET
     if (state_ != State::kExchange) Arm(State::kWriting, opt_.upstream_timeout);
     client_writing_ = true;
-    std::array<net::const_buffer, 2> out{net::buffer(out_head_), net::buffer(own_body_)};
-    net::async_write(stream_, out, [self = this->shared_from_this()](const ErrorCode& ec, size_t n) {
+    Framed out;
+    out.Add(net::buffer(out_head_));
+    out.Add(net::buffer(own_body_));
+    // The handler may run at once (WriteFramed), and the sweep calls in here
+    // without holding the connection: `self` keeps it until the write's end.
+    auto self = this->shared_from_this();
+    WriteFramed(stream_, out, [self](const ErrorCode& ec, size_t n) {
       self->client_writing_ = false;
       self->bytes_out_ += n;
       self->Record();
@@ -1445,8 +1469,12 @@ class Listener {
       }
       Hand(w, std::move(socket));
       // More may be waiting (thousands of clients connecting at once): take
-      // them now rather than one per trip through the worker's queue.
-      for (int i = 0; i < kAcceptBatch; ++i) {
+      // them now rather than one per trip through the worker's queue. Not on
+      // TLS: each brings a handshake, costly enough that a batch of them
+      // ahead in the queue delays the requests of the connections already
+      // open (one per trip, as nginx does without multi_accept).
+      const int batch = kind_ == Kind::kHttps ? 0 : kAcceptBatch;
+      for (int i = 0; i < batch; ++i) {
         Worker& next = *workers_[next_++ % workers_.size()];
         ErrorCode again;
         Socket more = acceptor_.accept(next.ioc.get_executor(), again);
