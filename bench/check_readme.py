@@ -176,6 +176,7 @@ STREAM_ROWS = {
     "HTTPS keep-alive, req/s": ("tls_keepalive", "req_s", "rate"),
     "HTTPS keep-alive, p99 ms": ("tls_keepalive", "p99_ms", "ms"),
     "new TLS handshakes/s": ("tls_handshakes", "req_s", "rate"),
+    "new TLS handshakes, p99 ms": ("tls_handshakes", "p99_ms", "ms"),
 }
 
 
