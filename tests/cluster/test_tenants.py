@@ -16,6 +16,10 @@ APPS = os.path.join(os.path.dirname(__file__), "apps")
 
 
 def probe(core, host, path, timeout=10):
+    # `app push` returns on the controller's RUNNING; the router may follow
+    # its watch a moment later (bounded: it re-reads at least every 3 s).
+    wait_for(f"{host} served", lambda: b"no running instance" not in get(core.ip, host, "/whoami")[1],
+             timeout=10)
     status, body = get(core.ip, host, path, timeout=timeout)
     assert status == 200, (path, status, body)
     return json.loads(body)
