@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
@@ -13,7 +14,10 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "cli/api_client.h"
+#include "cli/app_wait.h"
 #include "cli/log_follow.h"
+#include "cli/service_cmd.h"
 #include "cli/static_ip.h"
 #include "cli/time_text.h"
 #include "common/fs.h"
@@ -30,58 +34,9 @@ using json = nlohmann::json;
 
 namespace {
 
-struct Globals {
-  std::string data_dir;
-  bool json_out = false;
-  std::string command_line;
-};
 
-// Asks the agent; progress goes to stderr so that --json keeps stdout to one document.
-Result<json> Ask(const Globals& g, const std::string& cmd, const json& args, Millis wait) {
-  DataLayout layout{g.data_dir};
-  auto fd = UnixConnect(layout.socket());
-  if (!fd)
-    return Err("cannot reach the node agent at " + layout.socket() + " (" + fd.error() +
-               "): is katod running? Start it with `katod --data-dir " + g.data_dir +
-               "`, or point kato at its data dir with --data-dir or KATO_DATA_DIR");
-  json req{{"cmd", cmd}, {"args", args}, {"command", g.command_line}};
-  if (auto s = WriteAll(*fd, req.dump() + "\n"); !s) {
-    ::close(*fd);
-    return Err("cannot talk to the node agent: " + s.error());
-  }
-  std::string buffer;
-  for (;;) {
-    auto line = ReadLine(*fd, buffer, 64 << 20, wait);
-    if (!line) {
-      ::close(*fd);
-      return Err("no answer from the node agent (" + line.error() + "); see its log");
-    }
-    json j = json::parse(*line, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) continue;
-    if (j.contains("progress")) {
-      if (!g.json_out) std::cerr << "  " << j["progress"].get<std::string>() << "\n";
-      continue;
-    }
-    ::close(*fd);
-    if (j.value("ok", false)) return j.contains("result") ? j["result"] : json(nullptr);
-    return Err(j.value("error", std::string("the node agent failed without a message")));
-  }
-}
 
-std::string Join(const json& arr, const std::string& sep = " ") {
-  std::string out;
-  if (!arr.is_array()) return out;
-  for (const auto& v : arr) {
-    if (!out.empty()) out += sep;
-    out += v.is_string() ? v.get<std::string>() : v.dump();
-  }
-  return out;
-}
 
-std::string Pad(std::string s, size_t n) {
-  if (s.size() < n) s.resize(n, ' ');
-  return s;
-}
 
 void PrintProcesses(const json& procs) {
   for (const auto& p : procs) {
@@ -108,12 +63,6 @@ void PrintNodeStatus(const json& n) {
   }
 }
 
-std::string Prompt(const std::string& question) {
-  std::cerr << question << ": " << std::flush;
-  std::string answer;
-  std::getline(std::cin, answer);
-  return answer;
-}
 
 // The output of a command run without a shell (for `tar`).
 Result<std::string> Capture(const std::vector<std::string>& argv) {
@@ -142,53 +91,6 @@ Result<std::string> Capture(const std::vector<std::string>& argv) {
   return out;
 }
 
-// One request to the controller's API: through this node's agent (its node
-// certificate authenticates), or to --api URL with KATO_API_TOKEN.
-struct ApiTarget {
-  std::string url;  // empty: through the agent
-};
-
-Result<json> AppApi(const Globals& g, const ApiTarget& t, const std::string& method,
-                    const std::string& path, const std::string& body, bool raw = false,
-                    int* status_out = nullptr) {
-  int status = 0;
-  json reply;
-  if (t.url.empty()) {
-    json args{{"method", method}, {"path", path}};
-    if (raw)
-      args["body_base64"] = Base64Encode(body);
-    else
-      args["body"] = body;
-    auto r = Ask(g, "app.call", args, Millis(120000));
-    if (!r) return Err(r.error());
-    status = (*r)["status"].get<int>();
-    reply = (*r)["body"];
-  } else {
-    const std::string scheme = "http://";
-    if (t.url.rfind(scheme, 0) != 0)
-      return Err("--api takes an http:// URL (a router's or a controller's address); https is "
-                 "not supported by this kato yet");
-    std::string hostport = t.url.substr(scheme.size());
-    hostport = hostport.substr(0, hostport.find('/'));
-    std::string host = hostport.substr(0, hostport.find(':'));
-    int port = 80;
-    if (hostport.find(':') != std::string::npos) port = std::atoi(hostport.c_str() + host.size() + 1);
-    const char* token = std::getenv("KATO_API_TOKEN");
-    if (!token || !*token)
-      return Err("set KATO_API_TOKEN to the admin credential (`kato node token --api` on the core)");
-    std::map<std::string, std::string> headers{{"Authorization", std::string("Bearer ") + token}};
-    auto r = HttpCall(host, port, method, path, body, Millis(120000), headers);
-    if (!r) return Err(r.error());
-    status = r->status;
-    reply = json::parse(r->body, nullptr, false);
-  }
-  if (status_out) *status_out = status;
-  if (status >= 300) {
-    if (reply.is_object() && reply.contains("error")) return Err(reply["error"].get<std::string>());
-    return Err("the API answered HTTP " + std::to_string(status));
-  }
-  return reply;
-}
 
 }  // namespace
 
@@ -663,6 +565,8 @@ int RunCli(int argc, char** argv) {
     });
   }
 
+  AddServiceCommands(app, g, run);
+
   // ---- app ----
   auto* appc = app.add_subcommand("app", "push and manage apps (through a controller)");
   appc->require_subcommand(1);
@@ -670,7 +574,7 @@ int RunCli(int argc, char** argv) {
   appc->add_option("--api", api.url, "the API's http:// URL (with KATO_API_TOKEN); default: this node's cluster");
   std::string app_name, app_path, app_command;
   int app_instances = 0, app_memory = 0, app_disk = 0;
-  std::vector<std::string> app_env;
+  std::vector<std::string> app_env, app_services;
   auto fail = [](const std::string& e) {
     std::cerr << "kato: " << e << "\n";
     return 1;
@@ -703,6 +607,7 @@ int RunCli(int argc, char** argv) {
   push->add_option("--disk", app_disk, "disk space of each instance (app, home, tmp), MB; default 1024")
       ->check(CLI::Range(64, 65536));
   push->add_option("--env", app_env, "K=V, repeatable");
+  push->add_option("--service", app_services, "bind the service NAME (`kato service create`), repeatable");
   add_json(push);
   push->callback([&] {
     run = [&]() -> int {
@@ -735,6 +640,14 @@ int RunCli(int argc, char** argv) {
         return fail("--path " + app_path + " is not a directory");
       auto bits = Capture({"tar", "-C", app_path, "-czf", "-", "."});
       if (!bits) return fail("cannot archive " + app_path + ": " + bits.error());
+      // Every service named must exist before anything changes.
+      std::vector<std::string> to_bind;
+      for (const auto& svc : app_services) {
+        auto s = AppApi(g, api, "GET", "/v2/services/" + svc, "");
+        if (!s) return fail(s.error());
+        const json& bound = (*s)["bound_apps"];
+        if (std::find(bound.begin(), bound.end(), app_name) == bound.end()) to_bind.push_back(svc);
+      }
       int status = 0;
       auto existing = AppApi(g, api, "GET", "/v2/apps/" + app_name, "", false, &status);
       if (!existing && status != 404) return fail(existing.error());
@@ -749,52 +662,21 @@ int RunCli(int argc, char** argv) {
         if (auto r = AppApi(g, api, "PUT", "/v2/apps/" + app_name, body.dump()); !r)
           return fail(r.error());
       }
+      for (const auto& svc : to_bind) {
+        std::cerr << "  binding service " << svc << "\n";
+        if (auto r = AppApi(g, api, "POST", "/v2/services/" + svc + "/bindings",
+                            json{{"app", app_name}}.dump());
+            !r)
+          return fail(r.error());
+      }
       std::cerr << "  uploading " << bits->size() << " bytes\n";
       auto up = AppApi(g, api, "PUT", "/v2/apps/" + app_name + "/bits", *bits, true);
       if (!up) return fail(up.error());
       int64_t version = (*up)["version"].get<int64_t>();
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-      std::set<int> shown;
-      for (;;) {
-        auto a = AppApi(g, api, "GET", "/v2/apps/" + app_name, "");
-        if (!a) return fail(a.error());
-        int running = 0;  // of the version just pushed (older ones go once these run)
-        for (const auto& i : (*a)["instance_list"]) {
-          if (i.value("version", version) != version) continue;
-          if (i["state"] == "RUNNING") {
-            ++running;
-            if (shown.insert(i["index"].get<int>()).second && !g.json_out)
-              std::cerr << "  instance " << i["index"].get<int>() << " RUNNING on "
-                        << i["node_ip"].get<std::string>() << ":" << i["port"].get<int>() << "\n";
-          }
-          if (i["state"] == "CRASHED") {
-            // Show what the app said before it died.
-            auto logs = AppApi(g, api, "GET", "/v2/apps/" + app_name + "/logs?lines=20", "");
-            if (logs)
-              for (const auto& l : *logs)
-                if (l.value("instance_id", "") == i.value("instance_id", "") && l.contains("text"))
-                  std::cerr << "  last lines of instance " << i["index"].get<int>() << ":\n"
-                            << l["text"].get<std::string>();
-            return fail("instance " + std::to_string(i["index"].get<int>()) + " of " + app_name +
-                        " crashed: " + i.value("message", std::string("no message")));
-          }
-        }
-        if (a->contains("health")) {
-          std::string h = (*a)["health"].value("state", "");
-          if (h == "UNPLACEABLE" || h == "FLAPPING")
-            return fail("app " + app_name + " is " + h + ": " +
-                        (*a)["health"].value("message", std::string("")));
-        }
-        if ((*a)["version"].get<int64_t>() == version && running >= (*a)["instances"].get<int>()) {
-          print_app(*a);
-          return 0;
-        }
-        if (std::chrono::steady_clock::now() > deadline)
-          return fail("app " + app_name + " is not running after 120 s (" +
-                      std::to_string(running) + " of " + std::to_string((*a)["instances"].get<int>()) +
-                      " instances RUNNING); see `kato app info " + app_name + "`");
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));  // polling a condition, bounded
-      }
+      auto a = WaitForAppVersion(g, api, app_name, version);
+      if (!a) return fail(a.error());
+      print_app(*a);
+      return 0;
     };
   });
   auto* alist = appc->add_subcommand("list", "every app");

@@ -44,7 +44,7 @@ Status EnvField(const json& body, std::optional<std::map<std::string, std::strin
     if (!v.is_string()) return Err("env value of '" + k + "' must be a string");
     if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos)
       return Err("env name '" + k + "' is not a valid variable name");
-    if (k == "PORT" || k == "VCAP_APP_PORT" || k == "VCAP_APPLICATION")
+    if (k == "PORT" || k == "VCAP_APP_PORT" || k == "VCAP_APPLICATION" || k == "VCAP_SERVICES")
       return Err("env name '" + k + "' is set by kato for every instance");
     env[k] = v.get<std::string>();
   }
@@ -169,7 +169,11 @@ HttpResponse ServeDroplet(const DropletStore& droplets, const HttpRequest& req) 
 
 ControllerApi::ControllerApi(Options options, Store& store, const DropletStore& droplets,
                              const Clock& clock)
-    : options_(std::move(options)), store_(store), droplets_(droplets), clock_(clock) {}
+    : options_(std::move(options)),
+      store_(store),
+      droplets_(droplets),
+      clock_(clock),
+      services_(options_.services, store, clock) {}
 
 namespace {
 
@@ -331,6 +335,7 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
     Ctx c{store_, droplets_, clock_, options_};
     std::string path = req.target.substr(0, req.target.find('?'));
     const std::string& m = req.method;
+    if (ServiceBroker::Serves(path)) return services_.Handle(req);
 
     if (path == "/v2/info" && m == "GET") {
       json nodes = json::array();
@@ -449,6 +454,7 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
         for (const auto& [key, v] : *l)
           if (key.rfind(name + "/", 0) == 0) (void)store_.DeleteDoc("assignment", key);
       ForgetDroplet(c, app->droplet_sha256);
+      services_.ForgetApp(name);
       return JsonReply(200, {{"deleted", name}});
     }
     return ErrorReply(404, "no such API: " + m + " " + path);

@@ -14,6 +14,7 @@
 //   POST   /v2/apps/NAME/restart         new instances for every index (same droplet)
 //   GET    /v2/apps/NAME/logs?lines=N   recent output of each instance
 //   DELETE /v2/apps/NAME
+//   ...    /v2/services...               data services (controller/service_broker.h)
 //
 // State lives in the store as documents: "app/NAME" (what the operator asked
 // for), "assignment/NAME/INDEX" (which DEA runs which instance; written by the
@@ -31,6 +32,7 @@
 #include "common/clock.h"
 #include "common/http.h"
 #include "common/result.h"
+#include "controller/service_broker.h"
 #include "store/store.h"
 
 namespace kato {
@@ -113,6 +115,8 @@ class ControllerApi {
     // The health manager's verdict on an app: {state, message} (e.g. FLAPPING,
     // UNPLACEABLE with the scheduler's reason). Unset: not shown.
     std::function<std::pair<std::string, std::string>(const std::string& app)> app_health;
+    // The services API under /v2/services (see controller/service_broker.h).
+    ServiceBroker::Options services;
   };
   ControllerApi(Options options, Store& store, const DropletStore& droplets, const Clock& clock);
 
@@ -128,6 +132,7 @@ class ControllerApi {
   Store& store_;
   const DropletStore& droplets_;
   const Clock& clock_;
+  ServiceBroker services_;
 };
 
 }  // namespace kato

@@ -119,6 +119,7 @@ std::string InstanceNetwork::TableScript(const EgressPolicy& p) const {
     << "  set instance_nets { type ipv4_addr; flags interval; elements = { " << FormatIpv4Net(net_)
     << " } }\n"
     << "  set allow { type ipv4_addr . inet_service; flags interval; }\n"
+    << "  set bound { type ipv4_addr . ipv4_addr . inet_service; }\n"
     << "  map ports { type ipv4_addr . inet_service : ipv4_addr . inet_service; }\n"
     // Routers reach NODE_IP:PORT, from this host (output) or another (prerouting).
     << "  chain prerouting {\n    type nat hook prerouting priority -100; policy accept;\n"
@@ -141,6 +142,7 @@ std::string InstanceNetwork::TableScript(const EgressPolicy& p) const {
     << "    meta l4proto { tcp, udp } ip daddr . th dport @allow accept\n"
     << "    ip daddr @routers tcp dport { 80, 443 } accept\n"
     << "    ip daddr @dns meta l4proto { tcp, udp } th dport 53 accept\n"
+    << "    ip saddr . ip daddr . tcp dport @bound accept\n"
     << "    ip daddr @nodes reject\n"
     << "    ip daddr @instance_nets reject\n"
     << "    fib daddr type local reject\n"
@@ -264,7 +266,17 @@ Result<int> InstanceNetwork::ClaimIndex() {
   return out;
 }
 
-Result<Attachment> InstanceNetwork::Attach(int port) {
+namespace {
+// The elements of the `bound` set for one instance.
+std::string BoundElements(const Attachment& a) {
+  std::string e;
+  for (const auto& s : a.services)
+    e += (e.empty() ? "" : ", ") + a.ip + " . " + s.ip + " . " + std::to_string(s.port);
+  return "{ " + e + " }";
+}
+}  // namespace
+
+Result<Attachment> InstanceNetwork::Attach(int port, const std::vector<ServiceEndpoint>& services) {
   if (!init_error_.empty()) return Err(init_error_);
   auto index = ClaimIndex();
   if (!index) return Err(index.error());
@@ -275,6 +287,8 @@ Result<Attachment> InstanceNetwork::Attach(int port) {
   a.netns_path = opt_.netns_dir + "/" + a.netns;
   a.veth = "k" + tag_ + "-" + std::to_string(a.index);
   a.ip = FormatIpv4(net_.base + 2 + static_cast<uint32_t>(a.index));
+  for (const auto& e : services)
+    if (ParseIpv4(e.ip) && e.port > 0 && e.port < 65536) a.services.push_back(e);
   std::string gw = FormatIpv4(net_.base + 1);
   auto setup = [&]() -> Status {
     KATO_TRY(run_.Run({ip_, "-batch", "-"},
@@ -297,6 +311,8 @@ Result<Attachment> InstanceNetwork::Attach(int port) {
     KATO_TRY(run_.Run({nft_, "add", "element", "ip", table(), "ports",
                        "{ " + opt_.node_ip + " . " + std::to_string(port) + " : " + a.ip + " . " +
                            std::to_string(port) + " }"}));
+    if (!a.services.empty())
+      KATO_TRY(run_.Run({nft_, "add", "element", "ip", table(), "bound", BoundElements(a)}));
     return Ok();
   };
   if (auto s = setup(); !s) {
@@ -310,9 +326,13 @@ Status InstanceNetwork::Detach(const Attachment& a) {
   if (a.index < 0) return Ok();
   auto dnat = run_.Run({nft_, "delete", "element", "ip", table(), "ports",
                         "{ " + opt_.node_ip + " . " + std::to_string(a.port) + " }"});
+  Result<std::string> bound = std::string();
+  if (!a.services.empty())
+    bound = run_.Run({nft_, "delete", "element", "ip", table(), "bound", BoundElements(a)});
   auto ns = run_.Run({ip_, "netns", "del", a.netns});
   if (!ns) return Err(ns.error());
   if (!dnat) return Err(dnat.error());
+  if (!bound) return Err(bound.error());
   return Ok();
 }
 

@@ -15,7 +15,8 @@
 // Ingress: the router keeps connecting to NODE_IP:HOST_PORT; the table's
 // prerouting and output hooks DNAT that to INSTANCE_IP:HOST_PORT. Egress from
 // an instance (`EgressPolicy`): replies, the operator's `egress_allow` rules,
-// routers and load balancers on 80/443, the resolvers on 53, then refused:
+// routers and load balancers on 80/443, the resolvers on 53, its own bound
+// services (instance address . service address . port), then refused:
 // any cluster node, any instance, any address local to this host; anything
 // else (outside the cluster) is allowed and masqueraded.
 //
@@ -35,6 +36,7 @@
 #include "common/ipv4.h"
 #include "common/result.h"
 #include "dea/command.h"
+#include "services/service_model.h"
 
 namespace kato {
 
@@ -71,6 +73,7 @@ struct Attachment {
   std::string veth;        // the host-side interface
   std::string ip;          // the instance's address
   int port = 0;            // NODE_IP:port -> ip:port
+  std::vector<ServiceEndpoint> services;  // its bound services: the only nodes it reaches
 };
 
 class InstanceNetwork {
@@ -88,10 +91,11 @@ class InstanceNetwork {
   Status Init(const EgressPolicy& policy, std::vector<std::string>* swept = nullptr);
   // Replaces the policy's sets atomically (nothing happens when unchanged).
   Status SetPolicy(const EgressPolicy& policy);
-  // A namespace with its address and the DNAT of node_ip:port to it. On
-  // failure nothing is left behind.
-  Result<Attachment> Attach(int port);
-  // Removes the DNAT and the namespace (its veth goes with it).
+  // A namespace with its address and the DNAT of node_ip:port to it; the
+  // instance may reach `services` (its bound services' addresses and ports,
+  // on nodes it otherwise does not reach). On failure nothing is left behind.
+  Result<Attachment> Attach(int port, const std::vector<ServiceEndpoint>& services = {});
+  // Removes the DNAT, the services it may reach and the namespace (its veth goes with it).
   Status Detach(const Attachment& a);
   // Every namespace of this DEA and its table.
   Status Shutdown();

@@ -17,6 +17,7 @@ namespace kato {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::AllOf;
 using ::testing::Not;
 
 // Records every command; answers from a script of failures.
@@ -197,6 +198,27 @@ TEST_F(NetworkTest, BadSettingsAreClearErrors) {
   opt_.instance_cidr = "10.254.0.1/16";
   EXPECT_THAT(InstanceNetwork(run_, opt_).Attach(1).error(), HasSubstr("instance_cidr"));
 }
+TEST_F(NetworkTest, BoundServicesAreAddedForTheInstanceAndRemovedWithIt) {
+  InstanceNetwork net(run_, opt_);
+  ASSERT_TRUE(net.Init(policy_).ok());
+  EXPECT_THAT(run_.inputs.back(), HasSubstr("ip saddr . ip daddr . tcp dport @bound accept"));
+  run_.calls.clear();
+  // Bad endpoints (from a malformed document) are left out, never reach nft.
+  auto a = net.Attach(61001, {{"127.0.0.3", 5432}, {"127.0.0.4", 42001}, {"x; drop", 1}, {"127.0.0.5", 0}});
+  ASSERT_TRUE(a.ok()) << a.error();
+  EXPECT_EQ(a->services.size(), 2u);
+  EXPECT_THAT(run_.calls.back(),
+              HasSubstr("add element ip kato_abcdef01 bound { 10.254.0.2 . 127.0.0.3 . 5432, "
+                        "10.254.0.2 . 127.0.0.4 . 42001 }"));
+  run_.calls.clear();
+  ASSERT_TRUE(net.Detach(*a).ok());
+  EXPECT_THAT(run_.calls[1], HasSubstr("delete element ip kato_abcdef01 bound { 10.254.0.2 . 127.0.0.3"));
+  // Without services, no element is touched.
+  run_.calls.clear();
+  auto b = net.Attach(61002);
+  ASSERT_TRUE(b.ok());
+  for (const auto& c : run_.calls) EXPECT_THAT(c, Not(HasSubstr("bound")));
+}
 
 // ---- real namespaces (root) --------------------------------------------------
 
@@ -308,6 +330,23 @@ TEST_F(RootNetworkTest, ROOT_DnatReachesTheInstanceAndEgressIsFiltered) {
   EXPECT_EQ(connect_from("127.0.0.1"), "hi");
   server.join();
   ::close(router), ::close(service), ::close(outside_node);
+
+  // A bound instance reaches its service's port on a node, and only that;
+  // the unbound one beside it does not.
+  policy_.allow = {};
+  ASSERT_TRUE(net.SetPolicy(policy_).ok());
+  auto bound = net.Attach(61998, {{"127.0.251.3", 9022}});
+  ASSERT_TRUE(bound.ok()) << bound.error();
+  outside_node = Listen("127.0.251.3", 9022);
+  service = Listen("127.0.251.1", 6379);
+  ASSERT_GE(outside_node, 0);
+  std::string probes = std::string(kConnectScript) +
+                       "print('bound', probe('127.0.251.3', 9022))\n"
+                       "print('other', probe('127.0.251.1', 6379))\n";
+  EXPECT_THAT(InNs(*bound, probes), AllOf(HasSubstr("bound ok"), HasSubstr("other refused")));
+  EXPECT_THAT(InNs(*a, probes), AllOf(HasSubstr("bound refused"), HasSubstr("other refused")));
+  ASSERT_TRUE(net.Detach(*bound).ok());
+  ::close(service), ::close(outside_node);
 
   ASSERT_TRUE(net.Detach(*a).ok());
   EXPECT_FALSE(PathExists(a->netns_path));

@@ -28,6 +28,7 @@
 #include "dea/sandbox.h"
 #include "dea/unpack.h"
 #include "roles/roles.h"
+#include "services/service_model.h"
 #include "supervisor/launcher.h"
 
 namespace kato {
@@ -312,7 +313,11 @@ class Dea {
     auto port = AllocatePort(kInstancePortLo, kInstancePortHi, in_use);
     if (!port) return fail(port.error());
     inst.port = *port;
-    auto net = network_.Attach(inst.port);
+    // Its bound services: their credentials in its environment, and the only
+    // cluster addresses it may reach besides the routers.
+    auto services = BoundServices(store_, inst.app);
+    if (!services) return fail(services.error());
+    auto net = network_.Attach(inst.port, ServiceEndpoints(*services));
     if (!net) return fail(net.error());
     inst.net = *net;
     c.instance_id = inst.id;
@@ -327,9 +332,10 @@ class Dea {
     c.tmp_dir = inst.disk.tmp();
     c.netns_path = inst.net.netns_path;
     c.probe_host = inst.net.ip;
+    c.env = ServiceEnv(*services);  // the app's own variables may override DATABASE_URL & co.
     if (app.contains("env") && app["env"].is_object())
       for (const auto& [k, v] : app["env"].items())
-        if (v.is_string()) c.env[k] = v.get<std::string>();
+        if (v.is_string() && k != "VCAP_SERVICES") c.env[k] = v.get<std::string>();
     c.port = inst.port;
     c.memory_mb = inst.memory_mb;
     c.hidden_paths = {config_.data_dir};

@@ -1,0 +1,113 @@
+#include "cli/api_client.h"
+
+#include <cstdlib>
+#include <iostream>
+#include <map>
+
+#include "common/fs.h"
+#include "common/http.h"
+#include "common/layout.h"
+#include "common/pki.h"
+#include "common/unix_socket.h"
+
+namespace kato {
+
+using json = nlohmann::json;
+
+// Asks the agent; progress goes to stderr so that --json keeps stdout to one document.
+Result<json> Ask(const Globals& g, const std::string& cmd, const json& args, Millis wait) {
+  DataLayout layout{g.data_dir};
+  auto fd = UnixConnect(layout.socket());
+  if (!fd)
+    return Err("cannot reach the node agent at " + layout.socket() + " (" + fd.error() +
+               "): is katod running? Start it with `katod --data-dir " + g.data_dir +
+               "`, or point kato at its data dir with --data-dir or KATO_DATA_DIR");
+  json req{{"cmd", cmd}, {"args", args}, {"command", g.command_line}};
+  if (auto s = WriteAll(*fd, req.dump() + "\n"); !s) {
+    ::close(*fd);
+    return Err("cannot talk to the node agent: " + s.error());
+  }
+  std::string buffer;
+  for (;;) {
+    auto line = ReadLine(*fd, buffer, 64 << 20, wait);
+    if (!line) {
+      ::close(*fd);
+      return Err("no answer from the node agent (" + line.error() + "); see its log");
+    }
+    json j = json::parse(*line, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) continue;
+    if (j.contains("progress")) {
+      if (!g.json_out) std::cerr << "  " << j["progress"].get<std::string>() << "\n";
+      continue;
+    }
+    ::close(*fd);
+    if (j.value("ok", false)) return j.contains("result") ? j["result"] : json(nullptr);
+    return Err(j.value("error", std::string("the node agent failed without a message")));
+  }
+}
+
+Result<json> AppApi(const Globals& g, const ApiTarget& t, const std::string& method,
+                    const std::string& path, const std::string& body, bool raw,
+                    int* status_out) {
+  int status = 0;
+  json reply;
+  if (t.url.empty()) {
+    json args{{"method", method}, {"path", path}};
+    if (raw)
+      args["body_base64"] = Base64Encode(body);
+    else
+      args["body"] = body;
+    auto r = Ask(g, "app.call", args, Millis(120000));
+    if (!r) return Err(r.error());
+    status = (*r)["status"].get<int>();
+    reply = (*r)["body"];
+  } else {
+    const std::string scheme = "http://";
+    if (t.url.rfind(scheme, 0) != 0)
+      return Err("--api takes an http:// URL (a router's or a controller's address); https is "
+                 "not supported by this kato yet");
+    std::string hostport = t.url.substr(scheme.size());
+    hostport = hostport.substr(0, hostport.find('/'));
+    std::string host = hostport.substr(0, hostport.find(':'));
+    int port = 80;
+    if (hostport.find(':') != std::string::npos) port = std::atoi(hostport.c_str() + host.size() + 1);
+    const char* token = std::getenv("KATO_API_TOKEN");
+    if (!token || !*token)
+      return Err("set KATO_API_TOKEN to the admin credential (`kato node token --api` on the core)");
+    std::map<std::string, std::string> headers{{"Authorization", std::string("Bearer ") + token}};
+    auto r = HttpCall(host, port, method, path, body, Millis(120000), headers);
+    if (!r) return Err(r.error());
+    status = r->status;
+    reply = json::parse(r->body, nullptr, false);
+  }
+  if (status_out) *status_out = status;
+  if (status >= 300) {
+    if (reply.is_object() && reply.contains("error")) return Err(reply["error"].get<std::string>());
+    return Err("the API answered HTTP " + std::to_string(status));
+  }
+  return reply;
+}
+
+std::string Join(const json& arr, const std::string& sep) {
+  std::string out;
+  if (!arr.is_array()) return out;
+  for (const auto& v : arr) {
+    if (!out.empty()) out += sep;
+    out += v.is_string() ? v.get<std::string>() : v.dump();
+  }
+  return out;
+}
+
+std::string Pad(std::string s, size_t n) {
+  if (s.size() < n) s.resize(n, ' ');
+  return s;
+}
+
+std::string Prompt(const std::string& question) {
+  std::cerr << question << ": " << std::flush;
+  std::string answer;
+  std::getline(std::cin, answer);
+  return answer;
+}
+
+}  // namespace kato

@@ -1,0 +1,39 @@
+// What kato's command groups share: the global options, a request to the
+// node agent, a request to the controller's API, and small text helpers.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/clock.h"
+#include "common/result.h"
+
+namespace kato {
+
+struct Globals {
+  std::string data_dir;
+  bool json_out = false;
+  std::string command_line;
+};
+
+// Asks the agent; progress goes to stderr so that --json keeps stdout to one document.
+Result<nlohmann::json> Ask(const Globals& g, const std::string& cmd, const nlohmann::json& args,
+                           Millis wait);
+
+// One request to the controller's API: through this node's agent (its node
+// certificate authenticates), or to --api URL with KATO_API_TOKEN.
+struct ApiTarget {
+  std::string url;  // empty: through the agent
+};
+// The reply's JSON body; an error (with the API's message) for HTTP >= 300.
+// `raw`: the body is bytes (app bits), not JSON text.
+Result<nlohmann::json> AppApi(const Globals& g, const ApiTarget& t, const std::string& method,
+                              const std::string& path, const std::string& body, bool raw = false,
+                              int* status_out = nullptr);
+
+std::string Join(const nlohmann::json& arr, const std::string& sep = " ");
+std::string Pad(std::string s, size_t n);
+// Asks on stderr, reads one line from stdin.
+std::string Prompt(const std::string& question);
+
+}  // namespace kato
