@@ -37,7 +37,7 @@ class ServiceBroker {
  public:
   struct Options {
     // How long create and delete wait for the service node.
-    Millis provision_wait{60000};
+    Millis provision_wait{45000};  // below the 60 s a `kato` request through the agent waits
     Millis delete_wait{30000};
     // Called between two looks at the service node's answer (default: a
     // 20 ms sleep). Tests use it to play the service node.

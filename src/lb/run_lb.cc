@@ -32,6 +32,7 @@
 #include "common/pki.h"
 #include "lb/lb_layout.h"
 #include "lb/nginx_config.h"
+#include "lb/nginx_process.h"
 #include "roles/roles.h"
 
 namespace kato {
@@ -45,61 +46,6 @@ constexpr Millis kHealthTimeout{400};
 constexpr Millis kStopGrace{12000};      // within the process's stop timeout (20 s)
 
 int64_t NowS() { return RealClock::instance().wall_ms() / 1000; }
-
-// Runs argv and waits for it; its stdout and stderr, and whether it exited 0.
-struct RunResult {
-  bool ok = false;
-  std::string output;
-};
-RunResult RunAndWait(const std::vector<std::string>& argv) {
-  // Built before fork: other threads may hold malloc's lock at that moment.
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return {false, "pipe failed"};
-  pid_t pid = fork();
-  if (pid < 0) {
-    close(fds[0]);
-    close(fds[1]);
-    return {false, "fork failed"};
-  }
-  if (pid == 0) {
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    dup2(fds[1], 1);
-    dup2(fds[1], 2);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  close(fds[1]);
-  RunResult r;
-  char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) r.output.append(buf, size_t(n));
-  close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  r.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-  while (!r.output.empty() && (r.output.back() == '\n' || r.output.back() == ' '))
-    r.output.pop_back();
-  return r;
-}
-
-// The message of nginx's first error line ("2026/01/02 03:04:05 [emerg] 12#12: MESSAGE").
-std::string NginxError(const std::string& output) {
-  std::istringstream in(output);
-  for (std::string line; std::getline(in, line);) {
-    auto level = line.find("] ");
-    if (line.find(" [") == std::string::npos || level == std::string::npos) continue;
-    auto colon = line.find(": ", level);
-    return colon == std::string::npos ? line.substr(level + 2) : line.substr(colon + 2);
-  }
-  std::string one_line = output;
-  std::replace(one_line.begin(), one_line.end(), '\n', ' ');
-  return one_line;
-}
 
 // Whether a TCP listener could bind ip:port now (the router this node ran
 // before may still be draining it).
@@ -134,7 +80,9 @@ class LoadBalancer {
         node_id_(std::move(node_id)),
         layout_(cfg_.data_dir),
         client_(client),
-        store_(client) {}
+        store_(client),
+        nginx_(NginxFiles{cfg_.nginx, layout_.dir, layout_.conf(), layout_.pid_file(),
+                          layout_.log_dir(), "lb"}) {}
 
   int Run(const sigset_t& signals) {
     for (const auto& d : {layout_.dir, layout_.run_dir(), layout_.log_dir(), layout_.web_dir()})
@@ -142,7 +90,7 @@ class LoadBalancer {
         LogError("lb: {}", s.error());
         return 1;
       }
-    KillStaleNginx();
+    nginx_.KillStale();
     LoadCachedCandidates();
     ::unlink(layout_.state_file().c_str());  // written again once nginx runs
     std::thread watcher([this] { WatchCluster(); });
@@ -303,85 +251,7 @@ class LoadBalancer {
     if (geteuid() == 0) in.user = getgrnam("nogroup") ? "nobody nogroup" : "nobody";
     auto conf = NginxConfig(in);
     if (!conf) return Err(conf.error());
-    KATO_TRY(WriteFileAtomic(layout_.conf_next(), *conf, 0644));
-    auto t = RunAndWait(NginxArgs(layout_.conf_next(), true));
-    if (!t.ok) return Err("nginx -t refused the new configuration: " + NginxError(t.output));
-    if (std::rename(layout_.conf_next().c_str(), layout_.conf().c_str()) != 0)
-      return Err("cannot rename " + layout_.conf_next() + ": " + strerror(errno));
-    return Ok();
-  }
-
-  std::vector<std::string> NginxArgs(const std::string& conf, bool test) {
-    std::vector<std::string> a = {cfg_.nginx, "-p", layout_.dir + "/", "-e", "stderr", "-c", conf};
-    if (test) a.insert(a.begin() + 1, {"-q", "-t"});
-    return a;
-  }
-
-  Status StartNginx() {
-    auto argv = NginxArgs(layout_.conf(), false);
-    std::vector<char*> args;  // built before fork (see RunAndWait)
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid < 0) return Err("fork failed");
-    if (pid == 0) {
-      // Its own process group: SIGTERM to katod lb's group must not reach nginx,
-      // which stops gracefully on the SIGQUIT this process sends it.
-      setpgid(0, 0);
-      // Should katod lb die without stopping it, the master stops too (and its workers with it).
-      prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (getppid() != parent) _exit(1);
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    setpgid(pid, pid);
-    nginx_pid_ = pid;
-    LogInfo("lb: nginx started (pid {})", pid);
-    return Ok();
-  }
-
-  // An nginx left by an earlier `katod lb` that died without stopping it
-  // still holds the ports: kill its process group (the master's pid), workers
-  // included (they outlive a killed master). Only processes named nginx in
-  // that group are touched, so a reused pid is harmless.
-  void KillStaleNginx() {
-    auto text = ReadFile(layout_.pid_file());
-    if (!text) return;
-    pid_t pgid = static_cast<pid_t>(std::atoi(text->c_str()));
-    if (pgid <= 1) return;
-    auto members = [&] {
-      std::vector<pid_t> out;
-      std::error_code ec;
-      for (std::filesystem::directory_iterator it("/proc", ec), end; !ec && it != end;
-           it.increment(ec)) {
-        std::string name = it->path().filename().string();
-        if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
-        auto stat = ReadFile("/proc/" + name + "/stat");
-        if (!stat) continue;
-        // pid (comm) state ppid pgrp ...
-        auto open = stat->find('('), close = stat->rfind(')');
-        if (open == std::string::npos || close == std::string::npos) continue;
-        std::string comm = stat->substr(open + 1, close - open - 1);
-        std::istringstream rest(stat->substr(close + 1));
-        std::string state;
-        long ppid = 0, pgrp = 0;
-        rest >> state >> ppid >> pgrp;
-        if (comm == "nginx" && pgrp == pgid && state != "Z") out.push_back(static_cast<pid_t>(std::stol(name)));
-      }
-      return out;
-    };
-    auto stale = members();
-    if (stale.empty()) return;
-    LogWarn("lb: stopping {} nginx process(es) left by an earlier run (group {})", stale.size(),
-            pgid);
-    for (pid_t p : stale) kill(p, SIGKILL);
-    auto deadline = std::chrono::steady_clock::now() + Millis(5000);
-    while (!members().empty() && std::chrono::steady_clock::now() < deadline)
-      std::this_thread::sleep_for(Millis(20));  // polling a condition, bounded
+    return nginx_.Write(*conf);
   }
 
   void LoadCachedCandidates() {
@@ -407,7 +277,7 @@ class LoadBalancer {
            {"healthy", healthy},
            {"restricted_to", restricted_},
            {"cert", {{"source", d.cert_source}, {"fingerprint", d.cert_fingerprint}}},
-           {"nginx_pid", nginx_pid_},
+           {"nginx_pid", nginx_.pid()},
            {"reloads", reloads_},
            {"refused_cert", refusal_},
            {"listen", {{"ip", cfg_.ip}, {"http", kRouterHttpPort}, {"https", kRouterHttpsPort}}}};
@@ -463,7 +333,7 @@ class LoadBalancer {
         return 1;
       }
     }
-    if (auto s = StartNginx(); !s) {
+    if (auto s = nginx_.Start(); !s) {
       LogError("lb: {}", s.error());
       return 1;
     }
@@ -473,15 +343,8 @@ class LoadBalancer {
     WriteState(applied);
     for (;;) {
       if (StopSignal(signals, Millis(100))) break;
-      int status = 0;
-      pid_t r = waitpid(nginx_pid_, &status, WNOHANG);
-      if (r == nginx_pid_) {
-        LogError("lb: nginx exited ({}); see {}/error.log",
-                 WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
-                                   : "signal " + std::to_string(WTERMSIG(status)),
-                 layout_.log_dir());
-        kill(-nginx_pid_, SIGKILL);  // its workers outlive a killed master
-        nginx_pid_ = 0;
+      if (auto how = nginx_.Exited()) {
+        LogError("lb: nginx exited ({}); see {}/error.log", *how, layout_.log_dir());
         return 1;
       }
       Desired d;
@@ -496,9 +359,7 @@ class LoadBalancer {
           }
         } else {
           if (d.cert_source == "custom") refusal_ = nullptr;
-          auto before = Workers();
-          kill(nginx_pid_, SIGHUP);  // graceful: old workers finish their requests
-          WaitNewWorkers(before);
+          nginx_.Reload();
           {
             std::lock_guard l(mu_);
             ++reloads_;
@@ -509,78 +370,10 @@ class LoadBalancer {
         }
       }
       WriteState(applied);
-      RotateLogs();
+      nginx_.RotateLogs();
     }
-    StopNginx();
+    nginx_.Stop(kStopGrace);
     return 0;
-  }
-
-  // nginx's logs grow with every request: past kMaxLogBytes the log becomes
-  // NAME.1 (replacing the previous one) and nginx reopens its files (SIGUSR1).
-  void RotateLogs() {
-    auto now = std::chrono::steady_clock::now();
-    if (now < next_rotate_check_) return;
-    next_rotate_check_ = now + std::chrono::seconds(10);
-    bool rotated = false;
-    for (const char* name : {"access.log", "error.log"}) {
-      std::string path = layout_.log_dir() + "/" + name;
-      struct stat st {};
-      if (::stat(path.c_str(), &st) != 0 || st.st_size < kMaxLogBytes) continue;
-      if (::rename(path.c_str(), (path + ".1").c_str()) == 0) rotated = true;
-      else LogWarn("lb: cannot rotate {}: {}", path, std::strerror(errno));
-    }
-    if (rotated && nginx_pid_ > 0) {
-      kill(nginx_pid_, SIGUSR1);
-      LogInfo("lb: rotated nginx's logs (over {} MiB)", kMaxLogBytes >> 20);
-    }
-  }
-  static constexpr off_t kMaxLogBytes = 64 << 20;
-  std::chrono::steady_clock::time_point next_rotate_check_{};
-
-  // nginx's worker pids (the master's children), when the kernel lists them.
-  std::optional<std::set<std::string>> Workers() {
-    std::string p = "/proc/" + std::to_string(nginx_pid_) + "/task/" +
-                    std::to_string(nginx_pid_) + "/children";
-    auto text = ReadFile(p);
-    if (!text) return std::nullopt;
-    std::set<std::string> out;
-    std::istringstream in(*text);
-    for (std::string pid; in >> pid;) out.insert(pid);
-    return out;
-  }
-
-  // A reload is done when the master has started workers with the new
-  // configuration (bounded: a reload that fails leaves the old ones).
-  void WaitNewWorkers(const std::optional<std::set<std::string>>& before) {
-    if (!before) return;
-    auto deadline = std::chrono::steady_clock::now() + Millis(5000);
-    while (std::chrono::steady_clock::now() < deadline) {
-      auto now = Workers();
-      if (!now) return;
-      for (const auto& pid : *now)
-        if (!before->count(pid)) return;
-      std::this_thread::sleep_for(Millis(10));  // polling a condition, bounded
-    }
-    LogWarn("lb: nginx started no new workers within 5 s of the reload; see {}/error.log",
-            layout_.log_dir());
-  }
-
-  void StopNginx() {
-    if (nginx_pid_ <= 0) return;
-    kill(nginx_pid_, SIGQUIT);
-    auto deadline = std::chrono::steady_clock::now() + kStopGrace;
-    for (;;) {
-      if (waitpid(nginx_pid_, nullptr, WNOHANG) == nginx_pid_) break;
-      if (std::chrono::steady_clock::now() > deadline) {
-        LogWarn("lb: nginx did not stop within {} s; killing it", kStopGrace.count() / 1000);
-        kill(-nginx_pid_, SIGKILL);
-        waitpid(nginx_pid_, nullptr, 0);
-        break;
-      }
-      std::this_thread::sleep_for(Millis(20));  // polling a condition, bounded
-    }
-    kill(-nginx_pid_, SIGKILL);  // workers that outlived their master, if any
-    nginx_pid_ = 0;
   }
 
   bool Done() {
@@ -606,7 +399,7 @@ class LoadBalancer {
   int reloads_ = 0;
 
   // Main thread only.
-  pid_t nginx_pid_ = 0;
+  NginxProcess nginx_;
   std::string state_text_, warned_;
   std::string bad_cert_sha_;  // a certificate nginx refused: not tried again
   json refusal_;              // which, and why (in the state file)
