@@ -16,6 +16,7 @@
 #include "lb/run_lb.h"
 #include "primary/primary.h"
 #include "router/run_router.h"
+#include "services/run_harbor.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"katod: the kato node agent. Runs in the foreground; stop it with SIGTERM."};
@@ -39,6 +40,9 @@ int main(int argc, char** argv) {
   lb->fallthrough();
   std::string nginx;
   lb->add_option("--nginx", nginx, "the nginx binary (default: found in /usr/sbin and PATH)");
+  auto* harbor = app.add_subcommand("harbor", "serve the harbor role: nginx's stream proxy (started by katod itself)");
+  harbor->fallthrough();
+  harbor->add_option("--nginx", nginx, "the nginx binary (default: found in /usr/sbin and PATH)");
   CLI11_PARSE(app, argc, argv);
 
   std::string version = KATO_VERSION;
@@ -56,6 +60,7 @@ int main(int argc, char** argv) {
   if (*router) return kato::RunRouter({data_dir, ip, version});
   if (*dea) return kato::RunDea({data_dir, ip, version});
   if (*lb) return kato::RunLb({data_dir, ip, version, nginx});
+  if (*harbor) return kato::RunHarbor({data_dir, ip, version, nginx});
 
   sigset_t set;
   sigemptyset(&set);

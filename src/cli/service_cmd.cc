@@ -17,7 +17,7 @@ namespace {
 struct ServiceArgs {
   ApiTarget api;
   std::string type, name, app, node, plan;
-  bool yes = false, force = false;
+  bool yes = false, force = false, udp = false;
 };
 
 int Fail(const std::string& e) {
@@ -29,6 +29,7 @@ void PrintService(const json& s, bool with_credentials) {
   std::cout << Pad(s.value("name", ""), 20) << Pad(s.value("type", ""), 12)
             << Pad(s.value("plan", ""), 7) << Pad(s.value("state", ""), 13)
             << s.value("node_ip", "") << ":" << s.value("port", 0)
+            << (s.contains("protocol") ? "/" + s["protocol"].get<std::string>() : "")
             << (s["bound_apps"].empty() ? "" : "  bound: " + Join(s["bound_apps"], ", ")) << "\n";
   if (!s.value("message", "").empty()) std::cout << "  " << s["message"].get<std::string>() << "\n";
   if (!with_credentials || !s.contains("credentials")) return;
@@ -55,16 +56,18 @@ void AddServiceCommands(CLI::App& app, Globals& g, std::function<int()>& run) {
   auto add_json = [&g](CLI::App* c) { c->add_flag("-j,--json", g.json_out, "print one JSON document"); };
 
   auto* create = svc->add_subcommand("create", "provision a service instance with its own credentials");
-  create->add_option("TYPE", a->type, "postgresql, mysql, redis, memcached or rabbitmq")->required();
+  create->add_option("TYPE", a->type, "postgresql, mysql, redis, memcached, rabbitmq or harbor")->required();
   create->add_option("NAME", a->name, "the service's name")->required();
   create->add_option("--node", a->node, "the node's IP (default: the least loaded node with the role)");
   create->add_option("--plan", a->plan, "size for redis and memcached, e.g. 64M, 1G (default 64M)");
+  create->add_flag("--udp", a->udp, "harbor: a UDP port (default TCP)");
   add_json(create);
   create->callback([&g, &run, a] {
     run = [&g, a] {
       json body{{"type", a->type}, {"name", a->name}};
       if (!a->node.empty()) body["node"] = a->node;
       if (!a->plan.empty()) body["plan"] = a->plan;
+      if (a->udp) body["udp"] = true;
       if (!g.json_out) std::cerr << "  provisioning " << a->type << " service " << a->name << "\n";
       auto r = AppApi(g, a->api, "POST", "/v2/services", body.dump());
       if (!r) return Fail(r.error());

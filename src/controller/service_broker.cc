@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <cstdio>
 #include <thread>
 
 #include "common/json_reply.h"
@@ -57,6 +58,23 @@ Result<std::pair<std::string, int>> ParsePlan(const std::string& type, const std
   return std::make_pair(std::to_string(mb) + "M", static_cast<int>(mb));
 }
 
+// `kato config set harbor port_range 35000-40000` (a string "LO-HI").
+Result<std::pair<int, int>> HarborRange(Store& store) {
+  auto c = store.GetConfig("harbor", "port_range");
+  if (!c) return Err(c.error());
+  if (!*c) return std::make_pair(kHarborPortLo, kHarborPortHi);
+  json v = json::parse((*c)->value_json, nullptr, false);
+  std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+  int lo = 0, hi = 0;
+  char dash = 0, extra = 0;
+  if (std::sscanf(text.c_str(), "%d%c%d%c", &lo, &dash, &hi, &extra) != 3 || dash != '-' ||
+      lo < 1024 || hi > 65535 || lo > hi)
+    return Err("harbor port_range is '" + text +
+               "', not LO-HI with 1024 <= LO <= HI <= 65535; fix it with `kato config set harbor "
+               "port_range 35000-40000`");
+  return std::make_pair(lo, hi);
+}
+
 int RolePort(const std::string& type) {
   if (type == "postgresql") return 5432;
   if (type == "mysql") return 3306;
@@ -79,6 +97,7 @@ json View(Store& store, const ServiceRecord& s, bool with_credentials) {
   auto st = StateOf(store, s);
   j["state"] = s.state == "DELETING" ? "DELETING" : st ? st->state : "PROVISIONING";
   j["message"] = st ? st->message : "";
+  if (s.type == "harbor") j["protocol"] = s.protocol;
   if (with_credentials) j["credentials"] = json::parse(CredentialsJson(s));
   return j;
 }
@@ -144,9 +163,12 @@ HttpResponse ServiceBroker::Create(const std::string& text) {
   for (const char* k : {"type", "name", "node", "plan"})
     if (body.contains(k) && !body[k].is_string())
       return ErrorReply(400, std::string("'") + k + "' must be a string");
+  if (body.contains("udp") && !body["udp"].is_boolean())
+    return ErrorReply(400, "'udp' must be true or false");
+  bool udp = body.value("udp", false);
   std::string type = body.value("type", ""), name = body.value("name", "");
   std::string node = body.value("node", ""), plan_text = body.value("plan", "");
-  if (type == "filesystem" || type == "harbor")
+  if (type == "filesystem")
     return ErrorReply(501, "the " + type + " service is not built yet in this kato; types: " +
                                TypeList());
   if (type == "mongodb")
@@ -157,6 +179,9 @@ HttpResponse ServiceBroker::Create(const std::string& text) {
   if (auto s = CheckServiceName(name); !s) return ErrorReply(400, s.error());
   auto plan = ParsePlan(type, plan_text);
   if (!plan) return ErrorReply(400, plan.error());
+  if (udp && type != "harbor") return ErrorReply(400, "only harbor services take --udp");
+  auto harbor_range = HarborRange(store_);
+  if (type == "harbor" && !harbor_range) return ErrorReply(400, harbor_range.error());
 
   ServiceRecord s;
   {
@@ -205,7 +230,20 @@ HttpResponse ServiceBroker::Create(const std::string& text) {
     s.node_id = chosen->id;
     s.node_ip = chosen->ip;
     s.port = RolePort(type);
-    if (!s.port) {
+    if (type == "harbor") {
+      auto [lo, hi] = *harbor_range;
+      std::set<int> used;
+      for (const auto& r : all)
+        if (r.node_id == s.node_id && r.type == "harbor") used.insert(r.port);
+      for (int p = lo; p <= hi && !s.port; ++p)
+        if (!used.count(p)) s.port = p;
+      if (!s.port)
+        return ErrorReply(409, "the harbor port range " + std::to_string(lo) + "-" +
+                                   std::to_string(hi) + " of node " + s.node_ip +
+                                   " is full; widen it with `kato config set harbor port_range "
+                                   "LO-HI`, or delete a harbor service");
+      s.protocol = udp ? "udp" : "tcp";
+    } else if (!s.port) {
       std::set<int> used;
       for (const auto& r : all)
         if (r.node_id == s.node_id) used.insert(r.port);
@@ -217,10 +255,10 @@ HttpResponse ServiceBroker::Create(const std::string& text) {
                                    std::to_string(kServicePortHi) +
                                    " are all taken); place it on another node with --node");
     }
-    if (type != "redis") s.username = "u" + s.id;
+    if (type != "redis" && type != "harbor") s.username = "u" + s.id;
     if (type == "postgresql" || type == "mysql") s.dbname = "d" + s.id;
     if (type == "rabbitmq") s.dbname = "v" + s.id;
-    s.password = RandomHex(16);
+    if (type != "harbor") s.password = RandomHex(16);
     s.created_ms = clock_.wall_ms();
     if (auto st = store_.PutDoc("service", name, ServiceToJson(s)); !st) return StoreError(st.error());
   }

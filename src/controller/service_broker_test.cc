@@ -239,3 +239,41 @@ TEST_F(ServiceBrokerTest, ADeletedAppLeavesItsServices) {
 
 }  // namespace
 }  // namespace kato
+
+namespace kato {
+namespace {
+
+TEST_F(ServiceBrokerTest, HarborGivesPortsFromItsRangeUntilItIsFull) {
+  ASSERT_TRUE(store_->PutNode({"n4", "10.0.0.4", "harbor", "0.1.0", {"harbor", "base"}, 4}).ok());
+  ASSERT_TRUE(store_->SetConfig({"harbor", "port_range", "\"35000-35001\""}).ok());
+  auto r = Call("POST", "/v2/services", {{"type", "harbor"}, {"name", "h1"}});
+  ASSERT_EQ(r.status, 201) << r.body;
+  json v = Json(r);
+  EXPECT_EQ(v["node_ip"], "10.0.0.4");
+  EXPECT_EQ(v["port"], 35000);
+  EXPECT_EQ(v["protocol"], "tcp");
+  EXPECT_EQ(v["credentials"]["protocol"], "tcp");
+  EXPECT_FALSE(v["credentials"].contains("password"));
+  r = Call("POST", "/v2/services", {{"type", "harbor"}, {"name", "h2"}, {"udp", true}});
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(Json(r)["port"], 35001);
+  EXPECT_EQ(Json(r)["protocol"], "udp");
+  size_t before = Services();
+  r = Call("POST", "/v2/services", {{"type", "harbor"}, {"name", "h3"}});
+  EXPECT_EQ(r.status, 409);
+  EXPECT_THAT(r.body, HasSubstr("port range 35000-35001 of node 10.0.0.4 is full"));
+  EXPECT_EQ(Call("POST", "/v2/services", {{"type", "redis"}, {"name", "r"}, {"udp", true}}).status, 400);
+  EXPECT_EQ(Call("POST", "/v2/services", {{"type", "harbor"}, {"name", "h4"}, {"udp", "yes"}}).status, 400);
+  ASSERT_TRUE(store_->SetConfig({"harbor", "port_range", "\"40000-3\""}).ok());
+  r = Call("POST", "/v2/services", {{"type", "harbor"}, {"name", "h5"}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(r.body, HasSubstr("not LO-HI"));
+  EXPECT_EQ(Services(), before);
+  // The bound instance listens on HARBOR_PORT.
+  auto env = ServiceEnv({ServiceFromJson(*store_->GetDoc("service", "h1").value()).value()});
+  EXPECT_EQ(env.at("HARBOR_PORT"), "35000");
+  EXPECT_TRUE(ServiceEndpoints({ServiceFromJson(*store_->GetDoc("service", "h1").value()).value()}).empty());
+}
+
+}  // namespace
+}  // namespace kato

@@ -121,11 +121,14 @@ std::string InstanceNetwork::TableScript(const EgressPolicy& p) const {
     << "  set allow { type ipv4_addr . inet_service; flags interval; }\n"
     << "  set bound { type ipv4_addr . ipv4_addr . inet_service; }\n"
     << "  map ports { type ipv4_addr . inet_service : ipv4_addr . inet_service; }\n"
+    << "  map uports { type ipv4_addr . inet_service : ipv4_addr . inet_service; }\n"
     // Routers reach NODE_IP:PORT, from this host (output) or another (prerouting).
     << "  chain prerouting {\n    type nat hook prerouting priority -100; policy accept;\n"
-    << "    dnat ip to ip daddr . tcp dport map @ports\n  }\n"
+    << "    dnat ip to ip daddr . tcp dport map @ports\n"
+    << "    dnat ip to ip daddr . udp dport map @uports\n  }\n"
     << "  chain output {\n    type nat hook output priority -100; policy accept;\n"
-    << "    dnat ip to ip daddr . tcp dport map @ports\n  }\n"
+    << "    dnat ip to ip daddr . tcp dport map @ports\n"
+    << "    dnat ip to ip daddr . udp dport map @uports\n  }\n"
     // 127.0.0.1 is the instance's own loopback: a client on it gets the gateway's address.
     << "  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n"
     << "    oifname " << veths << " ip saddr 127.0.0.1 snat to " << gw << "\n"
@@ -274,9 +277,17 @@ std::string BoundElements(const Attachment& a) {
     e += (e.empty() ? "" : ", ") + a.ip + " . " + s.ip + " . " + std::to_string(s.port);
   return "{ " + e + " }";
 }
+// "{ NODE_IP . HOST_PORT : INSTANCE_IP . INSIDE_PORT }" of a forward (`with_target`), or its key.
+std::string ForwardElement(const std::string& node_ip, const Attachment& a, const PortForward& f,
+                           bool with_target) {
+  std::string e = "{ " + node_ip + " . " + std::to_string(f.host_port);
+  if (with_target) e += " : " + a.ip + " . " + std::to_string(f.inside_port);
+  return e + " }";
+}
 }  // namespace
 
-Result<Attachment> InstanceNetwork::Attach(int port, const std::vector<ServiceEndpoint>& services) {
+Result<Attachment> InstanceNetwork::Attach(int port, const std::vector<ServiceEndpoint>& services,
+                                           const std::vector<PortForward>& forwards) {
   if (!init_error_.empty()) return Err(init_error_);
   auto index = ClaimIndex();
   if (!index) return Err(index.error());
@@ -289,6 +300,10 @@ Result<Attachment> InstanceNetwork::Attach(int port, const std::vector<ServiceEn
   a.ip = FormatIpv4(net_.base + 2 + static_cast<uint32_t>(a.index));
   for (const auto& e : services)
     if (ParseIpv4(e.ip) && e.port > 0 && e.port < 65536) a.services.push_back(e);
+  for (const auto& f : forwards)
+    if (f.host_port > 0 && f.host_port < 65536 && f.inside_port > 0 && f.inside_port < 65536 &&
+        (f.protocol == "tcp" || f.protocol == "udp"))
+      a.forwards.push_back(f);
   std::string gw = FormatIpv4(net_.base + 1);
   auto setup = [&]() -> Status {
     KATO_TRY(run_.Run({ip_, "-batch", "-"},
@@ -313,6 +328,9 @@ Result<Attachment> InstanceNetwork::Attach(int port, const std::vector<ServiceEn
                            std::to_string(port) + " }"}));
     if (!a.services.empty())
       KATO_TRY(run_.Run({nft_, "add", "element", "ip", table(), "bound", BoundElements(a)}));
+    for (const auto& f : a.forwards)
+      KATO_TRY(run_.Run({nft_, "add", "element", "ip", table(), f.protocol == "udp" ? "uports" : "ports",
+                         ForwardElement(opt_.node_ip, a, f, true)}));
     return Ok();
   };
   if (auto s = setup(); !s) {
@@ -327,6 +345,12 @@ Status InstanceNetwork::Detach(const Attachment& a) {
   auto dnat = run_.Run({nft_, "delete", "element", "ip", table(), "ports",
                         "{ " + opt_.node_ip + " . " + std::to_string(a.port) + " }"});
   Result<std::string> bound = std::string();
+  for (const auto& f : a.forwards)
+    if (auto r = run_.Run({nft_, "delete", "element", "ip", table(),
+                           f.protocol == "udp" ? "uports" : "ports",
+                           ForwardElement(opt_.node_ip, a, f, false)});
+        !r)
+      bound = r;
   if (!a.services.empty())
     bound = run_.Run({nft_, "delete", "element", "ip", table(), "bound", BoundElements(a)});
   auto ns = run_.Run({ip_, "netns", "del", a.netns});

@@ -66,6 +66,14 @@ struct NetworkOptions {
   std::function<bool(const std::string& owner)> alive;
 };
 
+// A harbor port of an instance: NODE_IP:host_port (tcp or udp) -> INSTANCE_IP:inside_port.
+struct PortForward {
+  int host_port = 0;
+  int inside_port = 0;
+  std::string protocol = "tcp";  // tcp | udp
+  bool operator==(const PortForward&) const = default;
+};
+
 struct Attachment {
   int index = -1;
   std::string netns;       // namespace name
@@ -74,6 +82,7 @@ struct Attachment {
   std::string ip;          // the instance's address
   int port = 0;            // NODE_IP:port -> ip:port
   std::vector<ServiceEndpoint> services;  // its bound services: the only nodes it reaches
+  std::vector<PortForward> forwards;      // its harbor ports
 };
 
 class InstanceNetwork {
@@ -94,7 +103,9 @@ class InstanceNetwork {
   // A namespace with its address and the DNAT of node_ip:port to it; the
   // instance may reach `services` (its bound services' addresses and ports,
   // on nodes it otherwise does not reach). On failure nothing is left behind.
-  Result<Attachment> Attach(int port, const std::vector<ServiceEndpoint>& services = {});
+  // `forwards` are DNATed like `port` (harbor's proxy connects to them).
+  Result<Attachment> Attach(int port, const std::vector<ServiceEndpoint>& services = {},
+                            const std::vector<PortForward>& forwards = {});
   // Removes the DNAT, the services it may reach and the namespace (its veth goes with it).
   Status Detach(const Attachment& a);
   // Every namespace of this DEA and its table.

@@ -213,6 +213,20 @@ TEST_F(NetworkTest, BoundServicesAreAddedForTheInstanceAndRemovedWithIt) {
   run_.calls.clear();
   ASSERT_TRUE(net.Detach(*a).ok());
   EXPECT_THAT(run_.calls[1], HasSubstr("delete element ip kato_abcdef01 bound { 10.254.0.2 . 127.0.0.3"));
+  // Harbor ports: DNATed like the HTTP port, TCP or UDP; bad ones are left out.
+  run_.calls.clear();
+  auto h = net.Attach(61003, {}, {{61004, 35000, "tcp"}, {61005, 35001, "udp"}, {0, 1, "tcp"}, {61006, 2, "sctp"}});
+  ASSERT_TRUE(h.ok()) << h.error();
+  EXPECT_EQ(h->forwards.size(), 2u);
+  std::string all;
+  for (const auto& c : run_.calls) all += c + "\n";
+  EXPECT_THAT(all, HasSubstr("add element ip kato_abcdef01 ports { 127.0.9.3 . 61004 : " + h->ip + " . 35000 }"));
+  EXPECT_THAT(all, HasSubstr("add element ip kato_abcdef01 uports { 127.0.9.3 . 61005 : " + h->ip + " . 35001 }"));
+  run_.calls.clear();
+  ASSERT_TRUE(net.Detach(*h).ok());
+  all.clear();
+  for (const auto& c : run_.calls) all += c + "\n";
+  EXPECT_THAT(all, HasSubstr("delete element ip kato_abcdef01 uports { 127.0.9.3 . 61005 }"));
   // Without services, no element is touched.
   run_.calls.clear();
   auto b = net.Attach(61002);

@@ -65,6 +65,7 @@ struct Instance {
   std::string dir;
   std::string message;
   Attachment net;     // its network namespace (index -1: none yet)
+  json harbor = json::array();  // [{"service", "port" (on this node), "protocol"}]
   InstanceDisk disk;  // its disk image (empty: none yet)
 };
 
@@ -309,15 +310,29 @@ class Dea {
     if (auto s = UnpackArchive(*droplet, inst.disk.app(), UnpackLimits{}); !s)
       return fail("the app's archive was refused: " + s.error());
     std::set<int> in_use;
-    for (const auto& [id, i] : instances_) in_use.insert(i.port);
+    for (const auto& [id, i] : instances_) {
+      in_use.insert(i.port);
+      for (const auto& f : i.net.forwards) in_use.insert(f.host_port);
+    }
     auto port = AllocatePort(kInstancePortLo, kInstancePortHi, in_use);
     if (!port) return fail(port.error());
     inst.port = *port;
+    in_use.insert(inst.port);
     // Its bound services: their credentials in its environment, and the only
-    // cluster addresses it may reach besides the routers.
+    // cluster addresses it may reach besides the routers. A harbor service's
+    // proxy reaches it on a port of its own (reported, for the harbor node).
     auto services = BoundServices(store_, inst.app);
     if (!services) return fail(services.error());
-    auto net = network_.Attach(inst.port, ServiceEndpoints(*services));
+    std::vector<PortForward> forwards;
+    for (const auto& svc : *services) {
+      if (svc.type != "harbor") continue;
+      auto host_port = AllocatePort(kInstancePortLo, kInstancePortHi, in_use);
+      if (!host_port) return fail(host_port.error());
+      in_use.insert(*host_port);
+      forwards.push_back({*host_port, svc.port, svc.protocol});
+      inst.harbor.push_back({{"service", svc.name}, {"port", *host_port}, {"protocol", svc.protocol}});
+    }
+    auto net = network_.Attach(inst.port, ServiceEndpoints(*services), forwards);
     if (!net) return fail(net.error());
     inst.net = *net;
     c.instance_id = inst.id;
@@ -432,6 +447,7 @@ class Dea {
                       {"version", i.version}, {"state", i.state}, {"port", i.port},
                       {"since_ms", i.since_ms}, {"memory_mb", i.memory_mb},
                       {"message", i.message}});
+      if (!i.harbor.empty()) list.back()["harbor"] = i.harbor;
     }
     auto r = client_.Call("POST", "/v1/report",
                           json{{"memory_mb", settings_.memory_mb}, {"instances", list}}.dump(),

@@ -16,6 +16,7 @@
 
 #include "common/fs.h"
 #include "common/log.h"
+#include "roles/roles.h"
 
 namespace kato {
 
@@ -77,6 +78,18 @@ std::string NginxError(const std::string& output) {
   std::string one_line = output;
   std::replace(one_line.begin(), one_line.end(), '\n', ' ');
   return one_line;
+}
+
+Result<NginxRole> PrepareNginxRole(const std::string& nginx, const std::string& install_hint) {
+  NginxRole r;
+  sigemptyset(&r.signals);
+  sigaddset(&r.signals, SIGTERM);
+  sigaddset(&r.signals, SIGINT);
+  sigaddset(&r.signals, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &r.signals, nullptr);
+  r.nginx = nginx.empty() ? SystemRoleEnvironment().FindExecutable("nginx") : nginx;
+  if (r.nginx.empty()) return Err("nginx not installed (" + install_hint + ")");
+  return r;
 }
 
 std::vector<std::string> NginxProcess::Args(const std::string& conf, bool test) const {

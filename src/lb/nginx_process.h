@@ -14,6 +14,7 @@
 // Single-threaded: the role's main loop calls it.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -38,6 +39,15 @@ struct NginxFiles {
 
 // The message of nginx's first error line ("2026/01/02 03:04:05 [emerg] 12#12: MESSAGE").
 std::string NginxError(const std::string& output);
+
+// What `katod lb` and `katod harbor` do first: block SIGTERM, SIGINT and
+// SIGCHLD (their loops wait for them with sigtimedwait) and find nginx when
+// `nginx` is empty (an error with `install_hint` when it is not installed).
+struct NginxRole {
+  sigset_t signals;
+  std::string nginx;
+};
+Result<NginxRole> PrepareNginxRole(const std::string& nginx, const std::string& install_hint);
 
 class NginxProcess {
  public:

@@ -408,19 +408,13 @@ class LoadBalancer {
 }  // namespace
 
 int RunLb(const LbConfig& config) {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGCHLD);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  sigset_t stop = set;
-  LbConfig cfg = config;
-  if (cfg.nginx.empty()) cfg.nginx = SystemRoleEnvironment().FindExecutable("nginx");
-  if (cfg.nginx.empty()) {
-    LogError("lb: nginx not installed (apt-get install nginx)");
+  auto role = PrepareNginxRole(config.nginx, "apt-get install nginx");
+  if (!role) {
+    LogError("lb: {}", role.error());
     return 1;
   }
+  LbConfig cfg = config;
+  cfg.nginx = role->nginx;
   ClusterClient client(cfg.data_dir);
   auto id = client.Load();
   if (!id) {
@@ -429,7 +423,7 @@ int RunLb(const LbConfig& config) {
   }
   if (cfg.ip.empty()) cfg.ip = id->ip;
   LoadBalancer lb(cfg, id->node_id, client);
-  return lb.Run(stop);
+  return lb.Run(role->signals);
 }
 
 }  // namespace kato

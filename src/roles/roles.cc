@@ -26,7 +26,6 @@ const char kPath[] = "/usr/sbin:/usr/bin:/sbin:/bin";
 const std::map<std::string, std::string>& NotYetAvailable() {
   static const auto* m = new std::map<std::string, std::string>{
       {"filesystem", "the shared filesystem service is not built yet"},
-      {"harbor", "the harbor TCP/UDP port service is not built yet"},
       {"mdns", "mdns serves micro clouds only; clusters use real DNS"},
   };
   return *m;
@@ -51,6 +50,7 @@ const std::map<std::string, ServerNeeds>& Servers() {
       {"rabbit",
        {{{"rabbitmq-server"}}, "RabbitMQ server not installed (apt-get install rabbitmq-server)"}},
       {"load_balancer", {{{"nginx"}}, "nginx not installed (apt-get install nginx)"}},
+      {"harbor", {{{"nginx"}}, "nginx not installed (apt-get install nginx libnginx-mod-stream)"}},
       {"mongodb",
        {{{"mongod"}},
         "MongoDB server not installed (no mongod binary found; Debian 12 does not package it: "
@@ -284,6 +284,17 @@ std::vector<ProcessSpec> RoleProcesses(const std::string& role, const NodeContex
     s.stop_timeout = std::chrono::seconds(15);
     return {s};
   }
+  if (role == "harbor") {
+    // `katod harbor` runs nginx (stream module) as its child and reloads it gracefully.
+    ProcessSpec s;
+    s.name = "harbor";
+    s.argv = {node.katod_path, "harbor", "--data-dir", node.data_dir, "--ip", ip,
+              "--nginx",       env.FindExecutable("nginx")};
+    s.env = KatodEnv(env);
+    s.order = StartOrder(role);
+    s.stop_timeout = std::chrono::seconds(20);
+    return {s};
+  }
   if (role == "load_balancer") {
     // `katod lb` runs nginx as its child and stops it gracefully (SIGQUIT).
     ProcessSpec s;
@@ -424,6 +435,8 @@ Availability RoleAvailability(const std::string& role, const RoleEnvironment& en
       if (FindAny(env, names).empty()) return {false, role + ": " + it->second.missing};
     }
   }
+  if (role == "harbor" && NginxStreamModule(env).empty())
+    return {false, "harbor: nginx's stream module not installed (apt-get install libnginx-mod-stream)"};
   return {true, ""};
 }
 
@@ -613,12 +626,22 @@ std::vector<ProcessSpec> ProcessesForRoles(const std::set<std::string>& roles,
   return out;
 }
 
+bool RoleEnvironment::HasFile(const std::string& path) const { return ::access(path.c_str(), R_OK) == 0; }
+
+std::string NginxStreamModule(const RoleEnvironment& env) {
+  for (const char* p : {"/usr/lib/nginx/modules/ngx_stream_module.so",
+                        "/usr/share/nginx/modules/ngx_stream_module.so"})
+    if (env.HasFile(p)) return p;
+  return "";
+}
+
 std::vector<std::string> RoleProcessNames(const std::string& role) {
   static const auto* names = new std::map<std::string, std::vector<std::string>>{
       {"primary", {"primary"}}, {"postgresql", {"postgresql"}}, {"mysql", {"mysql"}},
       {"redis", {"redis"}},     {"memcached", {"memcached"}},   {"rabbit", {"rabbitmq"}},
       {"mongodb", {"mongodb"}}, {"controller", {"controller"}}, {"router", {"router"}},
       {"dea", {"dea"}},         {"load_balancer", {"load_balancer"}},
+      {"harbor", {"harbor"}},
   };
   auto it = names->find(role);
   return it == names->end() ? std::vector<std::string>{} : it->second;

@@ -36,6 +36,8 @@ class RoleEnvironment {
   virtual std::string FindExecutable(const std::string& name) const = 0;
   // katod's own environment variable `name`, or empty when unset.
   virtual std::string Getenv(const std::string& name) const = 0;
+  // Whether a file (not an executable: a module, a library) is readable.
+  virtual bool HasFile(const std::string& path) const;
 };
 class SystemRoleEnvironment final : public RoleEnvironment {
  public:
@@ -98,6 +100,9 @@ struct NodeContext {
 };
 std::vector<ProcessSpec> ProcessesForRoles(const std::set<std::string>& roles,
                                            const NodeContext& node, const RoleEnvironment& env);
+
+// Where Debian's libnginx-mod-stream put nginx's stream module (harbor needs it), or empty.
+std::string NginxStreamModule(const RoleEnvironment& env);
 
 // The process names of one role (for `kato role info`), without a node.
 std::vector<std::string> RoleProcessNames(const std::string& role);

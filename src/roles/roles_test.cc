@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 namespace kato {
 namespace {
@@ -27,8 +28,10 @@ class FakeEnv final : public RoleEnvironment {
     auto it = vars.find(name);
     return it == vars.end() ? "" : it->second;
   }
+  bool HasFile(const std::string& path) const override { return files.count(path) > 0; }
   std::map<std::string, std::string> bins;
   std::map<std::string, std::string> vars;  // katod's environment
+  std::set<std::string> files;
 };
 
 FakeEnv AllServers() {
@@ -42,6 +45,7 @@ FakeEnv AllServers() {
               {"rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server"},
               {"mongod", "/usr/bin/mongod"},
               {"nginx", "/usr/sbin/nginx"}};
+  env.files = {"/usr/lib/nginx/modules/ngx_stream_module.so"};
   return env;
 }
 
@@ -68,10 +72,18 @@ TEST(Catalog, OrderAndGroups) {
   EXPECT_THAT(GroupMembers("nope"), IsEmpty());
 }
 
+TEST(Availability, HarborNeedsNginxAndItsStreamModule) {
+  EXPECT_THAT(RoleAvailability("harbor", FakeEnv{}).reason, HasSubstr("apt-get install nginx"));
+  FakeEnv env = AllServers();
+  EXPECT_TRUE(RoleAvailability("harbor", env).available);
+  env.files.clear();
+  EXPECT_THAT(RoleAvailability("harbor", env).reason, HasSubstr("apt-get install libnginx-mod-stream"));
+}
+
 TEST(Availability, LaterReleaseRolesSayWhy) {
   FakeEnv env = AllServers();
   for (const char* r :
-       {"filesystem", "harbor", "mdns"}) {
+       {"filesystem", "mdns"}) {
     Availability a = RoleAvailability(r, env);
     EXPECT_FALSE(a.available) << r;
     EXPECT_THAT(a.reason, HasSubstr(std::string(r) + ": not yet available in kato " KATO_VERSION));
@@ -149,9 +161,9 @@ TEST(ExpandRoles, UnknownRolesAreNamedWithTheValidOnes) {
 }
 
 TEST(ExpandRoles, ExplicitUnavailableRoleIsAnError) {
-  auto later = ExpandRoles({"harbor"}, AllServers());
+  auto later = ExpandRoles({"filesystem"}, AllServers());
   ASSERT_FALSE(later.ok());
-  EXPECT_THAT(later.error(), HasSubstr("harbor: not yet available in kato"));
+  EXPECT_THAT(later.error(), HasSubstr("filesystem: not yet available in kato"));
 
   auto missing = ExpandRoles({"redis", "postgresql"}, FakeEnv{});
   ASSERT_FALSE(missing.ok());
@@ -175,13 +187,14 @@ TEST(AllRolesBut, EverythingAvailableButPrimaryAndLoadBalancer) {
   auto all = AllRolesBut({}, AllServers());
   ASSERT_TRUE(all.ok()) << all.error();
   EXPECT_THAT(all->roles, ElementsAre("controller", "router", "dea", "mongodb", "mysql",
-                                      "postgresql", "rabbit", "redis", "memcached", "base"));
+                                      "postgresql", "rabbit", "redis", "memcached", "harbor",
+                                      "base"));
   EXPECT_THAT(all->skipped, Not(IsEmpty()));
   for (const auto& s : all->skipped) {
     EXPECT_THAT(s, Not(HasSubstr("load_balancer"))) << "left out by definition, not skipped";
   }
 
-  auto but = AllRolesBut({"mdns,redis", "mongodb"}, AllServers());
+  auto but = AllRolesBut({"mdns,redis", "mongodb", "harbor"}, AllServers());
   ASSERT_TRUE(but.ok());
   EXPECT_THAT(but->roles, ElementsAre("controller", "router", "dea", "mysql", "postgresql",
                                       "rabbit", "memcached", "base"));
@@ -189,7 +202,7 @@ TEST(AllRolesBut, EverythingAvailableButPrimaryAndLoadBalancer) {
 
   auto no_data = AllRolesBut({"data-services"}, AllServers());
   ASSERT_TRUE(no_data.ok());
-  EXPECT_THAT(no_data->roles, ElementsAre("controller", "router", "dea", "base"));
+  EXPECT_THAT(no_data->roles, ElementsAre("controller", "router", "dea", "harbor", "base"));
 
   FakeEnv env = AllServers();
   env.bins.erase("memcached");
@@ -244,12 +257,12 @@ TEST(ProcessesForRoles, EachProcessOnceAndOnlyForAvailableRoles) {
   auto specs = ProcessesForRoles(every, Node(), AllServers());
   std::set<std::string> unique;
   for (const auto& s : specs) EXPECT_TRUE(unique.insert(s.name).second) << s.name;
-  EXPECT_EQ(unique.size(), 11u);  // load_balancer included
+  EXPECT_EQ(unique.size(), 12u);  // load_balancer and harbor included
 
   EXPECT_THAT(ProcessesForRoles({"base"}, Node(), AllServers()), IsEmpty());
   EXPECT_THAT(Names(ProcessesForRoles({"base", "controller", "dea"}, Node(), AllServers())),
               ElementsAre("controller", "dea"));
-  EXPECT_THAT(ProcessesForRoles({"base", "harbor"}, Node(), AllServers()), IsEmpty());
+  EXPECT_THAT(ProcessesForRoles({"base", "filesystem"}, Node(), AllServers()), IsEmpty());
   EXPECT_THAT(Names(ProcessesForRoles({"base", "redis", "mysql"}, Node(), FakeEnv{})), IsEmpty());
   // Pure: the same input gives the same specs (the agent diffs them).
   EXPECT_EQ(specs, ProcessesForRoles(every, Node(), AllServers()));
@@ -258,7 +271,8 @@ TEST(ProcessesForRoles, EachProcessOnceAndOnlyForAvailableRoles) {
 TEST(ProcessesForRoles, ServersBindTheNodeAddressOnly) {
   std::set<std::string> every(AllRoles().begin(), AllRoles().end());
   for (const auto& s : ProcessesForRoles(every, Node("10.1.2.3"), AllServers())) {
-    if (s.name != "dea") {  // the DEA serves no port of its own: it is RUNNING once alive
+    // The DEA and harbor serve no port of their own: they are RUNNING once alive.
+    if (s.name != "dea" && s.name != "harbor") {
       ASSERT_TRUE(s.ready.has_value()) << s.name;
       EXPECT_EQ(s.ready->host, "10.1.2.3") << s.name;
     }
@@ -283,7 +297,8 @@ TEST(ProcessesForRoles, OnlyKatodsOwnProcessesGetTheSanitizerSettings) {
   env.vars = {{"ASAN_OPTIONS", "log_path=/tmp/san/san"}, {"UBSAN_OPTIONS", "halt_on_error=1"},
               {"HOME", "/root"}};
   std::set<std::string> every(AllRoles().begin(), AllRoles().end());
-  const std::set<std::string> katods = {"primary", "controller", "router", "dea", "load_balancer"};
+  const std::set<std::string> katods = {"primary", "controller", "router", "dea", "load_balancer",
+                                        "harbor"};
   for (const auto& s : ProcessesForRoles(every, Node(), env)) {
     if (katods.count(s.name)) {
       EXPECT_EQ(s.env.at("ASAN_OPTIONS"), "log_path=/tmp/san/san") << s.name;
@@ -438,7 +453,7 @@ TEST(RoleProcessNames, MatchTheSpecs) {
   EXPECT_THAT(RoleProcessNames("base"), IsEmpty());
   EXPECT_THAT(RoleProcessNames("rabbit"), ElementsAre("rabbitmq"));
   EXPECT_THAT(RoleProcessNames("controller"), ElementsAre("controller"));
-  EXPECT_THAT(RoleProcessNames("harbor"), IsEmpty());
+  EXPECT_THAT(RoleProcessNames("harbor"), ElementsAre("harbor"));
   EXPECT_THAT(RoleProcessNames("bogus"), IsEmpty());
   for (const auto& role : AllRoles()) {
     EXPECT_EQ(RoleProcessNames(role), Names(ProcessesForRoles({role}, Node(), AllServers())))

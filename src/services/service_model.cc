@@ -14,7 +14,7 @@ std::string ServiceToJson(const ServiceRecord& s) {
               {"plan", s.plan},         {"plan_mb", s.plan_mb},   {"node_id", s.node_id},
               {"node_ip", s.node_ip},   {"port", s.port},         {"username", s.username},
               {"password", s.password}, {"dbname", s.dbname},     {"bound_apps", s.bound_apps},
-              {"state", s.state},       {"created_ms", s.created_ms}}
+              {"state", s.state},       {"created_ms", s.created_ms}, {"protocol", s.protocol}}
       .dump();
 }
 
@@ -32,11 +32,12 @@ Result<ServiceRecord> ServiceFromJson(const std::string& text) {
     s.node_ip = j.at("node_ip").get<std::string>();
     s.port = j.at("port").get<int>();
     s.username = j.value("username", "");
-    s.password = j.at("password").get<std::string>();
+    s.password = j.value("password", "");
     s.dbname = j.value("dbname", "");
     s.bound_apps = j.value("bound_apps", std::vector<std::string>{});
     s.state = j.value("state", "ACTIVE");
     s.created_ms = j.value("created_ms", int64_t{0});
+    s.protocol = j.value("protocol", "tcp");
     return s;
   } catch (const json::exception& e) {
     return Err(std::string("stored service is malformed: ") + e.what());
@@ -64,8 +65,8 @@ Result<ServiceState> ServiceStateFromJson(const std::string& text) {
 }
 
 const std::vector<std::string>& ServiceTypes() {
-  static const std::vector<std::string> types = {"postgresql", "mysql", "redis", "memcached",
-                                                 "rabbitmq"};
+  static const std::vector<std::string> types = {"postgresql", "mysql",    "redis",
+                                                 "memcached",  "rabbitmq", "harbor"};
   return types;
 }
 
@@ -88,13 +89,18 @@ std::string ServiceUri(const ServiceRecord& s) {
   if (s.type == "rabbitmq")
     return "amqp://" + s.username + ":" + s.password + "@" + hostport + "/" + s.dbname;
   if (s.type == "memcached") return "memcached://" + s.username + ":" + s.password + "@" + hostport;
+  if (s.type == "harbor") return s.protocol + "://" + hostport;
   return "";
 }
 
 namespace {
 json Credentials(const ServiceRecord& s) {
-  json c{{"uri", ServiceUri(s)}, {"host", s.node_ip}, {"hostname", s.node_ip}, {"port", s.port},
-         {"password", s.password}};
+  json c{{"uri", ServiceUri(s)}, {"host", s.node_ip}, {"hostname", s.node_ip}, {"port", s.port}};
+  if (s.type == "harbor") {
+    c["protocol"] = s.protocol;
+    return c;
+  }
+  c["password"] = s.password;
   if (!s.username.empty()) c["username"] = s.username, c["user"] = s.username;
   if (!s.dbname.empty()) c["name"] = s.dbname;
   if (s.type == "rabbitmq") c["vhost"] = s.dbname;
@@ -119,6 +125,7 @@ std::map<std::string, std::string> ServiceEnv(const std::vector<ServiceRecord>& 
     auto first = [&](const std::string& k, const std::string& v) { env.emplace(k, v); };
     if (s.type == "redis") first("REDIS_URL", ServiceUri(s));
     if (s.type == "rabbitmq") first("RABBITMQ_URL", ServiceUri(s));
+    if (s.type == "harbor") first("HARBOR_PORT", std::to_string(s.port));
     if (s.type == "memcached" && !env.count("MEMCACHE_SERVERS")) {
       env["MEMCACHE_SERVERS"] = s.node_ip + ":" + std::to_string(s.port);
       env["MEMCACHE_USERNAME"] = s.username;
@@ -131,7 +138,8 @@ std::map<std::string, std::string> ServiceEnv(const std::vector<ServiceRecord>& 
 
 std::vector<ServiceEndpoint> ServiceEndpoints(const std::vector<ServiceRecord>& services) {
   std::vector<ServiceEndpoint> out;
-  for (const auto& s : services) out.push_back({s.node_ip, s.port});
+  for (const auto& s : services)
+    if (s.type != "harbor") out.push_back({s.node_ip, s.port});
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;

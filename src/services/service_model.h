@@ -25,7 +25,7 @@ namespace kato {
 
 struct ServiceRecord {
   std::string name;   // the user's name for it (a DNS label)
-  std::string type;   // postgresql | mysql | redis | memcached | rabbitmq
+  std::string type;   // postgresql | mysql | redis | memcached | rabbitmq | harbor
   std::string id;     // 16 lowercase hex digits, random: names everything on the node
   std::string plan = "free";  // "free", or a size such as "64M" (redis, memcached)
   int plan_mb = 0;            // the plan's size in MB (0 for "free")
@@ -38,6 +38,10 @@ struct ServiceRecord {
   std::vector<std::string> bound_apps;  // sorted
   std::string state = "ACTIVE";         // ACTIVE | DELETING
   int64_t created_ms = 0;
+  // harbor: "tcp" or "udp". Its port is public on node_ip, forwarded to the
+  // bound instances' HARBOR_PORT (the same number, inside their namespaces).
+  // A harbor service has no username or password.
+  std::string protocol = "tcp";
   bool operator==(const ServiceRecord&) const = default;
 };
 
@@ -72,10 +76,11 @@ std::string ServiceUri(const ServiceRecord& s);
 // ({"TYPE": [{"name", "label", "plan", "credentials"}...]}) and, from the
 // first service of each type (in the order given), DATABASE_URL (postgresql,
 // else mysql), REDIS_URL, MEMCACHE_SERVERS/MEMCACHE_USERNAME/MEMCACHE_PASSWORD,
-// RABBITMQ_URL.
+// RABBITMQ_URL, and HARBOR_PORT (the first harbor's port, to listen on).
 std::map<std::string, std::string> ServiceEnv(const std::vector<ServiceRecord>& services);
 
-// Where a bound instance may connect: each service's node_ip and port.
+// Where a bound instance may connect: each service's node_ip and port
+// (harbor services are not connected to: they connect to the instance).
 struct ServiceEndpoint {
   std::string ip;
   int port = 0;
@@ -92,5 +97,8 @@ Result<std::vector<ServiceRecord>> BoundServices(Store& store, const std::string
 // Ports of per-instance servers (redis, memcached) on a service node.
 constexpr int kServicePortLo = 42000;
 constexpr int kServicePortHi = 42999;
+// Harbor's public ports, unless `kato config set harbor port_range LO-HI`.
+constexpr int kHarborPortLo = 35000;
+constexpr int kHarborPortHi = 40000;
 
 }  // namespace kato

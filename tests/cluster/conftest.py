@@ -366,6 +366,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(bins):
-    c = Cluster(bins)
+    # KATO_TEST_KEEP=1 leaves the data dirs (and their logs) for a look after a failure.
+    c = Cluster(bins, keep=bool(os.environ.get("KATO_TEST_KEEP")))
     yield c
     c.close()
