@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks that the figures bench/README.md quotes are those of the committed
 results files (results.json, results_attach.json, results_run_a.json,
-apps_results.json, lb_results.json, tenant_results.json, router_streams_results.json): each
+apps_results.json, lb_results.json, tenant_results.json, router_streams_results.json,
+harbor_results.json): each
 table row named below must hold exactly the listed
 numbers, in order, after its label, and each sentence below must appear
 verbatim. Exits 1 naming every mismatch. Run by ctest (bench_readme).
@@ -194,6 +195,13 @@ def stream_rows(r):
     return rows
 
 
+def harbor_rows(h):
+    return {f"{n} client{'s' if n > 1 else ''}": [
+        thousands(h["shapes"][f"{n} clients"]["direct_rt_per_s"]),
+        thousands(h["shapes"][f"{n} clients"]["harbor_rt_per_s"]),
+        f2(h["shapes"][f"{n} clients"]["ratio"])] for n in (1, 8)}
+
+
 def sentences(attach, run_a, apps, lb):
     """Figures quoted in running text."""
     fo, push = apps["failover"], apps["push"]
@@ -286,6 +294,8 @@ def main():
                           "#")
     errors += check_rows(lines, stream_rows(load("router_streams_results.json")), s, e,
                          "Router streaming")
+    s, e = section_bounds(lines, "# Harbor: TCP echo through nginx's stream proxy vs directly", "# ")
+    errors += check_rows(lines, harbor_rows(load("harbor_results.json")), s, e, "Harbor")
     flat = " ".join(readme.split())
     for sentence in sentences(attach_now, run_a, apps, lb) + tenant_sentences(tenant):
         if sentence not in flat:

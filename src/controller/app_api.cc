@@ -225,6 +225,7 @@ json Instances(Ctx& c, const AppRecord& app) {
       inst["state"] = it->second.value("state", "STARTING");
       inst["port"] = it->second.value("port", 0);
       inst["message"] = it->second.value("message", "");
+      if (it->second.contains("harbor")) inst["harbor"] = it->second["harbor"];  // its harbor ports
     }
     out.push_back(inst);
   }

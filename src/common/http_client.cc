@@ -1,0 +1,453 @@
+// The HTTP client (HttpCall, HttpsCall) and the TLS helpers it shares with
+// the server (http_internal.h).
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <boost/asio/connect.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <cctype>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+
+#include "common/http.h"
+#include "common/http_internal.h"
+#include "common/log.h"
+#include "common/pki.h"
+
+namespace kato {
+namespace http_internal {
+
+bool IsHeaderName(std::string_view name) {
+  static constexpr std::string_view kPunct = "!#$%&'*+-.^_`|~";
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || kPunct.find(static_cast<char>(c)) != std::string_view::npos;
+  });
+}
+
+bool IsHeaderValue(std::string_view value) {
+  return std::none_of(value.begin(), value.end(),
+                      [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+}
+
+bool IsFramingHeader(beast::string_view name) {
+  return beast::iequals(name, "content-length") || beast::iequals(name, "transfer-encoding") ||
+         beast::iequals(name, "connection");
+}
+
+
+std::string CommonNameOf(X509* cert) {
+  const X509_NAME* name = X509_get_subject_name(cert);
+  int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+  if (idx < 0) return "";
+  unsigned char* utf8 = nullptr;
+  int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
+  if (len < 0) {
+    ERR_clear_error();
+    return "";
+  }
+  std::string cn(reinterpret_cast<char*>(utf8), static_cast<size_t>(len));
+  OPENSSL_free(utf8);
+  return cn;
+}
+
+std::string PemOf(X509* cert) {
+  BIO* bio = BIO_new(BIO_s_mem());
+  std::string out;
+  if (bio && PEM_write_bio_X509(bio, cert) == 1) {
+    char* data = nullptr;
+    long len = BIO_get_mem_data(bio, &data);
+    out.assign(data, static_cast<size_t>(len));
+  }
+  BIO_free(bio);
+  return out;
+}
+
+std::string Sha256Of(X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(cert, EVP_sha256(), md, &len) != 1) return "";
+  static const char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) {
+    hex += kDigits[md[i] >> 4];
+    hex += kDigits[md[i] & 0xf];
+  }
+  return hex;
+}
+
+namespace {
+// Never prompts on a terminal for a passphrase: kato keys are unencrypted.
+int NoPassphrase(char*, int, int, void*) { return 0; }
+}  // namespace
+
+Status CommonTlsSetup(ssl::context& ctx, const std::string& role) {
+  beast::error_code ec;
+  ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1,
+                  ec);
+  if (ec || SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION) != 1) {
+    return Err("cannot configure TLS for the " + role);
+  }
+  SSL_CTX_set_default_passwd_cb(ctx.native_handle(), NoPassphrase);
+  return Ok();
+}
+
+Status UseCertAndKey(ssl::context& ctx, const std::string& cert_pem, const std::string& chain_pem,
+                     const std::string& key_pem, const std::string& what) {
+  beast::error_code ec;
+  std::string chain = cert_pem;
+  if (!chain.empty() && chain.back() != '\n') chain += '\n';
+  chain += chain_pem;
+  ctx.use_certificate_chain(net::buffer(chain), ec);
+  if (ec) return Err(what + " certificate is not valid PEM: " + ec.message());
+  ctx.use_private_key(net::buffer(key_pem), ssl::context::pem, ec);
+  if (ec && ec.category() == net::error::get_ssl_category() &&
+      ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH) {
+    return Err(what + " key does not belong to its certificate");
+  }
+  if (ec) return Err(what + " key is not a valid PEM private key: " + ec.message());
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
+    ERR_clear_error();
+    return Err(what + " key does not belong to its certificate");
+  }
+  return Ok();
+}
+
+}  // namespace http_internal
+
+namespace {
+using namespace http_internal;  // NOLINT
+namespace http = beast::http;
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+}  // namespace
+
+// --- Client. ---
+
+namespace {
+
+// Pinned mode: replaces OpenSSL's chain verification during the handshake, so
+// that the request (which carries the join secret) is never written to a
+// server that failed it.
+struct PinCheck {
+  std::string pin;        // lowercase hex SHA-256
+  bool mismatch = false;  // no certificate in the chain has that fingerprint
+  std::string error;      // the chain does not verify against the pinned certificate
+  std::string ca_pem;     // the pinned certificate, once verified
+};
+
+int VerifyPinned(X509_STORE_CTX* store_ctx, void* arg) {
+  auto* check = static_cast<PinCheck*>(arg);
+  X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_untrusted(store_ctx);
+  X509* pinned = nullptr;
+  if (leaf && Sha256Of(leaf) == check->pin) pinned = leaf;
+  for (int i = 0; !pinned && chain && i < sk_X509_num(chain); ++i) {
+    X509* c = sk_X509_value(chain, i);
+    if (Sha256Of(c) == check->pin) pinned = c;
+  }
+  if (!leaf || !pinned) {
+    check->mismatch = true;
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_CERT_UNTRUSTED);
+    return 0;
+  }
+  X509_STORE* store = X509_STORE_new();
+  X509_STORE_CTX* verify = X509_STORE_CTX_new();
+  int ok = store && verify && X509_STORE_add_cert(store, pinned) == 1 &&
+           X509_STORE_CTX_init(verify, store, leaf, chain) == 1 &&
+           X509_STORE_CTX_set_purpose(verify, X509_PURPOSE_SSL_SERVER) == 1 &&
+           X509_verify_cert(verify) == 1;
+  if (ok) {
+    check->ca_pem = PemOf(pinned);
+  } else {
+    int err = verify ? X509_STORE_CTX_get_error(verify) : X509_V_ERR_UNSPECIFIED;
+    check->error = X509_verify_cert_error_string(err);
+    X509_STORE_CTX_set_error(store_ctx, err);
+  }
+  X509_STORE_CTX_free(verify);
+  X509_STORE_free(store);
+  ERR_clear_error();
+  return ok ? 1 : 0;
+}
+
+bool IsTlsError(const beast::error_code& ec) {
+  return ec.category() == net::error::get_ssl_category() ||
+         ec.category() == net::ssl::error::get_stream_category();
+}
+
+std::string Describe(const beast::error_code& ec) {
+  // The reason is enough; asio's "(SSL routines)" suffix is noise to a user.
+  std::string m = ec.message();
+  size_t paren = m.rfind(" (SSL routines)");
+  if (paren != std::string::npos) m.erase(paren);
+  return m;
+}
+
+// A client context with the client certificate and, unless pinned, the CA.
+Result<std::shared_ptr<ssl::context>> NewClientContext(const ClientTls& tls) {
+  auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+  KATO_TRY(CommonTlsSetup(*ctx, "HTTPS client"));
+  if (!tls.cert_pem.empty() || !tls.key_pem.empty()) {
+    KATO_TRY(UseCertAndKey(*ctx, tls.cert_pem, "", tls.key_pem, "the client"));
+  }
+  if (tls.pin_ca_sha256.empty()) {
+    beast::error_code ec;
+    ctx->add_certificate_authority(net::buffer(tls.ca_pem), ec);
+    if (ec) return Err("the cluster CA certificate is not valid PEM: " + ec.message());
+  }
+  // No hostname check: peers are identified by chaining to the cluster CA.
+  ctx->set_verify_mode(ssl::verify_peer);
+  return ctx;
+}
+
+// Building a context (parsing PEM keys, loading the CA) costs more CPU than the
+// rest of a call, and a node keeps using the same certificates: contexts are
+// cached by their inputs. A configured SSL_CTX is safe to share between threads.
+Result<std::shared_ptr<ssl::context>> CachedClientContext(const ClientTls& tls) {
+  static std::mutex mu;
+  static std::map<std::string, std::shared_ptr<ssl::context>> cache;  // guarded by mu
+  std::string key = tls.ca_pem + '\0' + tls.cert_pem + '\0' + tls.key_pem;
+  {
+    std::lock_guard lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto made = NewClientContext(tls);
+  if (!made) return made;
+  std::lock_guard lock(mu);
+  if (cache.size() >= 8) cache.clear();  // certificates changed (re-attach): drop the old ones
+  cache.emplace(key, *made);
+  return made;
+}
+
+using Request = http::request<http::string_body>;
+
+// One call's deadline, and the errors that name its peer.
+struct CallDeadline {
+  CallDeadline(const std::string& host, int port, std::chrono::milliseconds t)
+      : where(host + ":" + std::to_string(port)),
+        timeout(t),
+        deadline(std::chrono::steady_clock::now() + t) {}
+
+  std::chrono::steady_clock::duration Remaining() const {
+    return std::max(std::chrono::steady_clock::duration::zero(),
+                    deadline - std::chrono::steady_clock::now());
+  }
+  Error TimedOut() const {
+    return Err("timed out after " + std::to_string(timeout.count()) + " ms talking to " + where);
+  }
+
+  const std::string where;
+  const std::chrono::milliseconds timeout;
+  const std::chrono::steady_clock::time_point deadline;
+};
+
+// Checks what both calls share and builds their request (one per connection).
+Result<Request> BuildRequest(const std::string& host, int port, const std::string& method,
+                             const std::string& target, const std::string& body,
+                             const std::map<std::string, std::string>& headers) {
+  const http::verb verb = http::string_to_verb(method);
+  if (verb == http::verb::unknown) return Err("unsupported HTTP method '" + method + "'");
+  if (target.empty() || target[0] != '/') return Err("request target must start with '/'");
+  if (port < 1 || port > 65535) return Err("invalid port in " + host + ":" + std::to_string(port));
+  Request req{verb, target, 11};
+  req.set(http::field::host, host);
+  req.set(http::field::user_agent, "kato/" KATO_VERSION);
+  if (!body.empty()) req.set(http::field::content_type, "application/json");
+  for (const auto& [name, value] : headers) {
+    if (!IsHeaderName(name) || !IsHeaderValue(value)) {
+      return Err("invalid HTTP header '" + name +
+                 "': names are tokens, values hold no line breaks");
+    }
+    if (!IsFramingHeader(name)) req.set(name, value);
+  }
+  req.body() = body;
+  req.keep_alive(false);
+  req.prepare_payload();
+  return req;
+}
+
+// Resolves `host` and connects `stream` to it before the deadline.
+Status Connect(net::io_context& ioc, beast::tcp_stream& stream, const std::string& host, int port,
+               const CallDeadline& d) {
+  beast::error_code ec;
+  std::vector<tcp::endpoint> endpoints;
+  auto address = net::ip::make_address(host, ec);
+  if (!ec) {
+    endpoints.emplace_back(address, static_cast<unsigned short>(port));
+  } else {
+    tcp::resolver resolver(ioc);
+    bool resolved = false;
+    resolver.async_resolve(host, std::to_string(port),
+                           [&](beast::error_code e, tcp::resolver::results_type results) {
+                             ec = e;
+                             for (const auto& r : results) endpoints.push_back(r.endpoint());
+                             resolved = true;
+                           });
+    ioc.run_for(d.Remaining());
+    ioc.restart();
+    if (!resolved) return d.TimedOut();
+    if (ec) return Err("cannot resolve " + host + ": " + ec.message());
+  }
+  stream.expires_after(d.Remaining());
+  stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+  ioc.run();
+  ioc.restart();
+  if (ec == beast::error::timeout) return d.TimedOut();
+  if (ec) return Err("cannot connect to " + d.where + ": " + ec.message());
+  return Ok();
+}
+
+// Sends `req` on a connected stream and reads the response.
+template <class Stream>
+Result<HttpResponse> Exchange(net::io_context& ioc, Stream& stream, const Request& req,
+                              const CallDeadline& d) {
+  beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
+  // Write and read at once: a server may answer early (413) and close while
+  // the body is still being sent; the answer is what the caller needs.
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(kMaxResponseBodyBytes);
+  parser.header_limit(kMaxResponseHeaderBytes);
+  beast::flat_buffer buffer;
+  beast::error_code write_ec, read_ec;
+  bool write_done = false;
+  lowest.expires_after(d.Remaining());
+  http::async_write(stream, req, [&](beast::error_code e, size_t) {
+    write_ec = e;
+    write_done = true;
+  });
+  http::async_read(stream, buffer, parser, [&](beast::error_code e, size_t) {
+    read_ec = e;
+    if (!write_done) lowest.cancel();
+  });
+  ioc.run();
+  if (read_ec) {
+    if (read_ec == beast::error::timeout || write_ec == beast::error::timeout) return d.TimedOut();
+    const beast::error_code& first = write_ec ? write_ec : read_ec;
+    if (IsTlsError(first)) {
+      return Err("TLS connection with " + d.where + " failed: " + Describe(first));
+    }
+    if (write_ec) {
+      return Err("sending the request to " + d.where + " failed: " + Describe(write_ec));
+    }
+    return Err("reading the response from " + d.where + " failed: " + Describe(read_ec));
+  }
+  auto& res = parser.get();
+  HttpResponse out;
+  out.status = static_cast<int>(res.result_int());
+  out.content_type = std::string(res[http::field::content_type]);
+  for (const auto& field : res) {
+    std::string name(field.name_string());
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    auto [it, inserted] = out.headers.emplace(name, std::string(field.value()));
+    if (!inserted) it->second += ", " + std::string(field.value());
+  }
+  out.body = std::move(res.body());
+  return out;
+}
+
+Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int port,
+                          const std::string& method, const std::string& target,
+                          const std::string& body, std::chrono::milliseconds timeout,
+                          const std::map<std::string, std::string>& headers) {
+  auto req = BuildRequest(host, port, method, target, body, headers);
+  if (!req) return std::move(req).take_error();
+  const CallDeadline d(host, port, timeout);
+
+  net::io_context ioc;  // first: destroyed last, after everything that refers to it
+  PinCheck pin;
+  std::shared_ptr<ssl::context> ctx;
+  if (!tls.pin_ca_sha256.empty()) {
+    // The verify callback points at this call's PinCheck: a context of its own.
+    auto made = NewClientContext(tls);
+    if (!made) return Err(made.error());
+    ctx = *made;
+    pin.pin = tls.pin_ca_sha256;
+    std::transform(pin.pin.begin(), pin.pin.end(), pin.pin.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    SSL_CTX_set_cert_verify_callback(ctx->native_handle(), VerifyPinned, &pin);
+  } else {
+    if (tls.ca_pem.empty()) return Err("no CA certificate to verify " + d.where + " against");
+    auto cached = CachedClientContext(tls);
+    if (!cached) return Err(cached.error());
+    ctx = *cached;
+  }
+
+  TlsStream stream(ioc, *ctx);
+  beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
+  KATO_TRY(Connect(ioc, lowest, host, port, d));
+
+  beast::error_code ec;
+  lowest.expires_after(d.Remaining());
+  stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+  ioc.run();
+  ioc.restart();
+  if (ec == beast::error::timeout) return d.TimedOut();
+  if (pin.mismatch) {
+    return Err("server at " + d.where +
+               " is not the cluster the token was made for (CA fingerprint mismatch)");
+  }
+  if (!pin.error.empty()) {
+    return Err("TLS handshake with " + d.where +
+               " failed: its certificate does not chain to the pinned cluster CA (" + pin.error +
+               ")");
+  }
+  if (ec) {
+    std::string why = Describe(ec);
+    long verify = SSL_get_verify_result(stream.native_handle());
+    if (verify != X509_V_OK) {
+      why = "its certificate does not verify against the cluster CA (" +
+            std::string(X509_verify_cert_error_string(verify)) + ")";
+    }
+    return Err("TLS handshake with " + d.where + " failed: " + why);
+  }
+
+  auto out = Exchange(ioc, stream, *req, d);
+  if (out) out->peer_ca_pem = pin.ca_pem;
+  return out;
+}
+
+Result<HttpResponse> PlainCall(const std::string& host, int port, const std::string& method,
+                               const std::string& target, const std::string& body,
+                               std::chrono::milliseconds timeout,
+                               const std::map<std::string, std::string>& headers) {
+  auto req = BuildRequest(host, port, method, target, body, headers);
+  if (!req) return std::move(req).take_error();
+  const CallDeadline d(host, port, timeout);
+  net::io_context ioc;  // first: destroyed last, after everything that refers to it
+  beast::tcp_stream stream(ioc);
+  KATO_TRY(Connect(ioc, stream, host, port, d));
+  return Exchange(ioc, stream, *req, d);
+}
+
+}  // namespace
+
+Result<HttpResponse> HttpsCall(const ClientTls& tls, const std::string& host, int port,
+                               const std::string& method, const std::string& target,
+                               const std::string& body, std::chrono::milliseconds timeout,
+                               const std::map<std::string, std::string>& headers) {
+  try {
+    return Call(tls, host, port, method, target, body, timeout, headers);
+  } catch (const std::exception& e) {  // allocation failure, or a Beast precondition
+    return Err("HTTPS call to " + host + ":" + std::to_string(port) + " failed: " + e.what());
+  }
+}
+
+Result<HttpResponse> HttpCall(const std::string& host, int port, const std::string& method,
+                              const std::string& target, const std::string& body,
+                              std::chrono::milliseconds timeout,
+                              const std::map<std::string, std::string>& headers) {
+  try {
+    return PlainCall(host, port, method, target, body, timeout, headers);
+  } catch (const std::exception& e) {  // allocation failure, or a Beast precondition
+    return Err("HTTP call to " + host + ":" + std::to_string(port) + " failed: " + e.what());
+  }
+}
+
+}  // namespace kato
