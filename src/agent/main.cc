@@ -12,11 +12,13 @@
 #include "common/layout.h"
 #include "common/limits.h"
 #include "controller/run_controller.h"
+#include "dea/command.h"
 #include "dea/run_dea.h"
 #include "lb/run_lb.h"
 #include "primary/primary.h"
 #include "router/run_router.h"
 #include "services/run_harbor.h"
+#include "services/run_services.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"katod: the kato node agent. Runs in the foreground; stop it with SIGTERM."};
@@ -43,6 +45,12 @@ int main(int argc, char** argv) {
   auto* harbor = app.add_subcommand("harbor", "serve the harbor role: nginx's stream proxy (started by katod itself)");
   harbor->fallthrough();
   harbor->add_option("--nginx", nginx, "the nginx binary (default: found in /usr/sbin and PATH)");
+  auto* services = app.add_subcommand(
+      "services", "provision the data roles' service instances (started by katod itself)");
+  services->fallthrough();
+  std::vector<std::string> service_roles;
+  services->add_option("--roles", service_roles, "the node's data roles, comma separated")
+      ->delimiter(',');
   CLI11_PARSE(app, argc, argv);
 
   std::string version = KATO_VERSION;
@@ -61,6 +69,10 @@ int main(int argc, char** argv) {
   if (*dea) return kato::RunDea({data_dir, ip, version});
   if (*lb) return kato::RunLb({data_dir, ip, version, nginx});
   if (*harbor) return kato::RunHarbor({data_dir, ip, version, nginx});
+  if (*services) {
+    kato::PosixCommandRunner runner(std::chrono::seconds(60));
+    return kato::RunServices({data_dir, ip, version, service_roles}, runner);
+  }
 
   sigset_t set;
   sigemptyset(&set);

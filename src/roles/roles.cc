@@ -179,6 +179,9 @@ exec setpriv --reuid=postgres --regid=postgres --init-groups -- "$postgres" -D "
 )SH";
 
 // Positional args: DIR IP PORT MARIADBD INSTALL_DB. mariadbd drops to mysql itself.
+// MariaDB 10.11's install-db makes root@localhost (unix_socket) and no anonymous
+// account (it has no --skip-auth-anonymous-user); `katod services` drops any that
+// an older data dir has.
 const char kMysqlScript[] = R"SH(dir=$1 ip=$2 port=$3 mysqld=$4 installdb=$5
 prepare mysql "$dir"
 mkdir -p run
@@ -198,12 +201,34 @@ exec "$mysqld" --no-defaults --datadir="$dir/data" --user=mysql --bind-address="
   --skip-name-resolve
 )SH";
 
-// Positional args: DIR IP PORT REDIS_SERVER. Options on the command line, no config
-// file; run as redis, since a root redis can be made to write files anywhere.
+// Positional args: DIR IP PORT REDIS_SERVER. Run as redis, since a root redis can
+// be made to write files anywhere. Clients need the password in DIR/kato.conf
+// (0600, made once from /dev/urandom by shell builtins: it is on no command line).
 const char kRedisScript[] = R"SH(dir=$1 ip=$2 port=$3 redis=$4
 prepare redis "$dir"
-exec setpriv --reuid=redis --regid=redis --init-groups -- "$redis" --bind "$ip" --port "$port" \
-  --dir "$dir" --daemonize no --protected-mode no --appendonly yes
+if [ ! -s kato.conf ]; then
+  pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  printf 'requirepass %s\n' "$pw" > kato.conf.tmp
+  chown redis: kato.conf.tmp
+  mv kato.conf.tmp kato.conf
+fi
+exec setpriv --reuid=redis --regid=redis --init-groups -- "$redis" "$dir/kato.conf" --bind "$ip" \
+  --port "$port" --dir "$dir" --daemonize no --protected-mode no --appendonly yes
+)SH";
+
+// Positional args: DIR IP PORT MEMCACHED. memcached drops root to memcache itself;
+// -U 0: no UDP (amplification). -Y: ASCII authentication with the user:password
+// in DIR/auth (kato:RANDOM, readable by memcache only); no command works before it.
+const char kMemcachedScript[] = R"SH(dir=$1 ip=$2 port=$3 memcached=$4
+prepare memcache "$dir"
+if [ ! -s auth ]; then
+  pw=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  printf 'kato:%s\n' "$pw" > auth.tmp
+  chown memcache: auth.tmp
+  chmod 0400 auth.tmp
+  mv auth.tmp auth
+fi
+exec "$memcached" -l "$ip" -p "$port" -U 0 -u memcache -m 64 -Y "$dir/auth"
 )SH";
 
 // Positional args: DIR RABBITMQ_SERVER. Everything else comes from the environment.
@@ -255,6 +280,23 @@ ProcessSpec ServerSpec(const std::string& name, const std::string& role, const s
   s.ready = ReadinessCheck{ip, port};
   s.stop_timeout = std::chrono::seconds(20);
   s.start_retries = 3;
+  return s;
+}
+
+// The `katod services` process: provisions service instances on the servers of
+// `data_roles` (postgresql, mysql, redis, memcached, rabbit; their order), after
+// every data server (phase 4's end), before the router.
+ProcessSpec ServicesSpec(const std::vector<std::string>& data_roles, const NodeContext& node,
+                         const RoleEnvironment& env) {
+  std::string list;
+  for (const auto& r : data_roles) list += (list.empty() ? "" : ",") + r;
+  ProcessSpec s;
+  s.name = "services";
+  s.argv = {node.katod_path, "services", "--data-dir", node.data_dir, "--ip", node.ip,
+            "--roles", list};
+  s.env = KatodEnv(env);
+  s.order = 4 * 100 + 99;
+  s.stop_timeout = std::chrono::seconds(20);  // it stops its instances' servers first
   return s;
 }
 
@@ -328,34 +370,15 @@ std::vector<ProcessSpec> RoleProcesses(const std::string& role, const NodeContex
     return {ServerSpec("redis", role, ip, 6379, kRedisScript,
                        {svc + "/redis", ip, "6379", env.FindExecutable("redis-server")})};
   }
-  if (role == "memcached") {  // drops root to memcache itself; -U 0: no UDP (amplification)
-    return {ServerSpec("memcached", role, ip, 11211, "",
-                       {env.FindExecutable("memcached"), "-l", ip, "-p", "11211", "-U", "0", "-u",
-                        "memcache", "-m", "64"})};
+  if (role == "memcached") {
+    return {ServerSpec("memcached", role, ip, 11211, kMemcachedScript,
+                       {svc + "/memcached", ip, "11211", env.FindExecutable("memcached")})};
   }
   if (role == "rabbit") {
-    const std::string dir = svc + "/rabbitmq";
     ProcessSpec s = ServerSpec("rabbitmq", role, ip, 5672, kRabbitScript,
-                               {dir, env.FindExecutable("rabbitmq-server")});
-    s.env.insert({
-        {"HOME", dir},  // .erlang.cookie, shared with rabbitmqctl run with the same HOME
-        {"RABBITMQ_NODENAME", RabbitNodeName(node.node_id)},
-        {"RABBITMQ_NODE_IP_ADDRESS", ip},
-        {"RABBITMQ_NODE_PORT", "5672"},
-        {"RABBITMQ_DIST_PORT", std::to_string(RabbitDistPort(ip))},
-        // Erlang distribution (remote code execution given the cookie) stays on
-        // loopback, like the node name's host, and so does the epmd it starts.
-        {"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}"},
-        {"ERL_EPMD_ADDRESS", "127.0.0.1"},
-        // Keep the node away from the machine-wide /etc/rabbitmq and /var/lib/rabbitmq.
-        {"RABBITMQ_CONF_ENV_FILE", dir + "/rabbitmq-env.conf"},
-        {"RABBITMQ_CONFIG_FILE", dir + "/rabbitmq"},
-        {"RABBITMQ_ADVANCED_CONFIG_FILE", dir + "/advanced.config"},
-        {"RABBITMQ_ENABLED_PLUGINS_FILE", dir + "/enabled_plugins"},
-        {"RABBITMQ_MNESIA_BASE", dir + "/mnesia"},
-        {"RABBITMQ_LOG_BASE", dir + "/log"},
-        {"RABBITMQ_LOGS", "-"},  // to stdout: the process log
-    });
+                               {svc + "/rabbitmq", env.FindExecutable("rabbitmq-server")});
+    const auto rabbit_env = RabbitEnv(node);
+    s.env.insert(rabbit_env.begin(), rabbit_env.end());
     s.start_timeout = std::chrono::seconds(90);
     return {s};
   }
@@ -618,6 +641,10 @@ std::vector<ProcessSpec> ProcessesForRoles(const std::set<std::string>& roles,
       if (!inserted) it->second.order = std::min(it->second.order, spec.order);
     }
   }
+  std::vector<std::string> data_roles;
+  for (const auto& role : InCatalogOrder(roles))
+    if (ProvisionedRole(role) && RoleAvailability(role, env).available) data_roles.push_back(role);
+  if (!data_roles.empty()) by_name.emplace("services", ServicesSpec(data_roles, node, env));
   std::vector<ProcessSpec> out;
   for (auto& [name, spec] : by_name) out.push_back(std::move(spec));
   std::stable_sort(out.begin(), out.end(), [](const ProcessSpec& a, const ProcessSpec& b) {
@@ -635,10 +662,43 @@ std::string NginxStreamModule(const RoleEnvironment& env) {
   return "";
 }
 
+bool ProvisionedRole(const std::string& role) {
+  return role == "postgresql" || role == "mysql" || role == "redis" || role == "memcached" ||
+         role == "rabbit";
+}
+
+std::map<std::string, std::string> RabbitEnv(const NodeContext& node) {
+  const std::string dir = DataLayout{node.data_dir}.services_dir() + "/rabbitmq";
+  return {
+      {"HOME", dir},  // .erlang.cookie, shared with rabbitmqctl run with the same HOME
+      {"RABBITMQ_NODENAME", RabbitNodeName(node.node_id)},
+      {"RABBITMQ_NODE_IP_ADDRESS", node.ip},
+      {"RABBITMQ_NODE_PORT", "5672"},
+      {"RABBITMQ_DIST_PORT", std::to_string(RabbitDistPort(node.ip))},
+      // Erlang distribution (remote code execution given the cookie) stays on
+      // loopback, like the node name's host, and so does the epmd it starts.
+      {"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", "-kernel inet_dist_use_interface {127,0,0,1}"},
+      {"ERL_EPMD_ADDRESS", "127.0.0.1"},
+      // Keep the node away from the machine-wide /etc/rabbitmq and /var/lib/rabbitmq.
+      {"RABBITMQ_CONF_ENV_FILE", dir + "/rabbitmq-env.conf"},
+      {"RABBITMQ_CONFIG_FILE", dir + "/rabbitmq"},
+      {"RABBITMQ_ADVANCED_CONFIG_FILE", dir + "/advanced.config"},
+      {"RABBITMQ_ENABLED_PLUGINS_FILE", dir + "/enabled_plugins"},
+      {"RABBITMQ_MNESIA_BASE", dir + "/mnesia"},
+      {"RABBITMQ_LOG_BASE", dir + "/log"},
+      {"RABBITMQ_LOGS", "-"},  // to stdout: the process log
+  };
+}
+
 std::vector<std::string> RoleProcessNames(const std::string& role) {
+  // The data roles' servers, then `katod services`, which provisions their instances.
   static const auto* names = new std::map<std::string, std::vector<std::string>>{
-      {"primary", {"primary"}}, {"postgresql", {"postgresql"}}, {"mysql", {"mysql"}},
-      {"redis", {"redis"}},     {"memcached", {"memcached"}},   {"rabbit", {"rabbitmq"}},
+      {"primary", {"primary"}},
+      {"postgresql", {"postgresql", "services"}},
+      {"mysql", {"mysql", "services"}},
+      {"redis", {"redis", "services"}},
+      {"memcached", {"memcached", "services"}},
+      {"rabbit", {"rabbitmq", "services"}},
       {"mongodb", {"mongodb"}}, {"controller", {"controller"}}, {"router", {"router"}},
       {"dea", {"dea"}},         {"load_balancer", {"load_balancer"}},
       {"harbor", {"harbor"}},

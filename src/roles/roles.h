@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -103,6 +104,15 @@ std::vector<ProcessSpec> ProcessesForRoles(const std::set<std::string>& roles,
 
 // Where Debian's libnginx-mod-stream put nginx's stream module (harbor needs it), or empty.
 std::string NginxStreamModule(const RoleEnvironment& env);
+
+// The roles whose service instances `katod services` provisions (postgresql,
+// mysql, redis, memcached, rabbit); a node with any of them runs it.
+bool ProvisionedRole(const std::string& role);
+
+// RabbitMQ's environment on this node: HOME (its Erlang cookie), node name,
+// address, ports and file locations. The rabbitmq server runs with it, and so
+// must every rabbitmqctl that talks to it.
+std::map<std::string, std::string> RabbitEnv(const NodeContext& node);
 
 // The process names of one role (for `kato role info`), without a node.
 std::vector<std::string> RoleProcessNames(const std::string& role);

@@ -248,7 +248,7 @@ TEST(ProcessesForRoles, StartOrderFollowsDesign) {
       {"redis", "memcached", "base", "postgresql", "primary", "rabbit", "mysql", "mongodb"}, Node(),
       AllServers());
   EXPECT_THAT(Names(specs), ElementsAre("primary", "mongodb", "mysql", "postgresql", "rabbitmq",
-                                        "redis", "memcached"));
+                                        "redis", "memcached", "services"));
   for (size_t i = 1; i < specs.size(); ++i) EXPECT_LT(specs[i - 1].order, specs[i].order);
 }
 
@@ -257,7 +257,7 @@ TEST(ProcessesForRoles, EachProcessOnceAndOnlyForAvailableRoles) {
   auto specs = ProcessesForRoles(every, Node(), AllServers());
   std::set<std::string> unique;
   for (const auto& s : specs) EXPECT_TRUE(unique.insert(s.name).second) << s.name;
-  EXPECT_EQ(unique.size(), 12u);  // load_balancer and harbor included
+  EXPECT_EQ(unique.size(), 13u);  // load_balancer, harbor and services included
 
   EXPECT_THAT(ProcessesForRoles({"base"}, Node(), AllServers()), IsEmpty());
   EXPECT_THAT(Names(ProcessesForRoles({"base", "controller", "dea"}, Node(), AllServers())),
@@ -272,7 +272,7 @@ TEST(ProcessesForRoles, ServersBindTheNodeAddressOnly) {
   std::set<std::string> every(AllRoles().begin(), AllRoles().end());
   for (const auto& s : ProcessesForRoles(every, Node("10.1.2.3"), AllServers())) {
     // The DEA and harbor serve no port of their own: they are RUNNING once alive.
-    if (s.name != "dea" && s.name != "harbor") {
+    if (s.name != "dea" && s.name != "harbor" && s.name != "services") {
       ASSERT_TRUE(s.ready.has_value()) << s.name;
       EXPECT_EQ(s.ready->host, "10.1.2.3") << s.name;
     }
@@ -298,7 +298,7 @@ TEST(ProcessesForRoles, OnlyKatodsOwnProcessesGetTheSanitizerSettings) {
               {"HOME", "/root"}};
   std::set<std::string> every(AllRoles().begin(), AllRoles().end());
   const std::set<std::string> katods = {"primary", "controller", "router", "dea", "load_balancer",
-                                        "harbor"};
+                                        "harbor",  "services"};
   for (const auto& s : ProcessesForRoles(every, Node(), env)) {
     if (katods.count(s.name)) {
       EXPECT_EQ(s.env.at("ASAN_OPTIONS"), "log_path=/tmp/san/san") << s.name;
@@ -337,9 +337,14 @@ TEST(ProcessesForRoles, ServerDetails) {
   EXPECT_EQ(by.at("mysql").ready->port, 3306);
   EXPECT_THAT(by.at("mysql").argv, ::testing::Contains("/usr/sbin/mariadbd"));
   EXPECT_EQ(by.at("redis").ready->port, 6379);
+  // Credentials live in files the wrappers make, never on a command line.
+  EXPECT_THAT(by.at("redis").argv[2], HasSubstr("requirepass"));
+  EXPECT_THAT(by.at("redis").argv[2], HasSubstr("\"$dir/kato.conf\""));
   EXPECT_THAT(by.at("memcached").argv,
-              ElementsAre("/usr/bin/memcached", "-l", "127.0.0.77", "-p", "11211", "-U", "0", "-u",
-                          "memcache", "-m", "64"));
+              ElementsAre("/bin/sh", "-c", HasSubstr("-Y \"$dir/auth\""), "kato-memcached",
+                          "/var/lib/kato-a/services/memcached", "127.0.0.77", "11211",
+                          "/usr/bin/memcached"));
+  EXPECT_THAT(by.at("memcached").argv[2], HasSubstr("-U 0 -u memcache -m 64"));
   const ProcessSpec& mq = by.at("rabbitmq");
   EXPECT_EQ(mq.ready->port, 5672);
   EXPECT_EQ(mq.start_timeout, std::chrono::seconds(90));
@@ -347,6 +352,29 @@ TEST(ProcessesForRoles, ServerDetails) {
   EXPECT_EQ(mq.env.at("RABBITMQ_NODE_IP_ADDRESS"), "127.0.0.77");
   EXPECT_EQ(mq.env.at("HOME"), "/var/lib/kato-a/services/rabbitmq");
   EXPECT_EQ(mq.env.at("ERL_EPMD_ADDRESS"), "127.0.0.1");
+  // rabbitmqctl gets the same environment (its node name, cookie, files).
+  for (const auto& [k, v] : RabbitEnv(Node())) EXPECT_EQ(mq.env.at(k), v) << k;
+}
+
+TEST(ProcessesForRoles, ServicesProcessAfterTheDataServers) {
+  auto specs = ProcessesForRoles({"base", "rabbit", "redis", "dea", "router"}, Node(), AllServers());
+  EXPECT_THAT(Names(specs), ElementsAre("dea", "rabbitmq", "redis", "services", "router"));
+  const ProcessSpec& s = specs[3];
+  EXPECT_THAT(s.argv, ElementsAre("/usr/bin/katod", "services", "--data-dir", "/var/lib/kato-a",
+                                  "--ip", "127.0.0.77", "--roles", "rabbit,redis"));
+  EXPECT_FALSE(s.ready.has_value());
+  // One process for every data role; none without one (harbor and mongodb have their own).
+  auto every = ProcessesForRoles({"postgresql", "mysql", "memcached", "redis"}, Node(), AllServers());
+  EXPECT_EQ(std::count_if(every.begin(), every.end(),
+                          [](const ProcessSpec& p) { return p.name == "services"; }),
+            1);
+  EXPECT_EQ(every.back().argv.back(), "mysql,postgresql,redis,memcached");
+  EXPECT_THAT(Names(ProcessesForRoles({"base", "harbor", "mongodb", "dea"}, Node(), AllServers())),
+              Not(::testing::Contains("services")));
+  // A data role that is not installed gets no provisioning either.
+  FakeEnv no_redis = AllServers();
+  no_redis.bins.erase("redis-server");
+  EXPECT_THAT(Names(ProcessesForRoles({"base", "redis"}, Node(), no_redis)), IsEmpty());
 }
 
 TEST(ProcessesForRoles, RabbitNodesOnOneMachineGetDistinctDistPorts) {
@@ -451,7 +479,7 @@ TEST(PlanLoadBalancer, BadInputSaysWhyAndChangesNothing) {
 
 TEST(RoleProcessNames, MatchTheSpecs) {
   EXPECT_THAT(RoleProcessNames("base"), IsEmpty());
-  EXPECT_THAT(RoleProcessNames("rabbit"), ElementsAre("rabbitmq"));
+  EXPECT_THAT(RoleProcessNames("rabbit"), ElementsAre("rabbitmq", "services"));
   EXPECT_THAT(RoleProcessNames("controller"), ElementsAre("controller"));
   EXPECT_THAT(RoleProcessNames("harbor"), ElementsAre("harbor"));
   EXPECT_THAT(RoleProcessNames("bogus"), IsEmpty());

@@ -4,7 +4,6 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -14,6 +13,7 @@
 #include "lb/nginx_process.h"
 #include "roles/roles.h"
 #include "services/harbor_config.h"
+#include "services/revision_watch.h"
 #include "services/service_model.h"
 
 namespace kato {
@@ -48,29 +48,12 @@ class Harbor {
       return 1;
     }
     nginx_.KillStale();
-    std::thread watcher([this] { Watch(); });
     int rc = Serve(signals);
-    done_ = true;
-    watcher.join();
     nginx_.Stop(kStopGrace);
     return rc;
   }
 
  private:
-  // Wakes the main loop when the cluster changes (long poll on the revision).
-  void Watch() {
-    int64_t revision = -1;
-    while (!done_) {
-      auto r = client_.Watch(revision, Millis(1000));
-      if (r && *r != revision) {
-        revision = *r;
-        changed_ = true;
-      } else if (!r) {
-        for (int i = 0; i < 10 && !done_; ++i) std::this_thread::sleep_for(Millis(100));  // core away
-      }
-    }
-  }
-
   Result<std::string> Config(const std::vector<HarborListener>& listeners) {
     HarborConfigInput in;
     in.listen_ip = cfg_.ip;
@@ -139,6 +122,7 @@ class Harbor {
       LogError("harbor: {}", s.error());
       return 1;
     }
+    RevisionWatch watch(client_);
     std::vector<HarborListener> applied, refused;
     auto next_look = std::chrono::steady_clock::now();
     for (;;) {
@@ -149,7 +133,7 @@ class Harbor {
       }
       nginx_.RotateLogs();
       auto now = std::chrono::steady_clock::now();
-      if (!changed_.exchange(false) && now < next_look) continue;
+      if (!watch.changed() && now < next_look) continue;
       next_look = now + kRefresh;
       auto v = Look();
       if (!v) {
@@ -177,7 +161,6 @@ class Harbor {
   ClusterClient& client_;
   RemoteStore store_;
   NginxProcess nginx_;
-  std::atomic<bool> done_{false}, changed_{true};
   std::map<std::string, std::string> told_;  // service name -> the id told READY
 };
 

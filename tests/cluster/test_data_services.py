@@ -1,5 +1,6 @@
 """The data-services node of the guide: real PostgreSQL, MariaDB, Redis,
 memcached and RabbitMQ from Debian, supervised by katod on the node's address."""
+import os
 import socket
 import subprocess
 
@@ -25,11 +26,21 @@ def test_data_services_node(cluster):
     info = n2.json("info")
     assert {"postgresql", "mysql", "redis", "memcached", "rabbit"} <= set(info["roles"]["assigned"])
     procs = n2.processes()
-    for name in ("postgresql", "mysql", "redis", "memcached", "rabbitmq"):
+    for name in ("postgresql", "mysql", "redis", "memcached", "rabbitmq", "services"):
         assert procs[name]["state"] == "RUNNING", procs
     ip = n2.ip
-    assert answers(ip, 6379, b"PING\r\n", b"+PONG")
-    assert answers(ip, 11211, b"version\r\n", b"VERSION")
+    svc = f"{n2.data_dir}/services"
+    # The role-wide servers let nobody in without credentials (made by their
+    # wrappers, in files only root and the server's user can read).
+    assert answers(ip, 6379, b"PING\r\n", b"-NOAUTH")
+    password = open(f"{svc}/redis/kato.conf").read().split()[1]
+    assert answers(ip, 6379, f"AUTH {password}\r\nPING\r\n".encode(), b"+OK")
+    assert answers(ip, 11211, b"version\r\n", b"CLIENT_ERROR unauthenticated")
+    user, _, pw = open(f"{svc}/memcached/auth").read().strip().partition(":")
+    auth = f"{user} {pw}".encode()
+    assert answers(ip, 11211, b"set a 0 0 %d\r\n%s\r\n" % (len(auth), auth), b"STORED")
+    for path in (f"{svc}/redis/kato.conf", f"{svc}/memcached/auth"):
+        assert os.stat(path).st_mode & 0o077 == 0, path
     # An AMQP 0-9-1 header gets Connection.Start (a method frame, type 1).
     assert answers(ip, 5672, b"AMQP\x00\x00\x09\x01", b"\x01\x00\x00")
     pg = subprocess.run(["pg_isready", "-h", ip, "-p", "5432"], capture_output=True, text=True)
