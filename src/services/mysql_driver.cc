@@ -32,8 +32,10 @@ Result<Progress> MysqlDriver::Provision(const ServiceRecord& s) {
 }
 
 Result<Progress> MysqlDriver::Remove(const ServiceRecord& s) {
-  KATO_TRY(Run("DROP DATABASE IF EXISTS " + Database(s) + ";\n" + "DROP USER IF EXISTS " +
-               Account(s) + ";\n"));
+  // The account first (no new sessions), then the sessions it has open (DROP
+  // USER leaves them), then the data.
+  KATO_TRY(Run("DROP USER IF EXISTS " + Account(s) + ";\n" + "KILL USER '" + s.username + "';\n" +
+               "DROP DATABASE IF EXISTS " + Database(s) + ";\n"));
   return Progress::kDone;
 }
 

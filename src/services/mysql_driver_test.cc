@@ -39,6 +39,8 @@ TEST(MysqlDriver, RemoveAndPrepare) {
   ASSERT_TRUE(d.Remove(Record("mysql")));
   EXPECT_THAT(r.ran[0].input, HasSubstr("DROP DATABASE IF EXISTS `d0123456789abcdef`;"));
   EXPECT_THAT(r.ran[0].input, HasSubstr("DROP USER IF EXISTS 'u0123456789abcdef'@'%';"));
+  EXPECT_THAT(r.ran[0].input, HasSubstr("KILL USER 'u0123456789abcdef';"));  // its open sessions
+  EXPECT_LT(r.ran[0].input.find("DROP USER"), r.ran[0].input.find("DROP DATABASE"));
   ASSERT_TRUE(d.Prepare());
   EXPECT_THAT(r.ran[1].input, HasSubstr("DELETE FROM mysql.global_priv WHERE User = ''"));
 }

@@ -13,7 +13,7 @@ import pymysql
 import pytest
 import redis
 
-from conftest import get, wait_for
+from conftest import Traffic, get, wait_for
 
 APPS = os.path.join(os.path.dirname(__file__), "apps")
 TYPES = ["postgresql", "mysql", "redis", "memcached", "rabbitmq"]
@@ -178,18 +178,30 @@ def test_services_provision_bind_isolate_restart_delete(cluster):
         assert r.rc != 0 and text in r.err, (args, r)
     assert core.json("service", "list") == before
 
-    # Unbind: the app's instances are replaced without the service.
-    core.ok("service", "unbind", "redis-1", "a")
+    # Unbind: the app's instances are replaced without the service, one at a
+    # time, while requests keep being answered.
+    with Traffic(lambda: get(core.ip, f"a.{DOMAIN}", "/", timeout=5)[0]) as traffic:
+        traffic.wait_more(10)
+        core.ok("service", "unbind", "redis-1", "a")
+        traffic.wait_more(10)
+    assert traffic.failures == [], traffic.failures[:5]
     assert "redis" not in json.loads(call(core, "a", "/env")["VCAP_SERVICES"])
     assert call(core, "a", f"/probe?host={svc.ip}&port={first['redis']['port']}")["connect"] \
         .startswith("refused")
 
     # Delete removes data, processes and credentials; --force unbinds first.
+    # A session the app (or anyone) still has open is ended with it.
+    c = first["mysql"]["credentials"]
+    open_session = pymysql.connect(host=c["host"], port=c["port"], user=c["username"],
+                                   password=c["password"], database=c["name"], connect_timeout=5)
     for kind in TYPES:
         name = f"{kind}-1"
         args = ["service", "delete", name, "--yes"] + (["--force"] if kind != "redis" else [])
         core.ok(*args)
         assert not connects(kind, first[kind]["credentials"]), kind
+    with pytest.raises(pymysql.err.OperationalError):
+        with open_session.cursor() as cur:
+            cur.execute("SELECT 1")
     assert {s["name"] for s in core.json("service", "list")} == {f"{k}-2" for k in TYPES}
     assert "VCAP_SERVICES" not in call(core, "a", "/env")
     # The second ones are untouched.
