@@ -2,7 +2,7 @@
 """Checks that the figures bench/README.md quotes are those of the committed
 results files (results.json, results_attach.json, results_run_a.json,
 apps_results.json, lb_results.json, tenant_results.json, router_streams_results.json,
-harbor_results.json): each
+harbor_results.json, services_results.json): each
 table row named below must hold exactly the listed
 numbers, in order, after its label, and each sentence below must appear
 verbatim. Exits 1 naming every mismatch. Run by ctest (bench_readme).
@@ -202,6 +202,11 @@ def harbor_rows(h):
         f2(h["shapes"][f"{n} clients"]["ratio"])] for n in (1, 8)}
 
 
+def services_rows(r):
+    return {t: [f2(v[k]["median_s"]) for k in ("total_s", "create_s", "bind_s", "first_answer_s")]
+            + [str(round(v["goal_s"]))] for t, v in r["types"].items()}
+
+
 def sentences(attach, run_a, apps, lb):
     """Figures quoted in running text."""
     fo, push = apps["failover"], apps["push"]
@@ -296,6 +301,9 @@ def main():
                          "Router streaming")
     s, e = section_bounds(lines, "# Harbor: TCP echo through nginx's stream proxy vs directly", "# ")
     errors += check_rows(lines, harbor_rows(load("harbor_results.json")), s, e, "Harbor")
+    s, e = section_bounds(lines, "# Data services: provision + bind + the app serving with the "
+                          "credentials", "# ")
+    errors += check_rows(lines, services_rows(load("services_results.json")), s, e, "Data services")
     flat = " ".join(readme.split())
     for sentence in sentences(attach_now, run_a, apps, lb) + tenant_sentences(tenant):
         if sentence not in flat:
