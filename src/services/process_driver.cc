@@ -40,7 +40,7 @@ bool IsInstanceId(const std::string& s) {
 
 }  // namespace
 
-Status ProcessDriver::Prepare(const ServiceRecord& s, const std::string& dir) {
+Status ProcessDriver::WriteFiles(const ServiceRecord& s, const std::string& dir) {
   auto owner = LookUp(config_.user);
   if (!owner) return Err(owner.error());
   KATO_TRY(MakeDirs(config_.root, 0711));
@@ -58,7 +58,7 @@ Status ProcessDriver::Prepare(const ServiceRecord& s, const std::string& dir) {
 
 Result<Progress> ProcessDriver::Provision(const ServiceRecord& s) {
   const std::string dir = Dir(s.id);
-  KATO_TRY(Prepare(s, dir));
+  KATO_TRY(WriteFiles(s, dir));
   ProcessSpec spec = Spec(s, dir);
   spec.name = Name(s.id);
   spec.env = {{"PATH", "/usr/sbin:/usr/bin:/sbin:/bin"}, {"LANG", "C.UTF-8"}};

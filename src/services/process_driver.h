@@ -49,7 +49,7 @@ class ProcessDriver : public ServiceDriver {
  private:
   std::string Dir(const std::string& id) const { return config_.root + "/" + id; }
   std::string Name(const std::string& id) const { return kind_ + "-" + id; }
-  Status Prepare(const ServiceRecord& s, const std::string& dir);
+  Status WriteFiles(const ServiceRecord& s, const std::string& dir);  // its directory and files
   // Stops KIND-ID and deletes its directory once the process is gone.
   Result<Progress> RemoveId(const std::string& id);
 
