@@ -296,6 +296,9 @@ ProcessSpec ServicesSpec(const std::vector<std::string>& data_roles, const NodeC
             "--roles", list};
   s.env = KatodEnv(env);
   s.order = 4 * 100 + 99;
+  // No port to check: RUNNING once alive for a moment, so that `role add` and
+  // `attach` do not wait a whole second for it (its instances report on their own).
+  s.start_secs = std::chrono::milliseconds(200);
   s.stop_timeout = std::chrono::seconds(20);  // it stops its instances' servers first
   return s;
 }
@@ -334,6 +337,7 @@ std::vector<ProcessSpec> RoleProcesses(const std::string& role, const NodeContex
               "--nginx",       env.FindExecutable("nginx")};
     s.env = KatodEnv(env);
     s.order = StartOrder(role);
+    s.start_secs = std::chrono::milliseconds(200);  // no port of its own to check
     s.stop_timeout = std::chrono::seconds(20);
     return {s};
   }

@@ -34,10 +34,10 @@ def test_setup_core_attach_info_status(cluster):
     procs = n2.processes()
     assert procs["redis"]["state"] == "RUNNING" and procs["memcached"]["state"] == "RUNNING"
     assert n2.json("info")["core_ip"] == core.ip
-    # The servers bind the node's own address.
+    # The servers bind the node's own address (and want a password).
     with socket.create_connection((n2.ip, 6379), timeout=2) as s:
         s.sendall(b"PING\r\n")
-        assert s.recv(64).startswith(b"+PONG")
+        assert s.recv(64).startswith(b"-NOAUTH")
 
     status = core.json("status", "--all")
     nodes = {n["ip"]: n for n in status["nodes"]}
@@ -48,7 +48,7 @@ def test_setup_core_attach_info_status(cluster):
         assert n["state"] == "up"
         for p in n["processes"]:
             assert {"name", "state", "pid"} <= set(p)
-    assert {p["name"] for p in nodes[n2.ip]["processes"]} == {"redis", "memcached"}
+    assert {p["name"] for p in nodes[n2.ip]["processes"]} == {"redis", "memcached", "services"}
 
     listing = core.json("node", "list")
     assert {n["ip"] for n in listing} == {core.ip, n2.ip}
@@ -86,7 +86,7 @@ def test_role_add_remove_and_remote(cluster):
     nodes = {n["ip"]: n for n in core.json("node", "list")}
     assert set(nodes[n2.ip]["roles"]) == {"base", "memcached"}
     info = core.json("role", "info", "redis", "base")
-    assert info[0]["processes"] == ["redis"] and info[1]["processes"] == []
+    assert info[0]["processes"] == ["redis", "services"] and info[1]["processes"] == []
 
 
 def test_role_change_reaches_node_within_a_second(cluster):
