@@ -56,10 +56,10 @@ void AddServiceCommands(CLI::App& app, Globals& g, std::function<int()>& run) {
   auto add_json = [&g](CLI::App* c) { c->add_flag("-j,--json", g.json_out, "print one JSON document"); };
 
   auto* create = svc->add_subcommand("create", "provision a service instance with its own credentials");
-  create->add_option("TYPE", a->type, "postgresql, mysql, redis, memcached, rabbitmq or harbor")->required();
+  create->add_option("TYPE", a->type, "postgresql, mysql, redis, memcached, rabbitmq, filesystem or harbor")->required();
   create->add_option("NAME", a->name, "the service's name")->required();
   create->add_option("--node", a->node, "the node's IP (default: the least loaded node with the role)");
-  create->add_option("--plan", a->plan, "size for redis and memcached, e.g. 64M, 1G (default 64M)");
+  create->add_option("--plan", a->plan, "size for redis, memcached (default 64M) and filesystem (default 1G), e.g. 64M, 1G");
   create->add_flag("--udp", a->udp, "harbor: a UDP port (default TCP)");
   add_json(create);
   create->callback([&g, &run, a] {

@@ -10,8 +10,10 @@
 
 #include "common/json_reply.h"
 #include "common/pki.h"
+#include "common/ssh_key.h"
 #include "controller/app_api.h"
 #include "roles/roles.h"
+#include "services/record_check.h"
 #include "services/service_model.h"
 
 namespace kato {
@@ -39,8 +41,9 @@ std::string TypeList() {
 
 // "free", or a size: "64M", "1G", "512" (MB). Only redis and memcached have sizes.
 Result<std::pair<std::string, int>> ParsePlan(const std::string& type, const std::string& plan) {
-  bool sized = type == "redis" || type == "memcached";
+  bool sized = type == "redis" || type == "memcached" || type == "filesystem";
   if (plan.empty() || plan == "free") {
+    if (type == "filesystem") return std::make_pair(std::string("1024M"), 1024);
     if (sized) return std::make_pair(std::string("64M"), 64);
     return std::make_pair(std::string("free"), 0);
   }
@@ -53,8 +56,10 @@ Result<std::pair<std::string, int>> ParsePlan(const std::string& type, const std
   long mb = digits && digits <= 6 ? std::stol(plan.substr(0, digits)) : 0;
   if (unit == "G" || unit == "g" || unit == "GB") mb *= 1024;
   else if (!unit.empty() && unit != "M" && unit != "m" && unit != "MB") mb = 0;
-  if (mb < 8 || mb > 65536)
-    return Err("plan '" + plan + "' is not a size between 8M and 64G (e.g. --plan 64M, --plan 1G)");
+  long least = type == "filesystem" ? kMinFilesystemMb : 8;
+  if (mb < least || mb > 65536)
+    return Err("plan '" + plan + "' is not a size between " + std::to_string(least) +
+               "M and 64G (e.g. --plan 64M, --plan 1G)");
   return std::make_pair(std::to_string(mb) + "M", static_cast<int>(mb));
 }
 
@@ -79,6 +84,7 @@ int RolePort(const std::string& type) {
   if (type == "postgresql") return 5432;
   if (type == "mysql") return 3306;
   if (type == "rabbitmq") return 5672;
+  if (type == "filesystem") return kFilesystemSshPort;
   return 0;  // its own process: a port of kServicePortLo..Hi
 }
 
@@ -168,9 +174,6 @@ HttpResponse ServiceBroker::Create(const std::string& text) {
   bool udp = body.value("udp", false);
   std::string type = body.value("type", ""), name = body.value("name", "");
   std::string node = body.value("node", ""), plan_text = body.value("plan", "");
-  if (type == "filesystem")
-    return ErrorReply(501, "the " + type + " service is not built yet in this kato; types: " +
-                               TypeList());
   if (type == "mongodb")
     return ErrorReply(400, "mongodb has no server on Debian 12 (no mongod), so kato cannot "
                            "provision it; types: " + TypeList());
@@ -258,7 +261,13 @@ HttpResponse ServiceBroker::Create(const std::string& text) {
     if (type != "redis" && type != "harbor") s.username = "u" + s.id;
     if (type == "postgresql" || type == "mysql") s.dbname = "d" + s.id;
     if (type == "rabbitmq") s.dbname = "v" + s.id;
-    if (type != "harbor") s.password = RandomHex(16);
+    if (type != "harbor" && type != "filesystem") s.password = RandomHex(16);
+    if (type == "filesystem") {
+      auto key = CreateSshKey("kato-fs-" + s.id);
+      if (!key) return ErrorReply(500, key.error());
+      s.ssh_key = key->private_pem;
+      s.ssh_public_key = key->public_line;
+    }
     s.created_ms = clock_.wall_ms();
     if (auto st = store_.PutDoc("service", name, ServiceToJson(s)); !st) return StoreError(st.error());
   }

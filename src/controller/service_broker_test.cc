@@ -135,7 +135,8 @@ TEST_F(ServiceBrokerTest, BadInputIsAClearErrorThatChangesNothing) {
   expect({{"type", "redis"}, {"name", "x"}, {"plan", "4K"}}, 400, "is not a size");
   expect({{"type", "postgresql"}, {"name", "x"}, {"plan", "1G"}}, 400, "has no size plans");
   expect({{"type", 5}, {"name", "x"}}, 400, "'type' must be a string");
-  expect({{"type", "filesystem"}, {"name", "x"}}, 501, "not built yet");
+  expect({{"type", "filesystem"}, {"name", "x"}}, 400, "filesystem role");
+  expect({{"type", "filesystem"}, {"name", "x"}, {"plan", "16M"}}, 400, "between 64M and 64G");
   expect({{"type", "mongodb"}, {"name", "x"}}, 400, "no mongod");
   EXPECT_EQ(Services(), 0u);
   HttpRequest garbage;
@@ -242,6 +243,29 @@ TEST_F(ServiceBrokerTest, ADeletedAppLeavesItsServices) {
 
 namespace kato {
 namespace {
+
+TEST_F(ServiceBrokerTest, AFilesystemGetsItsOwnKeyPairAndShowsNoKey) {
+  ASSERT_TRUE(store_->PutNode({"n4", "10.0.0.4", "fs", "0.1.0", {"filesystem", "base"}, 4}).ok());
+  auto r = Call("POST", "/v2/services", {{"type", "filesystem"}, {"name", "files"}, {"plan", "2G"}});
+  ASSERT_EQ(r.status, 201) << r.body;
+  json v = Json(r);
+  EXPECT_EQ(v["node_ip"], "10.0.0.4");
+  EXPECT_EQ(v["port"], kFilesystemSshPort);
+  EXPECT_EQ(v["plan"], "2048M");
+  EXPECT_EQ(v["credentials"]["dir"], "/app/fs/files");
+  EXPECT_FALSE(v["credentials"].contains("password"));
+  EXPECT_THAT(r.body, ::testing::Not(HasSubstr("PRIVATE KEY")));  // nor in info or VCAP_SERVICES
+  auto s = ServiceFromJson(*store_->GetDoc("service", "files").value()).value();
+  EXPECT_EQ(s.username, "u" + s.id);
+  EXPECT_EQ(s.plan_mb, 2048);
+  EXPECT_THAT(s.ssh_key, HasSubstr("BEGIN PRIVATE KEY"));
+  EXPECT_THAT(s.ssh_public_key, HasSubstr("ecdsa-sha2-nistp256 "));
+  auto r2 = Call("POST", "/v2/services", {{"type", "filesystem"}, {"name", "files2"}});
+  ASSERT_EQ(r2.status, 201) << r2.body;
+  EXPECT_EQ(Json(r2)["plan"], "1024M");  // 1G unless --plan
+  auto s2 = ServiceFromJson(*store_->GetDoc("service", "files2").value()).value();
+  EXPECT_NE(s2.ssh_public_key, s.ssh_public_key);
+}
 
 TEST_F(ServiceBrokerTest, HarborGivesPortsFromItsRangeUntilItIsFull) {
   ASSERT_TRUE(store_->PutNode({"n4", "10.0.0.4", "harbor", "0.1.0", {"harbor", "base"}, 4}).ok());

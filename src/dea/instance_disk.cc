@@ -12,42 +12,6 @@
 #include "common/fs.h"
 
 namespace kato {
-namespace {
-
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size() + 0 &&
-        std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
-      out += static_cast<char>(std::stoi(s.substr(i + 1, 3), nullptr, 8));
-      i += 3;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
-std::vector<std::string> MountsUnder(const std::string& mountinfo, const std::string& root) {
-  std::vector<std::string> out;
-  std::istringstream in(mountinfo);
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream f(line);
-    std::string id, parent, dev, src, target;
-    if (!(f >> id >> parent >> dev >> src >> target)) continue;
-    target = Unescape(target);
-    if (target.size() > root.size() + 1 && target.rfind(root + "/", 0) == 0) out.push_back(target);
-  }
-  std::sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) {
-    return a.size() != b.size() ? a.size() > b.size() : a > b;
-  });
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
-
 InstanceDisks::InstanceDisks(CommandRunner& run, std::string mount_root)
     : run_(run),
       mount_root_(std::move(mount_root)),

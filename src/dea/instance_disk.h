@@ -19,6 +19,7 @@
 
 #include <string>
 
+#include "common/mounts.h"
 #include "common/result.h"
 #include "dea/command.h"
 
@@ -55,9 +56,5 @@ class InstanceDisks {
   std::string mount_root_;
   std::string mkfs_, mount_, umount_;
 };
-
-// The mount points under `root` listed in a /proc/self/mountinfo text,
-// deepest first (the order to unmount them in).
-std::vector<std::string> MountsUnder(const std::string& mountinfo, const std::string& root);
 
 }  // namespace kato

@@ -14,20 +14,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-TEST(MountsUnderTest, FindsMountsBelowTheRootDeepestFirst) {
-  std::string info =
-      "22 27 0:21 / /proc rw - proc proc rw\n"
-      "90 27 7:1 / /run/kato/dea-x/a rw,nosuid - ext4 /dev/loop1 rw\n"
-      "91 90 0:50 / /run/kato/dea-x/a/deeper rw - tmpfs tmpfs rw\n"
-      "92 27 7:2 / /run/kato/dea-xy/b rw - ext4 /dev/loop2 rw\n"
-      "93 27 7:3 / /run/kato/dea-x/with\\040space rw - ext4 /dev/loop3 rw\n";
-  EXPECT_EQ(
-      MountsUnder(info, "/run/kato/dea-x"),
-      (std::vector<std::string>{"/run/kato/dea-x/with space", "/run/kato/dea-x/a/deeper",
-                                "/run/kato/dea-x/a"}));  // longest first: a child before its parent
-  EXPECT_TRUE(MountsUnder(info, "/nowhere").empty());
-}
-
 class RootDiskTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -19,8 +19,10 @@
 #include "common/log.h"
 #include "common/pki.h"
 #include "common/signals.h"
+#include "common/mounts.h"
 #include "dea/cgroup.h"
 #include "dea/command.h"
+#include "dea/fs_mounts.h"
 #include "dea/instance_disk.h"
 #include "dea/instance_log.h"
 #include "dea/instance_network.h"
@@ -67,6 +69,7 @@ struct Instance {
   Attachment net;     // its network namespace (index -1: none yet)
   json harbor = json::array();  // [{"service", "port" (on this node), "protocol"}]
   InstanceDisk disk;  // its disk image (empty: none yet)
+  std::vector<FsMount> fs;  // its filesystem services, mounted with sshfs
 };
 
 // The dea component's settings (`kato config set dea KEY VALUE`).
@@ -164,6 +167,7 @@ class Dea {
 
   void Round() {
     Reap();
+    CheckMounts();
     CheckReadiness();
     if (++rounds_ % 4 == 0) settings_ = ReadSettings(store_, settings_);
     if (auto policy = Policy(); policy) {
@@ -335,6 +339,11 @@ class Dea {
     auto net = network_.Attach(inst.port, ServiceEndpoints(*services), forwards);
     if (!net) return fail(net.error());
     inst.net = *net;
+    if (auto s = fs_.Mount(inst.dir, inst.disk.mount, inst.disk.app(), *services, store_, c.uid,
+                           c.gid, inst.fs);
+        !s)
+      return fail(s.error());
+    for (const auto& m : inst.fs) c.binds.emplace_back(m.host_dir, m.sandbox_dir);
     c.instance_id = inst.id;
     c.app_name = inst.app;
     c.instance_index = inst.index;
@@ -401,6 +410,8 @@ class Dea {
     if (cgroups_) (void)cgroups_->Remove(i.id);
     if (auto s = network_.Detach(i.net); !s) LogWarn("dea: instance {}: {}", i.id, s.error());
     i.net = Attachment{};
+    fs_.Unmount(i.fs);  // before the disk they are mounted in
+    i.fs.clear();
     if (auto s = disks_.Remove(i.disk); !s) LogWarn("dea: instance {}: {}", i.id, s.error());
     i.disk = InstanceDisk{};
     std::error_code ec;
@@ -409,6 +420,12 @@ class Dea {
 
   void Reap() {
     for (const auto& e : launcher_.reap()) {
+      for (auto& [id, i] : instances_)
+        for (auto& m : i.fs)
+          if (m.pid == e.pid) {
+            m.pid = 0;
+            LoseMount(i, m.service, "sshfs exited (see " + i.dir + "/logs/fs-" + m.service + ".log)");
+          }
       for (auto& [id, i] : instances_) {
         if (i.pid != e.pid) continue;
         i.pid = 0;
@@ -422,6 +439,26 @@ class Dea {
         break;
       }
     }
+  }
+
+  // An instance whose filesystem service is no longer mounted is stopped
+  // (CRASHED, so it is started again, mounted anew), never left to write
+  // into the empty directory under its mount point.
+  void LoseMount(Instance& i, const std::string& service, const std::string& why) {
+    if (i.stopping || i.pid == 0) return;
+    SetState(i, "CRASHED", "filesystem service " + service + " is no longer mounted: " + why);
+    Stop(i);
+  }
+
+  void CheckMounts() {
+    bool any = false;
+    for (const auto& [id, i] : instances_) any = any || !i.fs.empty();
+    if (!any) return;
+    auto info = ReadFile("/proc/self/mountinfo");
+    if (!info) return;
+    for (auto& [id, i] : instances_)
+      if (std::string lost = FsMounts::Lost(i.fs, *info); !lost.empty())
+        LoseMount(i, lost, "it was unmounted");
   }
 
   void CheckReadiness() {
@@ -469,6 +506,7 @@ class Dea {
   InstanceDisks disks_;
   LogPump logs_;
   PosixLauncher launcher_;
+  FsMounts fs_{launcher_, runner_};
   TcpProber prober_;
   std::map<std::string, Instance> instances_;
 };

@@ -109,6 +109,12 @@ Result<InstanceLaunch> InstanceSpec(const InstanceConfig& c, const std::string& 
   KATO_TRY(CheckReachable(c.app_dir, c.uid, c.gid, "app directory"));
   KATO_TRY(CheckReachable(c.home_dir, c.uid, c.gid, "home directory"));
   if (!c.tmp_dir.empty()) KATO_TRY(CheckReachable(c.tmp_dir, c.uid, c.gid, "tmp directory"));
+  for (const auto& [host, inside] : c.binds) {
+    if (host.empty() || host[0] != '/' || inside.rfind(std::string(kSandboxAppDir) + "/", 0) != 0 ||
+        inside.find("..") != std::string::npos)
+      return Err("bind " + host + " -> " + inside + ": an absolute host path onto a path under /app");
+    KATO_TRY(CheckReachable(host, c.uid, c.gid, "service directory"));
+  }
   if (c.open_files < 64 || c.open_files > (1 << 20))
     return Err("open_files must be between 64 and 1048576");
 
@@ -174,9 +180,10 @@ Result<InstanceLaunch> InstanceSpec(const InstanceConfig& c, const std::string& 
       b.insert(b.end(), {"--ro-bind", "/dev/null", h});
     }
   }
-  b.insert(b.end(), {"--ro-bind", c.app_dir, kSandboxAppDir, "--bind", c.home_dir,
-                     kSandboxHomeDir, "--remount-ro", "/", "--chdir", kSandboxAppDir,
-                     "--clearenv"});
+  b.insert(b.end(), {"--ro-bind", c.app_dir, kSandboxAppDir});
+  for (const auto& [host, inside] : c.binds) b.insert(b.end(), {"--bind", host, inside});
+  b.insert(b.end(), {"--bind", c.home_dir, kSandboxHomeDir, "--remount-ro", "/", "--chdir",
+                     kSandboxAppDir, "--clearenv"});
   for (const auto& [k, v] : env) b.insert(b.end(), {"--setenv", k, v});
   InstanceLaunch out;
   for (const auto& arg : b) {

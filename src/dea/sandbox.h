@@ -54,6 +54,10 @@ struct InstanceConfig {
   std::string home_dir;                    // writable, at /home/app (HOME)
   std::string tmp_dir;                     // writable, at /tmp; empty: a small tmpfs
   std::string netns_path;                  // the network namespace; empty: the host's
+  // Host directories bound writable into the sandbox, at paths under /app
+  // (the instance's filesystem services: host dir, "/app/fs/NAME"); each
+  // sandbox path must exist as a directory in app_dir.
+  std::vector<std::pair<std::string, std::string>> binds;
   std::string probe_host = "127.0.0.1";    // where the DEA checks the port from the host
   std::string command;                     // run by /bin/sh -c in /app
   std::map<std::string, std::string> env;  // the user's; PORT and VCAP_* always win

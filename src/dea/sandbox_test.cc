@@ -256,6 +256,38 @@ TEST_F(SandboxTest, SpecRefusesBadConfigs) {
                         root_));
 }
 
+TEST_F(SandboxTest, SpecRefusesBindsOutsideApp) {
+  config_.command = "true";
+  auto c = config_;
+  c.binds = {{home_, "/etc"}};
+  EXPECT_THAT(InstanceSpec(c, "/data/args").error(), HasSubstr("a path under /app"));
+  c.binds = {{home_, "/app/../etc"}};
+  EXPECT_FALSE(InstanceSpec(c, "/data/args").ok());
+  c.binds = {{"relative", "/app/fs/x"}};
+  EXPECT_FALSE(InstanceSpec(c, "/data/args").ok());
+}
+
+// A filesystem service's directory (here a plain one; the DEA binds its
+// sshfs mount) is writable at /app/fs/NAME while the rest of /app is not.
+TEST_F(SandboxTest, ROOT_ABoundServiceDirectoryIsWritableUnderApp) {
+  SkipUnlessRoot();
+  std::string shared = root_ + "/shared";
+  fs::create_directories(shared);
+  ::chown(shared.c_str(), config_.uid, config_.gid);
+  fs::create_directories(app_ + "/fs/files");
+  config_.binds = {{shared, "/app/fs/files"}};
+  config_.command =
+      "echo hello > /app/fs/files/note && echo fs=writable; "
+      "touch /app/y 2>/dev/null || echo app=readonly";
+  int status = -1;
+  std::string log = Run(&status);
+  SCOPED_TRACE(log);
+  EXPECT_THAT(log, HasSubstr("fs=writable"));
+  EXPECT_THAT(log, HasSubstr("app=readonly"));
+  EXPECT_EQ(*ReadFile(shared + "/note"), "hello\n");
+  EXPECT_FALSE(fs::exists(app_ + "/fs/files/note")) << "written through the bind, not into the droplet";
+}
+
 TEST_F(SandboxTest, ROOT_InstanceIsIsolated) {
   SkipUnlessRoot();
   std::string sock_path = data_ + "/kato.sock";

@@ -25,7 +25,6 @@ const char kPath[] = "/usr/sbin:/usr/bin:/sbin:/bin";
 // Roles whose processes come with a later release, and why they are absent.
 const std::map<std::string, std::string>& NotYetAvailable() {
   static const auto* m = new std::map<std::string, std::string>{
-      {"filesystem", "the shared filesystem service is not built yet"},
       {"mdns", "mdns serves micro clouds only; clusters use real DNS"},
   };
   return *m;
@@ -51,6 +50,7 @@ const std::map<std::string, ServerNeeds>& Servers() {
        {{{"rabbitmq-server"}}, "RabbitMQ server not installed (apt-get install rabbitmq-server)"}},
       {"load_balancer", {{{"nginx"}}, "nginx not installed (apt-get install nginx)"}},
       {"harbor", {{{"nginx"}}, "nginx not installed (apt-get install nginx libnginx-mod-stream)"}},
+      {"filesystem", {{{"sshd"}}, "OpenSSH server not installed (apt-get install openssh-server)"}},
       {"mongodb",
        {{{"mongod"}},
         "MongoDB server not installed (no mongod binary found; Debian 12 does not package it: "
@@ -668,7 +668,7 @@ std::string NginxStreamModule(const RoleEnvironment& env) {
 
 bool ProvisionedRole(const std::string& role) {
   return role == "postgresql" || role == "mysql" || role == "redis" || role == "memcached" ||
-         role == "rabbit";
+         role == "rabbit" || role == "filesystem";
 }
 
 std::map<std::string, std::string> RabbitEnv(const NodeContext& node) {
@@ -703,6 +703,7 @@ std::vector<std::string> RoleProcessNames(const std::string& role) {
       {"redis", {"redis", "services"}},
       {"memcached", {"memcached", "services"}},
       {"rabbit", {"rabbitmq", "services"}},
+      {"filesystem", {"services"}},  // its sshd runs under `katod services`
       {"mongodb", {"mongodb"}}, {"controller", {"controller"}}, {"router", {"router"}},
       {"dea", {"dea"}},         {"load_balancer", {"load_balancer"}},
       {"harbor", {"harbor"}},

@@ -44,7 +44,8 @@ FakeEnv AllServers() {
               {"memcached", "/usr/bin/memcached"},
               {"rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server"},
               {"mongod", "/usr/bin/mongod"},
-              {"nginx", "/usr/sbin/nginx"}};
+              {"nginx", "/usr/sbin/nginx"},
+              {"sshd", "/usr/sbin/sshd"}};
   env.files = {"/usr/lib/nginx/modules/ngx_stream_module.so"};
   return env;
 }
@@ -82,20 +83,19 @@ TEST(Availability, HarborNeedsNginxAndItsStreamModule) {
 
 TEST(Availability, LaterReleaseRolesSayWhy) {
   FakeEnv env = AllServers();
-  for (const char* r :
-       {"filesystem", "mdns"}) {
-    Availability a = RoleAvailability(r, env);
-    EXPECT_FALSE(a.available) << r;
-    EXPECT_THAT(a.reason, HasSubstr(std::string(r) + ": not yet available in kato " KATO_VERSION));
-  }
+  Availability a = RoleAvailability("mdns", env);
+  EXPECT_FALSE(a.available);
+  EXPECT_THAT(a.reason, HasSubstr("mdns: not yet available in kato " KATO_VERSION));
   for (const char* r : {"base", "primary", "controller", "router", "dea", "postgresql", "mysql",
-                        "redis", "memcached", "rabbit", "mongodb", "load_balancer"}) {
+                        "redis", "memcached", "rabbit", "mongodb", "load_balancer", "filesystem"}) {
     EXPECT_TRUE(RoleAvailability(r, env).available) << r;
   }
 }
 
 TEST(Availability, ServersNeedTheirBinaries) {
   FakeEnv none;
+  EXPECT_EQ(RoleAvailability("filesystem", none).reason,
+            "filesystem: OpenSSH server not installed (apt-get install openssh-server)");
   EXPECT_EQ(RoleAvailability("postgresql", none).reason,
             "postgresql: PostgreSQL server not installed (apt-get install postgresql-15)");
   EXPECT_THAT(RoleAvailability("mongodb", none).reason, HasSubstr("no mongod binary found"));
@@ -123,21 +123,21 @@ TEST(SplitRoleList, CommasAndSpaces) {
 TEST(ExpandRoles, GroupWithEverythingInstalled) {
   auto e = ExpandRoles({"data-services"}, AllServers());
   ASSERT_TRUE(e.ok()) << e.error();
-  EXPECT_THAT(e->roles,
-              ElementsAre("mongodb", "mysql", "postgresql", "rabbit", "redis", "memcached"));
-  ASSERT_EQ(e->skipped.size(), 1u);
-  EXPECT_THAT(e->skipped[0], HasSubstr("filesystem: not yet available"));
+  EXPECT_THAT(e->roles, ElementsAre("filesystem", "mongodb", "mysql", "postgresql", "rabbit",
+                                    "redis", "memcached"));
+  EXPECT_THAT(e->skipped, IsEmpty());
 }
 
 TEST(ExpandRoles, GroupSkipsMissingServersAndSaysWhy) {
   FakeEnv env = AllServers();
   env.bins.erase("mongod");
   env.bins.erase("redis-server");
+  env.bins.erase("sshd");
   auto e = ExpandRoles({"data-services"}, env);
   ASSERT_TRUE(e.ok()) << e.error();
   EXPECT_THAT(e->roles, ElementsAre("mysql", "postgresql", "rabbit", "memcached"));
   ASSERT_EQ(e->skipped.size(), 3u);  // catalog order
-  EXPECT_THAT(e->skipped[0], HasSubstr("filesystem:"));
+  EXPECT_THAT(e->skipped[0], HasSubstr("filesystem: OpenSSH server not installed"));
   EXPECT_THAT(e->skipped[1], HasSubstr("mongodb: MongoDB server not installed"));
   EXPECT_THAT(e->skipped[2], HasSubstr("redis: Redis server not installed"));
 
@@ -161,9 +161,9 @@ TEST(ExpandRoles, UnknownRolesAreNamedWithTheValidOnes) {
 }
 
 TEST(ExpandRoles, ExplicitUnavailableRoleIsAnError) {
-  auto later = ExpandRoles({"filesystem"}, AllServers());
+  auto later = ExpandRoles({"mdns"}, AllServers());
   ASSERT_FALSE(later.ok());
-  EXPECT_THAT(later.error(), HasSubstr("filesystem: not yet available in kato"));
+  EXPECT_THAT(later.error(), HasSubstr("mdns: not yet available in kato"));
 
   auto missing = ExpandRoles({"redis", "postgresql"}, FakeEnv{});
   ASSERT_FALSE(missing.ok());
@@ -179,16 +179,16 @@ TEST(ExpandRoles, ExplicitUnavailableRoleIsAnError) {
 TEST(ExpandRoles, DeduplicatesInCatalogOrder) {
   auto e = ExpandRoles({"redis base", "primary,redis", "data-services"}, AllServers());
   ASSERT_TRUE(e.ok()) << e.error();
-  EXPECT_THAT(e->roles, ElementsAre("primary", "mongodb", "mysql", "postgresql", "rabbit", "redis",
-                                    "memcached", "base"));
+  EXPECT_THAT(e->roles, ElementsAre("primary", "filesystem", "mongodb", "mysql", "postgresql",
+                                    "rabbit", "redis", "memcached", "base"));
 }
 
 TEST(AllRolesBut, EverythingAvailableButPrimaryAndLoadBalancer) {
   auto all = AllRolesBut({}, AllServers());
   ASSERT_TRUE(all.ok()) << all.error();
-  EXPECT_THAT(all->roles, ElementsAre("controller", "router", "dea", "mongodb", "mysql",
-                                      "postgresql", "rabbit", "redis", "memcached", "harbor",
-                                      "base"));
+  EXPECT_THAT(all->roles, ElementsAre("controller", "router", "dea", "filesystem", "mongodb",
+                                      "mysql", "postgresql", "rabbit", "redis", "memcached",
+                                      "harbor", "base"));
   EXPECT_THAT(all->skipped, Not(IsEmpty()));
   for (const auto& s : all->skipped) {
     EXPECT_THAT(s, Not(HasSubstr("load_balancer"))) << "left out by definition, not skipped";
@@ -196,8 +196,8 @@ TEST(AllRolesBut, EverythingAvailableButPrimaryAndLoadBalancer) {
 
   auto but = AllRolesBut({"mdns,redis", "mongodb", "harbor"}, AllServers());
   ASSERT_TRUE(but.ok());
-  EXPECT_THAT(but->roles, ElementsAre("controller", "router", "dea", "mysql", "postgresql",
-                                      "rabbit", "memcached", "base"));
+  EXPECT_THAT(but->roles, ElementsAre("controller", "router", "dea", "filesystem", "mysql",
+                                      "postgresql", "rabbit", "memcached", "base"));
   for (const auto& s : but->skipped) EXPECT_THAT(s, Not(HasSubstr("mdns")));
 
   auto no_data = AllRolesBut({"data-services"}, AllServers());
@@ -262,7 +262,9 @@ TEST(ProcessesForRoles, EachProcessOnceAndOnlyForAvailableRoles) {
   EXPECT_THAT(ProcessesForRoles({"base"}, Node(), AllServers()), IsEmpty());
   EXPECT_THAT(Names(ProcessesForRoles({"base", "controller", "dea"}, Node(), AllServers())),
               ElementsAre("controller", "dea"));
-  EXPECT_THAT(ProcessesForRoles({"base", "filesystem"}, Node(), AllServers()), IsEmpty());
+  EXPECT_THAT(Names(ProcessesForRoles({"base", "filesystem"}, Node(), AllServers())),
+              ElementsAre("services"));  // its sshd runs under `katod services`
+  EXPECT_THAT(ProcessesForRoles({"base", "mdns"}, Node(), AllServers()), IsEmpty());
   EXPECT_THAT(Names(ProcessesForRoles({"base", "redis", "mysql"}, Node(), FakeEnv{})), IsEmpty());
   // Pure: the same input gives the same specs (the agent diffs them).
   EXPECT_EQ(specs, ProcessesForRoles(every, Node(), AllServers()));

@@ -11,7 +11,7 @@ namespace {
 using ::testing::HasSubstr;
 
 TEST(CheckServiceRecord, AcceptsWhatTheControllerWrites) {
-  for (const char* t : {"postgresql", "mysql", "redis", "memcached", "rabbitmq"})
+  for (const char* t : {"postgresql", "mysql", "redis", "memcached", "rabbitmq", "filesystem"})
     EXPECT_TRUE(CheckServiceRecord(Record(t))) << t << ": " << CheckServiceRecord(Record(t)).error();
 }
 
@@ -39,6 +39,24 @@ TEST(CheckServiceRecord, RefusesAnythingThatCouldReachSqlArgvOrPaths) {
   r = Record("memcached");
   r.plan_mb = 1 << 20;
   EXPECT_THAT(CheckServiceRecord(r).error(), HasSubstr("MB"));
+}
+
+TEST(CheckServiceRecord, AFilesystemsKeyAndSizeCannotReachItsFiles) {
+  auto bad = [](auto change) {
+    ServiceRecord s = Record("filesystem");
+    change(s);
+    return CheckServiceRecord(s);
+  };
+  // The public key goes into the sshd's authorized_keys file: one plain line.
+  EXPECT_THAT(bad([](auto& s) { s.ssh_public_key += "\ncommand=\"sh\" ssh-ed25519 AAAA x"; }).error(),
+              HasSubstr("authorized_keys line"));
+  EXPECT_FALSE(bad([](auto& s) { s.ssh_public_key = "command=\"/bin/sh\" " + s.ssh_public_key; }));
+  EXPECT_FALSE(bad([](auto& s) { s.ssh_public_key = "ecdsa-sha2-nistp256 AAAA bad,comment"; }));
+  EXPECT_FALSE(bad([](auto& s) { s.ssh_public_key = ""; }));
+  EXPECT_THAT(bad([](auto& s) { s.username = "root"; }).error(), HasSubstr("u0123456789abcdef"));
+  EXPECT_THAT(bad([](auto& s) { s.port = 22; }).error(), HasSubstr("9450"));
+  EXPECT_THAT(bad([](auto& s) { s.plan_mb = 8; }).error(), HasSubstr("64-65536 MB"));
+  EXPECT_FALSE(bad([](auto& s) { s.id = "../x"; }));
 }
 
 TEST(InstanceMemoryMb, DefaultsTo64) {

@@ -12,6 +12,7 @@
 #include "common/signals.h"
 #include "dea/command.h"
 #include "roles/roles.h"
+#include "services/filesystem_driver.h"
 #include "services/instance_host.h"
 #include "services/memcached_driver.h"
 #include "services/mysql_driver.h"
@@ -132,6 +133,22 @@ class Services {
           ProcessDriverConfig{svc_ + "/instances/memcached", config_.ip,
                               need("memcached", "memcached"), "memcache", svc_ + "/instances/logs"},
           host_);
+    } else if (role == "filesystem") {
+      FilesystemDriverConfig fc;
+      fc.state_dir = svc_ + "/filesystem";
+      fc.run_root = "/run/kato-fs-" + node_id_;
+      fc.ip = config_.ip;
+      fc.sshd = need("sshd", "openssh-server");
+      fc.useradd = need("useradd", "passwd");
+      fc.userdel = need("userdel", "passwd");
+      fc.groupadd = need("groupadd", "passwd");
+      fc.mkfs = need("mkfs.ext4", "e2fsprogs");
+      fc.mount = need("mount", "mount");
+      fc.umount = need("umount", "mount");
+      fc.nologin = need("nologin", "login");
+      d = std::make_unique<FilesystemDriver>(fc, runner_, host_, [this](const FsHost& h) {
+        return store_.PutDoc("fs_host", node_id_, FsHostToJson(h));
+      });
     } else {
       LogWarn("services: role {} has no service instances to provision; ignored", role);
       return;

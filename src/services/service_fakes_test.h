@@ -106,6 +106,13 @@ inline ServiceRecord Record(const std::string& type, const std::string& id = "01
   if (type == "rabbitmq") s.dbname = "v" + id;
   s.port = type == "postgresql" ? 5432 : type == "mysql" ? 3306 : type == "rabbitmq" ? 5672 : 42001;
   s.plan_mb = type == "redis" || type == "memcached" ? 64 : 0;
+  if (type == "filesystem") {
+    s.password.clear();
+    s.port = kFilesystemSshPort;
+    s.plan_mb = 64;
+    s.ssh_key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n";
+    s.ssh_public_key = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY= kato-fs-" + id;
+  }
   return s;
 }
 

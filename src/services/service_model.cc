@@ -10,12 +10,14 @@ namespace kato {
 using json = nlohmann::json;
 
 std::string ServiceToJson(const ServiceRecord& s) {
-  return json{{"name", s.name},         {"type", s.type},         {"id", s.id},
+  json j{{"name", s.name},         {"type", s.type},         {"id", s.id},
               {"plan", s.plan},         {"plan_mb", s.plan_mb},   {"node_id", s.node_id},
               {"node_ip", s.node_ip},   {"port", s.port},         {"username", s.username},
               {"password", s.password}, {"dbname", s.dbname},     {"bound_apps", s.bound_apps},
-              {"state", s.state},       {"created_ms", s.created_ms}, {"protocol", s.protocol}}
-      .dump();
+              {"state", s.state},       {"created_ms", s.created_ms}, {"protocol", s.protocol}};
+  if (!s.ssh_key.empty()) j["ssh_key"] = s.ssh_key;
+  if (!s.ssh_public_key.empty()) j["ssh_public_key"] = s.ssh_public_key;
+  return j.dump();
 }
 
 Result<ServiceRecord> ServiceFromJson(const std::string& text) {
@@ -38,6 +40,8 @@ Result<ServiceRecord> ServiceFromJson(const std::string& text) {
     s.state = j.value("state", "ACTIVE");
     s.created_ms = j.value("created_ms", int64_t{0});
     s.protocol = j.value("protocol", "tcp");
+    s.ssh_key = j.value("ssh_key", "");
+    s.ssh_public_key = j.value("ssh_public_key", "");
     return s;
   } catch (const json::exception& e) {
     return Err(std::string("stored service is malformed: ") + e.what());
@@ -66,7 +70,7 @@ Result<ServiceState> ServiceStateFromJson(const std::string& text) {
 
 const std::vector<std::string>& ServiceTypes() {
   static const std::vector<std::string> types = {"postgresql", "mysql",    "redis",
-                                                 "memcached",  "rabbitmq", "harbor"};
+                                                 "memcached",  "rabbitmq", "filesystem", "harbor"};
   return types;
 }
 
@@ -90,7 +94,25 @@ std::string ServiceUri(const ServiceRecord& s) {
     return "amqp://" + s.username + ":" + s.password + "@" + hostport + "/" + s.dbname;
   if (s.type == "memcached") return "memcached://" + s.username + ":" + s.password + "@" + hostport;
   if (s.type == "harbor") return s.protocol + "://" + hostport;
+  if (s.type == "filesystem") return "sftp://" + s.username + "@" + hostport + "/data";
   return "";
+}
+
+std::string FilesystemMountPoint(const std::string& name) { return "/app/fs/" + name; }
+
+std::string FsHostToJson(const FsHost& h) {
+  return json{{"ip", h.ip}, {"port", h.port}, {"public_key", h.public_key}}.dump();
+}
+
+Result<FsHost> FsHostFromJson(const std::string& text) {
+  json j = json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return Err("stored filesystem host is not a JSON object");
+  try {
+    return FsHost{j.at("ip").get<std::string>(), j.at("port").get<int>(),
+                  j.at("public_key").get<std::string>()};
+  } catch (const json::exception& e) {
+    return Err(std::string("stored filesystem host is malformed: ") + e.what());
+  }
 }
 
 namespace {
@@ -99,6 +121,10 @@ json Credentials(const ServiceRecord& s) {
   if (s.type == "harbor") {
     c["protocol"] = s.protocol;
     return c;
+  }
+  if (s.type == "filesystem") {  // mounted for the app: where, not how (no key)
+    return json{{"dir", FilesystemMountPoint(s.name)}, {"host", s.node_ip}, {"port", s.port},
+                {"username", s.username}, {"name", s.name}};
   }
   c["password"] = s.password;
   if (!s.username.empty()) c["username"] = s.username, c["user"] = s.username;
@@ -126,6 +152,10 @@ std::map<std::string, std::string> ServiceEnv(const std::vector<ServiceRecord>& 
     if (s.type == "redis") first("REDIS_URL", ServiceUri(s));
     if (s.type == "rabbitmq") first("RABBITMQ_URL", ServiceUri(s));
     if (s.type == "harbor") first("HARBOR_PORT", std::to_string(s.port));
+    if (s.type == "filesystem") {
+      first("STACKATO_FILESYSTEM", FilesystemMountPoint(s.name));
+      first("KATO_FILESYSTEM", FilesystemMountPoint(s.name));
+    }
     if (s.type == "memcached" && !env.count("MEMCACHE_SERVERS")) {
       env["MEMCACHE_SERVERS"] = s.node_ip + ":" + std::to_string(s.port);
       env["MEMCACHE_USERNAME"] = s.username;
@@ -139,7 +169,7 @@ std::map<std::string, std::string> ServiceEnv(const std::vector<ServiceRecord>& 
 std::vector<ServiceEndpoint> ServiceEndpoints(const std::vector<ServiceRecord>& services) {
   std::vector<ServiceEndpoint> out;
   for (const auto& s : services)
-    if (s.type != "harbor") out.push_back({s.node_ip, s.port});
+    if (s.type != "harbor" && s.type != "filesystem") out.push_back({s.node_ip, s.port});
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;

@@ -25,7 +25,7 @@ namespace kato {
 
 struct ServiceRecord {
   std::string name;   // the user's name for it (a DNS label)
-  std::string type;   // postgresql | mysql | redis | memcached | rabbitmq | harbor
+  std::string type;   // postgresql | mysql | redis | memcached | rabbitmq | filesystem | harbor
   std::string id;     // 16 lowercase hex digits, random: names everything on the node
   std::string plan = "free";  // "free", or a size such as "64M" (redis, memcached)
   int plan_mb = 0;            // the plan's size in MB (0 for "free")
@@ -42,6 +42,12 @@ struct ServiceRecord {
   // bound instances' HARBOR_PORT (the same number, inside their namespaces).
   // A harbor service has no username or password.
   std::string protocol = "tcp";
+  // filesystem: the account's key pair, made by the controller. The DEAs
+  // mount the service with the private half (sshfs); the node authorizes the
+  // public half for the account `username` of its sshd (on `port`). Neither
+  // reaches an app: VCAP_SERVICES has the mount point, not the key.
+  std::string ssh_key;         // PEM
+  std::string ssh_public_key;  // one authorized_keys line
   bool operator==(const ServiceRecord&) const = default;
 };
 
@@ -76,11 +82,13 @@ std::string ServiceUri(const ServiceRecord& s);
 // ({"TYPE": [{"name", "label", "plan", "credentials"}...]}) and, from the
 // first service of each type (in the order given), DATABASE_URL (postgresql,
 // else mysql), REDIS_URL, MEMCACHE_SERVERS/MEMCACHE_USERNAME/MEMCACHE_PASSWORD,
-// RABBITMQ_URL, and HARBOR_PORT (the first harbor's port, to listen on).
+// RABBITMQ_URL, HARBOR_PORT (the first harbor's port, to listen on), and
+// STACKATO_FILESYSTEM/KATO_FILESYSTEM (the first filesystem's mount point).
 std::map<std::string, std::string> ServiceEnv(const std::vector<ServiceRecord>& services);
 
 // Where a bound instance may connect: each service's node_ip and port
-// (harbor services are not connected to: they connect to the instance).
+// (harbor services are not connected to: they connect to the instance; a
+// filesystem is mounted by the DEA, which connects to it, not the instance).
 struct ServiceEndpoint {
   std::string ip;
   int port = 0;
@@ -100,5 +108,21 @@ constexpr int kServicePortHi = 42999;
 // Harbor's public ports, unless `kato config set harbor port_range LO-HI`.
 constexpr int kHarborPortLo = 35000;
 constexpr int kHarborPortHi = 40000;
+// The filesystem node's sshd (one per node, an account per service).
+constexpr int kFilesystemSshPort = 9450;
+
+// Where a bound instance sees a filesystem service: /app/fs/NAME.
+std::string FilesystemMountPoint(const std::string& name);
+
+// "fs_host/NODE_ID": the filesystem node's sshd, as its DEAs must know it to
+// check the host key (written by the node's services process).
+struct FsHost {
+  std::string ip;
+  int port = 0;
+  std::string public_key;  // "ecdsa-sha2-nistp256 BASE64 COMMENT"
+  bool operator==(const FsHost&) const = default;
+};
+std::string FsHostToJson(const FsHost& h);
+Result<FsHost> FsHostFromJson(const std::string& text);
 
 }  // namespace kato

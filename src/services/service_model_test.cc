@@ -99,6 +99,36 @@ TEST(ServiceModel, MemcachedAndRabbitmqVariables) {
   EXPECT_FALSE(IsServiceType("mongodb"));
 }
 
+TEST(ServiceModel, AFilesystemIsAMountPointWithoutItsKey) {
+  ServiceRecord fs;
+  fs.name = "files";
+  fs.type = "filesystem";
+  fs.id = "0123456789abcdef";
+  fs.node_ip = "10.0.0.7";
+  fs.port = kFilesystemSshPort;
+  fs.username = "u" + fs.id;
+  fs.ssh_key = "-----BEGIN PRIVATE KEY-----\nsecret\n-----END PRIVATE KEY-----\n";
+  fs.ssh_public_key = "ecdsa-sha2-nistp256 AAAA kato-fs";
+  ServiceRecord other = fs;
+  other.name = "more";
+  auto env = ServiceEnv({fs, other});
+  EXPECT_EQ(env["STACKATO_FILESYSTEM"], "/app/fs/files");
+  EXPECT_EQ(env["KATO_FILESYSTEM"], "/app/fs/files");
+  auto vcap = json::parse(env["VCAP_SERVICES"]);
+  EXPECT_EQ(vcap["filesystem"][1]["credentials"]["dir"], "/app/fs/more");
+  for (const auto& [k, v] : env) EXPECT_EQ(v.find("secret"), std::string::npos) << k;
+  EXPECT_EQ(CredentialsJson(fs).find("secret"), std::string::npos);
+  EXPECT_TRUE(ServiceEndpoints({fs}).empty());  // the DEA connects, not the instance
+  auto back = ServiceFromJson(ServiceToJson(fs));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, fs);
+  auto host = FsHostFromJson(FsHostToJson({"10.0.0.7", 9450, "ecdsa-sha2-nistp256 AAAA h"}));
+  ASSERT_TRUE(host.ok());
+  EXPECT_EQ(host->port, 9450);
+  EXPECT_FALSE(FsHostFromJson("[]").ok());
+  EXPECT_FALSE(FsHostFromJson("{\"ip\": 1}").ok());
+}
+
 TEST(ServiceModel, EndpointsAreUniqueAndSorted) {
   ServiceRecord a = Pg("a", "127.0.0.3"), b = Pg("b", "127.0.0.3"), c = Pg("c", "127.0.0.2");
   auto e = ServiceEndpoints({a, b, c});

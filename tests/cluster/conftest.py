@@ -307,6 +307,28 @@ class Node:
         subprocess.run(["pkill", "-9", "-f", self.data_dir], check=False)
 
 
+def unmount_node_leftovers(data_dir):
+    """Lazily unmounts what a node left mounted under its /run directories: a
+    filesystem node's images (they stay mounted while its katod is down, as a
+    database's files stay on disk), a killed DEA's instance disks and sshfs."""
+    try:
+        with open(os.path.join(data_dir, "node.json")) as f:
+            node_id = json.load(f)["id"]
+    except (OSError, ValueError, KeyError):
+        return
+    tag = "".join(c for c in node_id.lower() if c in "0123456789abcdef")[:8].ljust(8, "0")
+    roots = [f"/run/kato-fs-{node_id}/", f"/run/kato/dea-{tag}/"]
+    with open("/proc/self/mountinfo") as f:
+        targets = [line.split()[4].replace("\\040", " ") for line in f]
+    for t in sorted((t for t in targets if any(t.startswith(r) for r in roots)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", t], capture_output=True, check=False)
+    shutil.rmtree(roots[0], ignore_errors=True)
+    # And the filesystem services' accounts (the node deletes them with their services).
+    images = os.path.join(data_dir, "services", "filesystem", "images")
+    for name in os.listdir(images) if os.path.isdir(images) else []:
+        subprocess.run(["userdel", "u" + name.split(".")[0]], capture_output=True, check=False)
+
+
 def _subnet_range():
     # KATO_TEST_SUBNETS=LO-HI keeps concurrent test runs on one machine apart.
     lo, _, hi = os.environ.get("KATO_TEST_SUBNETS", "10-249").partition("-")
@@ -355,6 +377,9 @@ class Cluster:
         subprocess.run(["pkill", "-9", "-f", self.root], check=False)
         # RabbitMQ leaves Erlang's port mapper running as a daemon of its own.
         subprocess.run(["epmd", "-kill"], capture_output=True, check=False)
+        # Mounts a killed node left (filesystem images, instance disks, sshfs).
+        for n in self.nodes:
+            unmount_node_leftovers(n.data_dir)
         try:
             check_sanitizer_reports([n.data_dir for n in self.nodes])
         finally:

@@ -22,7 +22,7 @@ def test_bad_cli_input(cluster):
         (core, ["node", "remove", "1.2.3"], "not an IPv4 address"),
         (n2, ["role", "add", "primary"], "primary"),
         (n2, ["role", "add", "load_balancer"], "load_balancer"),
-        (n2, ["role", "add", "filesystem"], "not yet available"),
+        (n2, ["role", "add", "mdns"], "not yet available"),
         (core, ["role", "remove", "base"], "base"),
         (core, ["role", "remove", "primary"], "primary"),
         (core, ["node", "migrate", "1.2.3.4", "5.6.7.8"], "neither"),

@@ -21,10 +21,11 @@ def test_data_services_node(cluster):
     core = cluster.core(1)
     n2 = cluster.node(2)
     r = cluster.attach(n2, core, "data-services")
-    # mongodb is skipped (Debian has no server) and says why; filesystem comes later.
+    # mongodb is skipped (Debian has no server) and says why.
     assert "skipping mongodb" in r.err
     info = n2.json("info")
-    assert {"postgresql", "mysql", "redis", "memcached", "rabbit"} <= set(info["roles"]["assigned"])
+    assert {"postgresql", "mysql", "redis", "memcached", "rabbit", "filesystem"} \
+        <= set(info["roles"]["assigned"])
     procs = n2.processes()
     for name in ("postgresql", "mysql", "redis", "memcached", "rabbitmq", "services"):
         assert procs[name]["state"] == "RUNNING", procs

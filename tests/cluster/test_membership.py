@@ -17,7 +17,8 @@ def test_setup_core_attach_info_status(cluster):
     assert set(info["roles"]["assigned"]) == {"primary", "controller", "router", "base"}
     assert "redis" in info["roles"]["available"]
     assert "harbor" in info["roles"]["available"]
-    assert "filesystem" not in info["roles"]["available"]  # not yet implemented: never faked
+    assert "filesystem" in info["roles"]["available"]
+    assert "mdns" not in info["roles"]["available"]  # not yet implemented: never faked
     # The token core setup made is valid for 24 h; `node token` says until when.
     token = core.json("node", "token")
     day_ms = 24 * 3600 * 1000
