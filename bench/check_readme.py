@@ -2,7 +2,7 @@
 """Checks that the figures bench/README.md quotes are those of the committed
 results files (results.json, results_attach.json, results_run_a.json,
 apps_results.json, lb_results.json, tenant_results.json, router_streams_results.json,
-harbor_results.json, services_results.json): each
+harbor_results.json, services_results.json, filesystem_results.json): each
 table row named below must hold exactly the listed
 numbers, in order, after its label, and each sentence below must appear
 verbatim. Exits 1 naming every mismatch. Run by ctest (bench_readme).
@@ -207,6 +207,14 @@ def services_rows(r):
             + [str(round(v["goal_s"]))] for t, v in r["types"].items()}
 
 
+def filesystem_rows(r):
+    p, q = r["places"], r["ratio_fs_local"]
+    return {label: [f1(p["local"][k]), f1(p["fs"][k]), f2(q[k])]
+            for label, k in (("sequential write, MB/s", "write_mb_s"),
+                             ("sequential read (cold), MB/s", "read_mb_s"),
+                             ("small files created, files/s", "files_per_s"))}
+
+
 def sentences(attach, run_a, apps, lb):
     """Figures quoted in running text."""
     fo, push = apps["failover"], apps["push"]
@@ -304,6 +312,8 @@ def main():
     s, e = section_bounds(lines, "# Data services: provision + bind + the app serving with the "
                           "credentials", "# ")
     errors += check_rows(lines, services_rows(load("services_results.json")), s, e, "Data services")
+    s, e = section_bounds(lines, "# Filesystem service: sshfs vs the instance's local disk", "# ")
+    errors += check_rows(lines, filesystem_rows(load("filesystem_results.json")), s, e, "Filesystem")
     flat = " ".join(readme.split())
     for sentence in sentences(attach_now, run_a, apps, lb) + tenant_sentences(tenant):
         if sentence not in flat:

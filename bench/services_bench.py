@@ -5,10 +5,10 @@ the app serving with the credentials, per service type.
 On a core (primary+controller+router), a node with every data role and one DEA
 at 127.0.249.N (the harness of tests/cluster/conftest.py), the app
 tests/cluster/apps/services is pushed once with no service. Each run, for each
-type (postgresql, mysql, redis, memcached, rabbitmq):
+type (postgresql, mysql, redis, memcached, rabbitmq, filesystem):
   t0  `kato service create TYPE NAME` starts (it returns once the service
       node has provisioned it: a database and role, a vhost and user, its own
-      redis or memcached process)
+      redis or memcached process, a filesystem's account and image)
   t1  `kato service bind NAME bench` starts (it returns once the app's
       instance was replaced by one with the credentials and is RUNNING)
   t2  bind has returned
@@ -35,8 +35,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "cluster"))
 from conftest import Cluster, wait_for  # noqa: E402  (the cluster tests' harness)
 APP = os.path.join(HERE, "..", "tests", "cluster", "apps", "services")
-TYPES = ["postgresql", "mysql", "redis", "memcached", "rabbitmq"]
-GOAL_S = {t: (5.0 if t == "rabbitmq" else 2.0) for t in TYPES}
+TYPES = ["postgresql", "mysql", "redis", "memcached", "rabbitmq", "filesystem"]
+GOAL_S = {t: (5.0 if t == "rabbitmq" else 2.0) for t in TYPES}  # filesystem: the app's mount answering
 DOMAIN = "svc.bench"
 
 

@@ -10,15 +10,19 @@ namespace kato {
 using json = nlohmann::json;
 
 Result<json> WaitForAppVersion(const Globals& g, const ApiTarget& api, const std::string& name,
-                               int64_t version, int timeout_s) {
+                               int64_t version, int timeout_s, bool until_old_gone) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   std::set<int> shown;
   for (;;) {
     auto a = AppApi(g, api, "GET", "/v2/apps/" + name, "");
     if (!a) return a;
     int running = 0;  // of the version asked for (older ones go once these run)
+    int old = 0;
     for (const auto& i : (*a)["instance_list"]) {
-      if (i.value("version", version) != version) continue;
+      if (i.value("version", version) != version) {
+        ++old;
+        continue;
+      }
       if (i["state"] == "RUNNING") {
         ++running;
         if (shown.insert(i["index"].get<int>()).second && !g.json_out)
@@ -42,7 +46,9 @@ Result<json> WaitForAppVersion(const Globals& g, const ApiTarget& api, const std
       if (h == "UNPLACEABLE" || h == "FLAPPING")
         return Err("app " + name + " is " + h + ": " + (*a)["health"].value("message", std::string("")));
     }
-    if ((*a)["version"].get<int64_t>() == version && running >= (*a)["instances"].get<int>()) return a;
+    if ((*a)["version"].get<int64_t>() == version && running >= (*a)["instances"].get<int>() &&
+        (!until_old_gone || old == 0))
+      return a;
     if (std::chrono::steady_clock::now() > deadline)
       return Err("app " + name + " is not running after " + std::to_string(timeout_s) + " s (" +
                  std::to_string(running) + " of " + std::to_string((*a)["instances"].get<int>()) +

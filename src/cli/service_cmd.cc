@@ -40,7 +40,7 @@ void PrintService(const json& s, bool with_credentials) {
 // After a bind or unbind: the app's instances are replaced one at a time.
 int WaitForRollout(const Globals& g, const ApiTarget& api, const json& reply, const std::string& app) {
   if (!reply.contains("app_version")) return 0;
-  auto a = WaitForAppVersion(g, api, app, reply["app_version"].get<int64_t>());
+  auto a = WaitForAppVersion(g, api, app, reply["app_version"].get<int64_t>(), 120, true);
   if (!a) return Fail(a.error());
   if (!g.json_out) std::cerr << "  " << app << ": " << (*a)["running"].get<int>() << " instances running\n";
   return 0;

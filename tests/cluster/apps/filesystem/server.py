@@ -4,15 +4,59 @@ KATO_FILESYSTEM (and VCAP_SERVICES) name, shared by every instance.
 GET /write?name=N&value=V   writes V to the file N there, fsynced
 GET /read?name=N            {"value": V or null}
 GET /fill?mb=M              writes M MB to the file "big": {"written_mb", "error"}
-GET /env                    the filesystem variables and whether /app/fs is the mount
+GET /env                    the filesystem variables
+GET /bench/write?where=fs|local&mb=M   writes M MB (1 MB writes, fsynced): {"seconds"}
+GET /bench/read?where=fs|local         reads that file back: {"seconds", "mb"}
+GET /bench/files?where=fs|local&n=N    creates N files of 4 KB: {"seconds"} (then removes them)
+  (fs: the filesystem service; local: the instance's own disk, /home/app)
 Every answer carries the instance's index; errors are {"error": "..."} with status 500."""
 import http.server
 import json
 import os
+import shutil
+import time
 import urllib.parse
 
 INDEX = json.loads(os.environ.get("VCAP_APPLICATION", "{}")).get("instance_index", 0)
 ROOT = os.environ.get("KATO_FILESYSTEM", "")
+
+
+def bench_dir(where):
+    return ROOT if where == "fs" else os.environ["HOME"]
+
+
+def bench(kind, q):
+    d = bench_dir(q["where"])
+    data = os.path.join(d, "bench.dat")
+    t0 = time.monotonic()
+    if kind == "write":
+        chunk = os.urandom(1 << 20)
+        with open(data, "wb") as f:
+            for _ in range(int(q["mb"])):
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        return {"seconds": time.monotonic() - t0}
+    if kind == "read":
+        n = 0
+        with open(data, "rb", buffering=0) as f:
+            while block := f.read(1 << 20):
+                n += len(block)
+        out = {"seconds": time.monotonic() - t0, "mb": n / (1 << 20)}
+        os.unlink(data)
+        return out
+    if kind == "files":
+        many = os.path.join(d, "bench-files")
+        os.makedirs(many, exist_ok=True)
+        small = b"x" * 4096
+        t0 = time.monotonic()
+        for i in range(int(q["n"])):
+            with open(os.path.join(many, f"f{i}"), "wb") as f:
+                f.write(small)
+        out = {"seconds": time.monotonic() - t0}
+        shutil.rmtree(many)
+        return out
+    raise ValueError(kind)
 
 
 def path_of(name):
@@ -52,6 +96,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     error = e.strerror
                 os.unlink(path_of("big"))
                 out = {"written_mb": written, "error": error}
+            elif url.path.startswith("/bench/"):
+                out = bench(url.path[7:], q)
             elif url.path == "/env":
                 out = {k: v for k, v in os.environ.items()
                        if k in ("KATO_FILESYSTEM", "STACKATO_FILESYSTEM", "VCAP_SERVICES")}

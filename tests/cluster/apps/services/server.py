@@ -1,7 +1,7 @@
 """A test app for data services: writes and reads a value in each service it is
 bound to, with the credentials it finds in VCAP_SERVICES, through the
 client libraries an app would use (Debian's python3-psycopg2, -pymysql,
--redis, -pymemcache, -pika).
+-redis, -pymemcache, -pika), and a file in the filesystem service.
 
 GET /put?type=T&value=V   stores V under the key "k" in the first T service
 GET /get?type=T           {"value": V or null}
@@ -74,6 +74,9 @@ def put(kind, value):
         redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=5).set("k", value)
     elif kind == "memcached":
         mc_client().set("k", value, noreply=False)
+    elif kind == "filesystem":
+        with open(os.path.join(os.environ["KATO_FILESYSTEM"], "k"), "w") as f:
+            f.write(value)
     elif kind == "rabbitmq":
         import pika
         conn, ch = rabbit()
@@ -110,6 +113,12 @@ def get(kind):
     if kind == "memcached":
         v = mc_client().get("k")
         return v.decode() if v is not None else None
+    if kind == "filesystem":
+        try:
+            with open(os.path.join(os.environ["KATO_FILESYSTEM"], "k")) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
     if kind == "rabbitmq":
         conn, ch = rabbit()
         method, _, body = ch.basic_get("kv", auto_ack=False)
