@@ -35,7 +35,8 @@ class ServiceDriver {
   // (what is already gone is no error).
   virtual Result<Progress> Remove(const ServiceRecord& s) = 0;
   // Removes what this driver keeps on the node for instances whose id is not
-  // in `live` (no record names them any more).
+  // in `live` (no record names them any more). Not called in a round where
+  // some record could not be read.
   virtual void Sweep(const std::set<std::string>& live) { (void)live; }
 };
 

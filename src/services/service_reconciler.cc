@@ -51,10 +51,12 @@ bool ServiceReconciler::Round() {
     if (auto st = ServiceStateFromJson(text)) state_of[name] = *st;
   std::map<std::string, std::set<std::string>> live;  // type -> ids named by documents
   std::set<std::string> names;
+  bool all_read = true;  // a record that cannot be read may be one of ours
   for (const auto& [key, text] : *docs) {
     auto s = ServiceFromJson(text);
     if (!s) {
       Warn("doc/" + key, "ignoring service/" + key + ": " + s.error());
+      all_read = false;
       continue;
     }
     if (s->node_id != node_id_ || s->type == "harbor") continue;  // harbor: `katod harbor`
@@ -72,7 +74,10 @@ bool ServiceReconciler::Round() {
     if (s->state == "DELETING") Delete(*s, now);
     else Ensure(*s, now);
   }
-  for (const auto& [type, driver] : drivers_) driver->Sweep(live[type]);
+  // Leftovers go only when every record was read: never a service's data
+  // because its record could not be parsed (e.g. written by a newer kato).
+  if (all_read)
+    for (const auto& [type, driver] : drivers_) driver->Sweep(live[type]);
   for (auto it = provisioned_.begin(); it != provisioned_.end();)
     it = names.count(it->first) ? std::next(it) : provisioned_.erase(it);
   return pending_;

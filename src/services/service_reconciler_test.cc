@@ -82,6 +82,15 @@ TEST_F(ReconcilerTest, ProvisionsOnceAndWritesReadyOnce) {
   EXPECT_EQ(redis_.swept, std::set<std::string>{"0123456789abcdef"});
 }
 
+TEST_F(ReconcilerTest, AnUnreadableRecordStopsTheSweep) {
+  Put(Record("redis"));
+  rec_->Round();
+  redis_.swept = {"untouched"};
+  ASSERT_TRUE(store_->PutDoc("service", "odd", "{\"name\": 5}"));
+  rec_->Round();
+  EXPECT_EQ(redis_.swept, std::set<std::string>{"untouched"});  // it may be a service's data
+}
+
 TEST_F(ReconcilerTest, ARestartedProcessProvisionsAgainWithoutRewriting) {
   Put(Record("redis"));
   rec_->Round();
