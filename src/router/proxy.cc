@@ -983,7 +983,6 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
                        });
       return;
     }
-    response_started_ = true;
     status_ = static_cast<int>(status);
     upstream_header_at_ = Steady::now();
     Framing in;
@@ -1009,10 +1008,35 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     if (w_.shared.closing.load(std::memory_order_relaxed)) keep_alive_ = false;
     RenderHead(res, res_framing_, /*interim=*/false);
     if (!res_buf_) res_buf_ = w_.TakeBuffer();
+    // A small answer to a request that another instance could take is held
+    // until it is complete: an instance that dies between its header and its
+    // body costs a resend, not a truncated answer.
+    bool hold = in == Framing::kLength && length <= kRelayBuffer && !streaming_ &&
+                !interim_sent_ && Idempotent();
+    if (!hold) response_started_ = true;
     ErrorCode tec;
     size_t n = res_in_.Take(up_->buffer, res_buf_.get(), kRelayBuffer, tec);
+    if (tec && hold) return OnUpstreamFailed(tec, /*held=*/true);
     if (tec) return UpstreamBroke(UpstreamError::kMalformed);
+    if (hold && !res_in_.done()) return HoldBody(n);
+    response_started_ = true;
     WriteBody(n, /*with_head=*/true);
+  }
+
+  // Reads the rest of a held answer into res_buf_, after the `have` bytes
+  // already there; sends it once it is complete.
+  void HoldBody(size_t have) {
+    up_->Io([&](auto& up) {
+      res_in_.Read(up, up_->buffer, res_buf_.get() + have, kRelayBuffer - have,
+                   [self = this->shared_from_this(), have](const ErrorCode& ec, size_t n) {
+                     if (self->own_answer_) return self->DropUpstream();
+                     if (ec) return self->OnUpstreamFailed(ec, /*held=*/true);
+                     self->Touch();
+                     if (!self->res_in_.done()) return self->HoldBody(have + n);
+                     self->response_started_ = true;
+                     self->WriteBody(have + n, /*with_head=*/true);
+                   });
+    });
   }
 
   // Writes n bytes of res_buf_ (after the head, the first time) to the client.
@@ -1059,9 +1083,10 @@ class ClientConn : public Timed, public std::enable_shared_from_this<ClientConn<
     CloseAll();
   }
 
-  // The backend failed before the response began.
-  void OnUpstreamFailed(const ErrorCode& ec) {
-    bool got_some = interim_sent_ || (res_parser_ && res_parser_->got_some());
+  // The backend failed before the response began (held: within an answer
+  // the client has seen nothing of yet).
+  void OnUpstreamFailed(const ErrorCode& ec, bool held = false) {
+    bool got_some = interim_sent_ || (!held && res_parser_ && res_parser_->got_some());
     bool malformed = IsParseError(ec) && ec != http::error::partial_message;
     DropUpstream();
     if (own_answer_) return;

@@ -317,13 +317,13 @@ TEST_F(RouterTest, DrainFailsHealthFirstThenFinishesRequestsInFlight) {
   EXPECT_ANY_THROW(Client late(router_->port()));  // and nothing new is accepted
 }
 
-// Accepts connections, reads a request and dies: before answering, or
-// halfway through its answer.
+// Accepts connections, reads a request, sends `answer` (nothing, or the
+// start of an answer) and dies.
 class DyingBackend {
  public:
-  explicit DyingBackend(bool before_header)
+  explicit DyingBackend(std::string answer)
       : acceptor_(ioc_, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0)) {
-    thread_ = std::thread([this, before_header] {
+    thread_ = std::thread([this, answer = std::move(answer)] {
       for (;;) {
         ErrorCode ec;
         tcp::socket s(ioc_);
@@ -333,9 +333,7 @@ class DyingBackend {
         http::request_parser<http::string_body> p;
         http::read(s, buf, p, ec);
         ++requests_;
-        if (!before_header)
-          net::write(s, net::buffer(std::string("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")),
-                     ec);
+        if (!answer.empty()) net::write(s, net::buffer(answer), ec);
       }
     });
   }
@@ -354,7 +352,7 @@ class DyingBackend {
 };
 
 TEST_F(RouterTest, InstanceDyingBeforeItsAnswerIsRetriedOnlyForIdempotentRequests) {
-  DyingBackend dying(/*before_header=*/true);
+  DyingBackend dying("");  // before its answer's header
   FakeBackend b("B");
   table_.Replace({{"app", {{"127.0.0.1", dying.port()}, {"127.0.0.1", b.port()}}}});
   StartRouter();
@@ -380,18 +378,51 @@ TEST_F(RouterTest, InstanceDyingBeforeItsAnswerIsRetriedOnlyForIdempotentRequest
   EXPECT_THAT(router_->Metrics(), HasSubstr("kato_router_retries_total "));
 }
 
-TEST_F(RouterTest, InstanceDyingMidResponseTruncatesItForTheClient) {
-  DyingBackend dying(/*before_header=*/false);
-  table_.Replace({{"app", {{"127.0.0.1", dying.port()}}}});
+TEST_F(RouterTest, InstanceDyingWithinASmallAnswerIsRetriedForIdempotentRequests) {
+  // The header, then death before the body (a process killed between two writes).
+  DyingBackend dying("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab");
+  FakeBackend b("B");
+  table_.Replace({{"app", {{"127.0.0.1", dying.port()}, {"127.0.0.1", b.port()}}}});
   StartRouter();
-  Client c(router_->port());
-  c.SendRaw("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
-  std::string got;
-  for (std::string s; !(s = c.ReadSome()).empty();) got += s;  // until the router closes
-  EXPECT_THAT(got, HasSubstr("HTTP/1.1 200 OK\r\n"));
-  EXPECT_THAT(got, HasSubstr("Content-Length: 10\r\n"));
-  EXPECT_EQ(got.substr(got.find("\r\n\r\n") + 4), "ab");  // 2 of 10 bytes, then the end
-  EXPECT_EQ(dying.requests(), 1);  // the client saw bytes: never retried
+  for (int i = 0; i < 4; ++i) {  // round-robin: the dying backend gets some of these first
+    Client c(router_->port());
+    auto res = c.Get("app");
+    EXPECT_EQ(res.result_int(), 200);
+    EXPECT_EQ(res.body(), "B");  // never the dying one's 2 of 10 bytes
+  }
+  EXPECT_GE(dying.requests(), 1);
+  int before = dying.requests();
+  int posts_failed = 0;
+  for (int i = 0; i < 4; ++i) {  // a POST is never sent twice: its answer is not held
+    Client c(router_->port());
+    c.SendRaw("POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 1\r\n\r\nx");
+    std::string got;
+    for (std::string s; !(s = c.ReadSome()).empty();) {
+      got += s;
+      if (got.find("\r\n\r\nB") != std::string::npos) break;  // the good backend's answer
+    }
+    if (got.find("\r\n\r\nab") != std::string::npos) ++posts_failed;
+  }
+  EXPECT_EQ(posts_failed, dying.requests() - before);
+}
+
+TEST_F(RouterTest, InstanceDyingMidResponseTruncatesItForTheClient) {
+  // Past what the router holds (64 KiB), or a POST: the client gets what came.
+  for (std::string request : {"GET / HTTP/1.1\r\nHost: app\r\n\r\n",
+                              "POST / HTTP/1.1\r\nHost: app\r\nContent-Length: 0\r\n\r\n"}) {
+    std::string length = request[0] == 'G' ? "1000000" : "10";
+    DyingBackend dying("HTTP/1.1 200 OK\r\nContent-Length: " + length + "\r\n\r\nab");
+    table_.Replace({{"app", {{"127.0.0.1", dying.port()}}}});
+    if (!router_) StartRouter();
+    Client c(router_->port());
+    c.SendRaw(request);
+    std::string got;
+    for (std::string s; !(s = c.ReadSome()).empty();) got += s;  // until the router closes
+    EXPECT_THAT(got, HasSubstr("HTTP/1.1 200 OK\r\n"));
+    EXPECT_THAT(got, HasSubstr("Content-Length: " + length + "\r\n"));
+    EXPECT_EQ(got.substr(got.find("\r\n\r\n") + 4), "ab");  // 2 bytes, then the end
+    EXPECT_EQ(dying.requests(), 1);  // the client saw bytes: never retried
+  }
 }
 
 TEST_F(RouterTest, GarbageIs400AndCloses) {
@@ -433,6 +464,33 @@ TEST_F(RouterTest, UpstreamTimeoutIs504) {
   StartRouter(opt);
   Client c(router_->port());
   auto res = c.Get("app");
+  EXPECT_EQ(res.result_int(), 504);
+  EXPECT_THAT(res.body(), HasSubstr("did not answer in time"));
+}
+
+TEST_F(RouterTest, HeldAnswerArrivesWholeOrTimesOutAs504) {
+  ScriptedBackend b;
+  table_.Replace({{"app", {{"127.0.0.1", b.port()}}}});
+  RouterOptions opt;
+  opt.upstream_timeout = std::chrono::milliseconds(300);
+  StartRouter(opt);
+  // The backend answers a GET with these pieces, then stays silent.
+  using Response = http::response<http::string_body>;
+  auto answer = [&](std::vector<std::string> pieces) {
+    Client c(router_->port());
+    c.SendRaw("GET / HTTP/1.1\r\nHost: app\r\n\r\n");
+    auto s = b.Next();
+    std::string buf;
+    if (!s || ScriptedBackend::ReadHead(*s, buf).empty()) return Response{};
+    for (const auto& p : pieces) ScriptedBackend::Write(*s, p);
+    return c.Read();
+  };
+  // The body in three pieces: the client gets it whole.
+  auto res = answer({"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab", "cd", "ef"});
+  EXPECT_EQ(res.result_int(), 200);
+  EXPECT_EQ(res.body(), "abcdef");
+  // The header, then nothing: the client has seen nothing, so the answer is the router's.
+  res = answer({"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab"});
   EXPECT_EQ(res.result_int(), 504);
   EXPECT_THAT(res.body(), HasSubstr("did not answer in time"));
 }
