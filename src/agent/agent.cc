@@ -23,10 +23,10 @@
 #include <thread>
 
 #include "agent/custom_cert.h"
+#include "agent/dea_logs.h"
 #include "agent/identity.h"
 #include "agent/member_set.h"
 #include "common/fs.h"
-#include "common/log_tail.h"
 #include "common/http.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -1295,23 +1295,8 @@ struct Agent::Impl {
     std::string path = req.target.substr(0, req.target.find('?'));
     if (path == "/v1/status" && req.method == "GET") {
       respond(reply(200, LocalStatus()));
-    } else if (path.rfind("/v1/instances/", 0) == 0 && req.method == "GET") {
-      // /v1/instances/ID/log?lines=N: the tail of an app instance's output on this DEA.
-      std::string rest = path.substr(14);
-      std::string id = rest.substr(0, rest.find('/'));
-      int lines = 100;
-      auto q = req.target.find("lines=");
-      if (q != std::string::npos) lines = std::clamp(std::atoi(req.target.c_str() + q + 6), 1, 10000);
-      bool ok_id = !id.empty() && id.size() <= 64 && rest == id + "/log" &&
-                   id.find_first_not_of("0123456789abcdef") == std::string::npos;
-      // The log rotates; only its end is read (common/log_tail.h).
-      auto tail = ok_id ? TailLog(opt.data_dir + "/dea/instances/" + id + "/logs/app.log", lines)
-                        : Result<LogTail>(Err("bad instance id"));
-      if (!tail) {
-        respond(reply(404, {{"error", "no log for instance " + id + " on this node"}}));
-        return;
-      }
-      respond(reply(200, {{"end_offset", tail->end_offset}, {"text", tail->text}}));
+    } else if (auto log = ServeDeaLog(opt.data_dir, req)) {
+      respond(std::move(*log));
     } else if (path == "/v1/detach" && req.method == "POST") {
       // A nudge from the core: the next heartbeat learns whether this node was removed.
       Wake();

@@ -1,5 +1,8 @@
 #include "cli/api_client.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -86,6 +89,33 @@ Result<json> AppApi(const Globals& g, const ApiTarget& t, const std::string& met
     return Err("the API answered HTTP " + std::to_string(status));
   }
   return reply;
+}
+
+// The output of a command run without a shell (for `tar`).
+Result<std::string> Capture(const std::vector<std::string>& argv) {
+  int fds[2];
+  if (pipe(fds) != 0) return Err("pipe failed");
+  pid_t pid = fork();
+  if (pid < 0) return Err("fork failed");
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string out;
+  char buf[65536];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return Err(argv[0] + " failed");
+  return out;
 }
 
 std::string Join(const json& arr, const std::string& sep) {

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/result.h"
@@ -30,6 +31,9 @@ struct ApiTarget {
 Result<nlohmann::json> AppApi(const Globals& g, const ApiTarget& t, const std::string& method,
                               const std::string& path, const std::string& body, bool raw = false,
                               int* status_out = nullptr);
+
+// The output of a command run without a shell (for `tar`).
+Result<std::string> Capture(const std::vector<std::string>& argv);
 
 std::string Join(const nlohmann::json& arr, const std::string& sep = " ");
 std::string Pad(std::string s, size_t n);

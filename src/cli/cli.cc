@@ -18,6 +18,7 @@
 #include "cli/app_wait.h"
 #include "cli/log_follow.h"
 #include "cli/service_cmd.h"
+#include "cli/staging_cmd.h"
 #include "cli/static_ip.h"
 #include "cli/time_text.h"
 #include "common/fs.h"
@@ -61,34 +62,6 @@ void PrintNodeStatus(const json& n) {
               << "  healthy: " << (lb["healthy"].empty() ? "(none)" : Join(lb["healthy"], ", "))
               << "  certificate: " << lb["cert"].value("source", "") << "\n";
   }
-}
-
-
-// The output of a command run without a shell (for `tar`).
-Result<std::string> Capture(const std::vector<std::string>& argv) {
-  int fds[2];
-  if (pipe(fds) != 0) return Err("pipe failed");
-  pid_t pid = fork();
-  if (pid < 0) return Err("fork failed");
-  if (pid == 0) {
-    dup2(fds[1], 1);
-    close(fds[0]);
-    close(fds[1]);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string out;
-  char buf[65536];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
-  close(fds[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return Err(argv[0] + " failed");
-  return out;
 }
 
 
@@ -566,13 +539,14 @@ int RunCli(int argc, char** argv) {
   }
 
   AddServiceCommands(app, g, run);
+  AddBuildpackCommands(app, g, run);
 
   // ---- app ----
   auto* appc = app.add_subcommand("app", "push and manage apps (through a controller)");
   appc->require_subcommand(1);
   ApiTarget api;
   appc->add_option("--api", api.url, "the API's http:// URL (with KATO_API_TOKEN); default: this node's cluster");
-  std::string app_name, app_path, app_command;
+  std::string app_name, app_path, app_command, app_buildpack;
   int app_instances = 0, app_memory = 0, app_disk = 0;
   std::vector<std::string> app_env, app_services;
   auto fail = [](const std::string& e) {
@@ -601,7 +575,8 @@ int RunCli(int argc, char** argv) {
   auto* push = appc->add_subcommand("push", "create or update an app from a directory and start it");
   push->add_option("NAME", app_name, "the app's name (its URL is NAME.DOMAIN)")->required();
   push->add_option("--path", app_path, "the app's directory")->required();
-  push->add_option("--command", app_command, "how to start it (default: the Procfile's web: line)");
+  push->add_option("--command", app_command, "how to start it (default: the Procfile's web: line, else the buildpack's)");
+  push->add_option("--buildpack", app_buildpack, "stage with this buildpack (`kato buildpack list`; default: the first that detects the app)");
   push->add_option("--instances", app_instances, "how many instances")->check(CLI::Range(1, 64));
   push->add_option("--memory", app_memory, "memory limit of each instance, MB")->check(CLI::Range(16, 16384));
   push->add_option("--disk", app_disk, "disk space of each instance (app, home, tmp), MB; default 1024")
@@ -611,18 +586,9 @@ int RunCli(int argc, char** argv) {
   add_json(push);
   push->callback([&] {
     run = [&]() -> int {
-      std::string command = app_command;
-      if (command.empty()) {
-        auto procfile = ReadFile(app_path + "/Procfile");
-        if (procfile) {
-          std::istringstream lines(*procfile);
-          for (std::string l; std::getline(lines, l);)
-            if (l.rfind("web:", 0) == 0) command = l.substr(4);
-          command.erase(0, command.find_first_not_of(" \t"));
-        }
-      }
-      json body{{"name", app_name}};
-      if (!command.empty()) body["command"] = command;
+      // The start command and the buildpack are the push's: none given clears them
+      // (staging then finds them: the Procfile's, the buildpack's).
+      json body{{"name", app_name}, {"command", app_command}, {"buildpack", app_buildpack}};
       if (app_instances) body["instances"] = app_instances;
       if (app_memory) body["memory"] = app_memory;
       if (app_disk) body["disk"] = app_disk;
@@ -652,8 +618,6 @@ int RunCli(int argc, char** argv) {
       auto existing = AppApi(g, api, "GET", "/v2/apps/" + app_name, "", false, &status);
       if (!existing && status != 404) return fail(existing.error());
       if (!existing) {
-        if (command.empty())
-          return fail("no --command and no Procfile with a web: line in " + app_path);
         std::cerr << "  creating app " << app_name << "\n";
         if (auto r = AppApi(g, api, "POST", "/v2/apps", body.dump()); !r) return fail(r.error());
       } else {
@@ -673,6 +637,11 @@ int RunCli(int argc, char** argv) {
       auto up = AppApi(g, api, "PUT", "/v2/apps/" + app_name + "/bits", *bits, true);
       if (!up) return fail(up.error());
       int64_t version = (*up)["version"].get<int64_t>();
+      if (up->contains("staging") && (*up)["staging"].is_object()) {
+        auto staged = FollowStaging(g, api, app_name, (*up)["staging"]);
+        if (!staged) return fail(staged.error());
+        version = *staged;
+      }
       auto a = WaitForAppVersion(g, api, app_name, version);
       if (!a) return fail(a.error());
       print_app(*a);
@@ -741,9 +710,12 @@ int RunCli(int argc, char** argv) {
   alogs->add_option("NAME", app_name, "the app")->required();
   alogs->add_option("-n,--lines", log_lines, "lines per instance")->check(CLI::Range(1, 10000));
   alogs->add_flag("-f,--follow", follow, "keep printing new lines (Ctrl-C to stop)");
+  bool staging_log = false;
+  alogs->add_flag("--staging", staging_log, "the log of the app's last staging (its build)");
   add_json(alogs);
   alogs->callback([&] {
     run = [&]() -> int {
+      if (staging_log) return PrintStagingLog(g, api, app_name, log_lines);
       LogFollower follower;
       for (bool first = true;; first = false) {
         auto r = AppApi(g, api, "GET",

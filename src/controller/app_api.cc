@@ -65,6 +65,11 @@ std::string AppToJson(const AppRecord& a) {
               {"version", a.version},
               {"droplet_sha256", a.droplet_sha256},
               {"droplet_size", a.droplet_size},
+              {"buildpack", a.buildpack},
+              {"source_sha256", a.source_sha256},
+              {"staged_key", a.staged_key},
+              {"staged_command", a.staged_command},
+              {"detected_buildpack", a.detected_buildpack},
               {"created_ms", a.created_ms},
               {"updated_ms", a.updated_ms}}
       .dump();
@@ -85,6 +90,11 @@ Result<AppRecord> AppFromJson(const std::string& text) {
     a.version = j.value("version", static_cast<int64_t>(1));
     a.droplet_sha256 = j.value("droplet_sha256", "");
     a.droplet_size = j.value("droplet_size", static_cast<int64_t>(0));
+    a.buildpack = j.value("buildpack", "");
+    a.source_sha256 = j.value("source_sha256", "");
+    a.staged_key = j.value("staged_key", "");
+    a.staged_command = j.value("staged_command", "");
+    a.detected_buildpack = j.value("detected_buildpack", "");
     a.created_ms = j.value("created_ms", static_cast<int64_t>(0));
     a.updated_ms = j.value("updated_ms", static_cast<int64_t>(0));
     return a;
@@ -167,13 +177,26 @@ HttpResponse ServeDroplet(const DropletStore& droplets, const HttpRequest& req) 
 
 // ---- ControllerApi -----------------------------------------------------------
 
+HttpResponse ReceiveDroplet(const DropletStore& droplets, const HttpRequest& req, size_t max_bytes) {
+  if (req.body.size() < 2 || static_cast<unsigned char>(req.body[0]) != 0x1f ||
+      static_cast<unsigned char>(req.body[1]) != 0x8b)
+    return ErrorReply(400, "a droplet is a .tar.gz archive");
+  if (req.body.size() > max_bytes)
+    return ErrorReply(413, "the droplet is larger than " + std::to_string(max_bytes >> 20) +
+                               " MiB: a droplet may be at most that big");
+  auto sha = droplets.Save(req.body);
+  if (!sha) return ErrorReply(500, sha.error());
+  return JsonReply(200, {{"sha256", *sha}});
+}
+
 ControllerApi::ControllerApi(Options options, Store& store, const DropletStore& droplets,
                              const Clock& clock)
     : options_(std::move(options)),
       store_(store),
       droplets_(droplets),
       clock_(clock),
-      services_(options_.services, store, clock) {}
+      services_(options_.services, store, clock),
+      staging_(options_.staging, store, droplets, clock) {}
 
 namespace {
 
@@ -243,6 +266,9 @@ json AppView(Ctx& c, const AppRecord& a, bool with_instances) {
          {"env", a.env},
          {"version", a.version},
          {"has_bits", !a.droplet_sha256.empty()},
+         {"buildpack", a.buildpack},
+         {"detected_buildpack", a.detected_buildpack},
+         {"staged_command", a.staged_command},
          {"urls", json::array({a.name + "." + domain})}};
   if (c.options.app_health) {
     auto [state, message] = c.options.app_health(a.name);
@@ -264,17 +290,6 @@ Result<AppRecord> LoadApp(Ctx& c, const std::string& name) {
   return AppFromJson(**doc);
 }
 
-// Removes a droplet that no app uses any more. DEAs keep their own copy of
-// what they run, so this only frees the controllers' disk.
-void ForgetDroplet(Ctx& c, const std::string& sha256) {
-  if (sha256.empty()) return;
-  auto docs = c.store.ListDocs("app");
-  if (!docs) return;  // unsure who uses it: keep it
-  for (const auto& [name, value] : *docs)
-    if (auto a = AppFromJson(value); !a || a->droplet_sha256 == sha256) return;
-  c.droplets.Remove(sha256);
-}
-
 HttpResponse AppError(const kato::Error& e) {
   bool missing = e.message.rfind("no app named", 0) == 0;
   return ErrorReply(missing ? 404 : 400, e.message);
@@ -284,12 +299,13 @@ HttpResponse AppError(const kato::Error& e) {
 // running instances must be replaced (command, env or memory changed).
 Result<bool> ApplyChanges(const ControllerApi::Options& o, const json& body, AppRecord& app) {
   std::optional<int> instances, memory, disk;
-  std::optional<std::string> command, state;
+  std::optional<std::string> command, state, buildpack;
   std::optional<std::map<std::string, std::string>> env;
   KATO_TRY(Field(body, "instances", instances, "a whole number"));
   KATO_TRY(Field(body, "memory", memory, "a whole number of MB"));
   KATO_TRY(Field(body, "disk", disk, "a whole number of MB"));
   KATO_TRY(Field(body, "command", command, "a string"));
+  KATO_TRY(Field(body, "buildpack", buildpack, "a buildpack's name"));
   KATO_TRY(Field(body, "state", state, "\"STARTED\" or \"STOPPED\""));
   KATO_TRY(EnvField(body, env));
   if (instances && (*instances < 0 || *instances > o.max_instances))
@@ -301,12 +317,17 @@ Result<bool> ApplyChanges(const ControllerApi::Options& o, const json& body, App
   if (state && *state != "STARTED" && *state != "STOPPED")
     return Err("state must be \"STARTED\" or \"STOPPED\"");
   if (command && command->find('\0') != std::string::npos) return Err("command contains NUL");
+  if (buildpack && !buildpack->empty() &&
+      (buildpack->size() > 63 || buildpack->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-_") !=
+                                     std::string::npos))
+    return Err("buildpack '" + *buildpack + "' is not a buildpack's name (see `kato buildpack list`)");
   bool replace = (command && *command != app.command) || (env && *env != app.env) ||
                  (memory && *memory != app.memory_mb) || (disk && *disk != app.disk_mb);
   if (instances) app.instances = *instances;
   if (memory) app.memory_mb = *memory;
   if (disk) app.disk_mb = *disk;
   if (command) app.command = *command;
+  if (buildpack) app.buildpack = *buildpack;
   if (env) app.env = *env;
   if (state) app.state = *state;
   return replace;
@@ -337,6 +358,7 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
     std::string path = req.target.substr(0, req.target.find('?'));
     const std::string& m = req.method;
     if (ServiceBroker::Serves(path)) return services_.Handle(req);
+    if (StagingApi::Serves(path)) return staging_.HandleBuildpacks(req);
 
     if (path == "/v2/info" && m == "GET") {
       json nodes = json::array();
@@ -411,15 +433,21 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
         return ErrorReply(400, "app bits must be a .tar.gz archive");
       auto sha = droplets_.Save(req.body);
       if (!sha) return ErrorReply(500, sha.error());
-      std::string old = app->droplet_sha256;
-      ++app->version;
-      app->droplet_sha256 = *sha;
-      app->droplet_size = static_cast<int64_t>(req.body.size());
+      std::string old_source = app->source_sha256;
+      auto started = staging_.Stage(*app, *sha);
+      if (started.status != 200) {
+        ForgetArchive(store_, droplets_, *sha);
+        return ErrorReply(started.status, started.error);
+      }
       app->updated_ms = clock_.wall_ms();
       if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return ErrorReply(500, s.error());
-      if (old != *sha) ForgetDroplet(c, old);
-      return JsonReply(200, AppView(c, *app, true));
+      if (old_source != *sha) ForgetArchive(store_, droplets_, old_source);
+      json view = AppView(c, *app, true);
+      view["staging"] = started.staging;
+      return JsonReply(200, view);
     }
+    if (sub == "/staging" && m == "GET") return staging_.Status(name, req);
+    if (sub == "/staged" && m == "POST") return staging_.Staged(name, req);
     if (sub == "/logs" && m == "GET") {
       if (!options_.fetch_log) return ErrorReply(501, "instance logs are not available here");
       int lines = 100;
@@ -454,7 +482,9 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
       if (auto l = store_.ListDocs("assignment"); l)
         for (const auto& [key, v] : *l)
           if (key.rfind(name + "/", 0) == 0) (void)store_.DeleteDoc("assignment", key);
-      ForgetDroplet(c, app->droplet_sha256);
+      staging_.ForgetApp(name);
+      ForgetArchive(store_, droplets_, app->droplet_sha256);
+      ForgetArchive(store_, droplets_, app->source_sha256);
       services_.ForgetApp(name);
       return JsonReply(200, {{"deleted", name}});
     }

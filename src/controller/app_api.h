@@ -10,11 +10,14 @@
 //   POST   /v2/apps                      create {name, instances, memory, disk, command, env}
 //   GET    /v2/apps/NAME                 one app, with its instances
 //   PUT    /v2/apps/NAME                 change {instances, memory, disk, command, env, state}
-//   PUT    /v2/apps/NAME/bits            upload the app's archive (new version; stored by SHA-256)
+//   PUT    /v2/apps/NAME/bits            upload the app's source (stored by SHA-256) and stage it
+//   GET    /v2/apps/NAME/staging         the last staging and its log (controller/staging.h)
+//   POST   /v2/apps/NAME/staged          a DEA's staging outcome (node certificates only)
 //   POST   /v2/apps/NAME/restart         new instances for every index (same droplet)
 //   GET    /v2/apps/NAME/logs?lines=N   recent output of each instance
 //   DELETE /v2/apps/NAME
 //   ...    /v2/services...               data services (controller/service_broker.h)
+//   ...    /v2/buildpacks...             custom buildpacks (controller/staging.h)
 //
 // State lives in the store as documents: "app/NAME" (what the operator asked
 // for), "assignment/NAME/INDEX" (which DEA runs which instance; written by the
@@ -33,6 +36,7 @@
 #include "common/http.h"
 #include "common/result.h"
 #include "controller/service_broker.h"
+#include "controller/staging.h"
 #include "store/store.h"
 
 namespace kato {
@@ -47,8 +51,13 @@ struct AppRecord {
   std::map<std::string, std::string> env;
   std::string state = "STARTED";  // STARTED | STOPPED
   int64_t version = 1;            // bumped when instances must be replaced
-  std::string droplet_sha256;     // empty until bits are uploaded
+  std::string droplet_sha256;     // what instances run: empty until staged
   int64_t droplet_size = 0;
+  std::string buildpack;           // push --buildpack; empty: detected
+  std::string source_sha256;       // the last pushed source
+  std::string staged_key;          // what the droplet was staged from (controller/staging.h)
+  std::string staged_command;      // the start command staging found (`command` wins)
+  std::string detected_buildpack;  // the buildpack that staged the droplet
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
   bool operator==(const AppRecord&) const = default;
@@ -93,6 +102,9 @@ class DropletStore {
 // GET /v1/droplets/HEX (the controller's internal port, for DEAs): the archive
 // whose SHA-256 is HEX, or 404. The caller checks who asks.
 HttpResponse ServeDroplet(const DropletStore& droplets, const HttpRequest& req);
+// PUT /v1/droplets (the internal port, from the DEA that staged it): stores
+// a droplet (.tar.gz, at most `max_bytes`) and answers {"sha256"}.
+HttpResponse ReceiveDroplet(const DropletStore& droplets, const HttpRequest& req, size_t max_bytes);
 
 class ControllerApi {
  public:
@@ -117,6 +129,8 @@ class ControllerApi {
     std::function<std::pair<std::string, std::string>(const std::string& app)> app_health;
     // The services API under /v2/services (see controller/service_broker.h).
     ServiceBroker::Options services;
+    // Staging and buildpacks (see controller/staging.h).
+    StagingApi::Options staging;
   };
   ControllerApi(Options options, Store& store, const DropletStore& droplets, const Clock& clock);
 
@@ -133,6 +147,7 @@ class ControllerApi {
   const DropletStore& droplets_;
   const Clock& clock_;
   ServiceBroker services_;
+  StagingApi staging_;
 };
 
 }  // namespace kato

@@ -44,6 +44,21 @@ class AppApiTest : public ::testing::Test {
     return api_->Handle(r);
   }
   json Json(const HttpResponse& r) { return json::parse(r.body); }
+  // Pushes `bits` and plays the DEA that stages them into `droplet`.
+  HttpResponse Push(const std::string& app, const std::string& bits, const std::string& droplet) {
+    auto up = Call("PUT", "/v2/apps/" + app + "/bits", bits);
+    if (up.status != 200 || Json(up)["staging"].is_null()) return up;
+    auto sha = droplets_->Save(droplet);
+    HttpRequest r;
+    r.method = "POST";
+    r.target = "/v2/apps/" + app + "/staged";
+    r.peer_cn = "n2";
+    r.body = json{{"task_id", Json(up)["staging"]["task_id"]}, {"ok", true}, {"droplet_sha256", *sha},
+                  {"command", "run"}, {"buildpack", "procfile"}}
+                 .dump();
+    auto staged = api_->Handle(r);
+    return staged.status == 200 ? Call("GET", "/v2/apps/" + app) : staged;
+  }
 
   std::string dir_;
   FakeClock clock_;
@@ -135,14 +150,16 @@ TEST_F(AppApiTest, InstancesJoinAssignmentsWithReports) {
 TEST_F(AppApiTest, BitsAreStoredByContentAndBumpTheVersion) {
   ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web"})").status, 201);
   std::string gz("\x1f\x8b\x08\x00rest-of-archive", 19);
-  auto r = Call("PUT", "/v2/apps/web/bits", gz);
+  std::string droplet("\x1f\x8b\x08\x00droplet", 11);
+  auto r = Push("web", gz, droplet);
   ASSERT_EQ(r.status, 200) << r.body;
   json j = Json(r);
   EXPECT_TRUE(j["has_bits"]);
   int64_t v = j["version"];
   auto app = AppFromJson(**store_->GetDoc("app", "web"));
   ASSERT_TRUE(app.ok());
-  EXPECT_EQ(app->droplet_sha256, Sha256Hex(gz));
+  EXPECT_EQ(app->source_sha256, Sha256Hex(gz));
+  EXPECT_EQ(app->droplet_sha256, Sha256Hex(droplet));
   EXPECT_EQ(droplets_->PathOf(Sha256Hex(gz)),
             dir_ + "/droplets/sha256/" + Sha256Hex(gz) + ".tar.gz");
   EXPECT_EQ(*ReadFile(droplets_->PathOf(Sha256Hex(gz))), gz);
@@ -152,7 +169,7 @@ TEST_F(AppApiTest, BitsAreStoredByContentAndBumpTheVersion) {
   // A restart or an env change needs new instances but keeps the droplet.
   EXPECT_EQ(Json(Call("POST", "/v2/apps/web/restart"))["version"], v + 1);
   EXPECT_EQ(Json(Call("PUT", "/v2/apps/web", R"({"env":{"A":"b"}})"))["version"], v + 2);
-  EXPECT_EQ(AppFromJson(**store_->GetDoc("app", "web"))->droplet_sha256, Sha256Hex(gz));
+  EXPECT_EQ(AppFromJson(**store_->GetDoc("app", "web"))->droplet_sha256, Sha256Hex(droplet));
 }
 
 TEST_F(AppApiTest, SameBitsAreKeptOnceAndFreedWithTheirLastApp) {
@@ -165,14 +182,14 @@ TEST_F(AppApiTest, SameBitsAreKeptOnceAndFreedWithTheirLastApp) {
           5);
   for (const char* name : {"a", "b"}) {
     ASSERT_EQ(Call("POST", "/v2/apps", json{{"name", name}}.dump()).status, 201);
-    ASSERT_EQ(Call("PUT", std::string("/v2/apps/") + name + "/bits", one).status, 200);
+    ASSERT_EQ(Push(name, one, one).status, 200);
   }
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_ + "/droplets/sha256"),
                           std::filesystem::directory_iterator()),
             1);
   ASSERT_EQ(Call("DELETE", "/v2/apps/a").status, 200);
   EXPECT_TRUE(std::filesystem::exists(droplets_->PathOf(Sha256Hex(one))));  // b uses it
-  ASSERT_EQ(Call("PUT", "/v2/apps/b/bits", two).status, 200);
+  ASSERT_EQ(Push("b", two, two).status, 200);
   EXPECT_FALSE(std::filesystem::exists(droplets_->PathOf(Sha256Hex(one))));
   ASSERT_EQ(Call("DELETE", "/v2/apps/b").status, 200);
   EXPECT_FALSE(std::filesystem::exists(droplets_->PathOf(Sha256Hex(two))));
@@ -188,10 +205,10 @@ TEST_F(AppApiTest, ARecreatedAppGetsItsOwnBits) {
           "new",
           5);
   ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web"})").status, 201);
-  ASSERT_EQ(Call("PUT", "/v2/apps/web/bits", old_bits).status, 200);
+  ASSERT_EQ(Push("web", old_bits, old_bits).status, 200);
   ASSERT_EQ(Call("DELETE", "/v2/apps/web").status, 200);
   ASSERT_EQ(Call("POST", "/v2/apps", R"({"name":"web"})").status, 201);
-  auto r = Call("PUT", "/v2/apps/web/bits", new_bits);
+  auto r = Push("web", new_bits, new_bits);
   ASSERT_EQ(r.status, 200) << r.body;
   // Same name, same version as before: only the content hash tells them apart.
   EXPECT_EQ(AppFromJson(**store_->GetDoc("app", "web"))->droplet_sha256, Sha256Hex(new_bits));

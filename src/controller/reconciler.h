@@ -39,6 +39,8 @@ class Reconciler {
   void Round(bool leader);
   // The health manager's verdict on an app: {state, message}.
   std::pair<std::string, std::string> Health(const std::string& app) const;
+  // The DEAs the health manager knows, and whether each is up.
+  std::vector<DeaInfo> Deas() const { return hm_.Deas(); }
 
  private:
   void Observe(const std::vector<NodeRecord>& nodes,

@@ -38,6 +38,8 @@ constexpr int64_t kLeaseTtlMs = 3000;
 // API requests in flight at once, and waiting beyond those (then 503).
 constexpr int kApiThreads = 8;
 constexpr size_t kApiBacklog = 64;
+// What a DEA may upload as a staged droplet (the app's dependencies included).
+constexpr size_t kMaxDropletBytes = 512u << 20;
 
 }  // namespace
 
@@ -86,6 +88,21 @@ int RunController(const ControllerConfig& config) {
     std::lock_guard lock(hm_mu);
     return reconciler.Health(app);
   };
+  options.staging.deas = [&] {
+    std::lock_guard lock(hm_mu);
+    return reconciler.Deas();
+  };
+  options.staging.fetch_log = [&client](const std::string& ip, const std::string& task,
+                                        int lines) -> Result<std::string> {
+    auto me = client.Load();
+    if (!me) return Err(me.error());
+    auto r = HttpsCall(ClientTls{me->ca_pem, me->cert_pem, me->key_pem, ""}, ip, kAgentPort, "GET",
+                       "/v1/staging/" + task + "/log?lines=" + std::to_string(lines), "",
+                       Millis(3000));
+    if (!r) return Err(r.error());
+    if (r->status != 200) return Err("the DEA at " + ip + " has no log of staging " + task);
+    return r->body;
+  };
   ControllerApi api(options, store, droplets, RealClock::instance());
 
   // API requests call the primary (several round trips): off the I/O threads, on
@@ -120,9 +137,11 @@ int RunController(const ControllerConfig& config) {
                        [&droplets, &offload](const HttpRequest& req, Responder respond) {
                          // Only members get here (the header check below refuses anyone else).
                          if (req.target.rfind("/v2/", 0) == 0) return offload(req, respond);
+                         if (req.method == "PUT" && req.target == "/v1/droplets")
+                           return respond(ReceiveDroplet(droplets, req, kMaxDropletBytes));
                          respond(ServeDroplet(droplets, req));
                        });
-  internal.SetBodyLimit(options.max_bits_bytes + 4096);
+  internal.SetBodyLimit(kMaxDropletBytes + 4096);
   internal.SetHeaderCheck(
       [&members](const HttpRequest& head) -> std::optional<HttpResponse> {
         return members.Refuse(head);  // 401 without a certificate, 403 for a non-member

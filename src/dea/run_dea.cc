@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -28,6 +30,7 @@
 #include "dea/instance_network.h"
 #include "dea/port.h"
 #include "dea/sandbox.h"
+#include "dea/stager.h"
 #include "dea/unpack.h"
 #include "roles/roles.h"
 #include "services/service_model.h"
@@ -78,6 +81,9 @@ struct DeaSettings {
   std::string instance_cidr = kDefaultInstanceCidr;
   std::vector<EgressRule> egress_allow;
   bool allow_unlimited = false;
+  int staging_memory_mb = 1024;
+  int staging_timeout_s = 600;
+  std::string npm_registry;
 };
 
 // "PID STARTTIME" of a process, which identifies it across pid reuse.
@@ -114,6 +120,13 @@ DeaSettings ReadSettings(RemoteStore& store, const DeaSettings& last = DeaSettin
     if (e.key == "memory_mb" && v.is_number_integer()) out.memory_mb = v.get<int>();
     if (e.key == "instance_cidr" && v.is_string()) out.instance_cidr = v.get<std::string>();
     if (e.key == "allow_unlimited" && v.is_boolean()) out.allow_unlimited = v.get<bool>();
+    if (e.key == "staging_memory_mb" && v.is_number_integer() && v.get<int64_t>() >= 64 &&
+        v.get<int64_t>() <= 65536)
+      out.staging_memory_mb = v.get<int>();
+    if (e.key == "staging_timeout_s" && v.is_number_integer() && v.get<int64_t>() >= 1 &&
+        v.get<int64_t>() <= 86400)
+      out.staging_timeout_s = v.get<int>();
+    if (e.key == "npm_registry" && v.is_string()) out.npm_registry = v.get<std::string>();
     if (e.key == "egress_allow") {
       auto rules = ParseEgressAllow(e.value_json);
       if (rules) out.egress_allow = *rules;
@@ -130,11 +143,18 @@ class Dea {
       : config_(c), client_(client), store_(store), cgroups_(std::move(cgroups)),
         root_(c.data_dir + "/dea"), node_id_(node_id), settings_(settings),
         network_(runner_, NetworkOptionsFor(node_id, c.ip, settings.instance_cidr)),
-        disks_(runner_, "/run/kato/dea-" + InstanceNetwork::TagOf(node_id)) {}
+        disks_(runner_, "/run/kato/dea-" + InstanceNetwork::TagOf(node_id)),
+        stager_(Stager::Deps{network_, disks_, launcher_, cgroups_.get(), slow_runner_,
+                             [this](const std::string& sha) { return FetchDroplet(sha); },
+                             [this] { return PortsInUse(); },
+                             [this](const StagingOutcome& o) { Staged(o); }},
+                StagerOptionsFor(c, settings)) {}
 
   Status Init() {
     KATO_TRY(MakeDirs(root_ + "/instances", 0755));
     KATO_TRY(MakeDirs(root_ + "/droplets", 0700));
+    KATO_TRY(MakeDirs(root_ + "/staging", 0700));
+    stager_.RemoveLeftovers();
     // Instances left by an earlier run (killed with the agent) are gone or
     // orphaned: clear their cgroups, disks, namespaces and rules, then their dirs.
     KATO_TRY(disks_.RemoveLeftovers());
@@ -169,7 +189,11 @@ class Dea {
     Reap();
     CheckMounts();
     CheckReadiness();
-    if (++rounds_ % 4 == 0) settings_ = ReadSettings(store_, settings_);
+    if (++rounds_ % 4 == 0) {
+      settings_ = ReadSettings(store_, settings_);
+      stager_.SetLimits(settings_.staging_memory_mb, settings_.staging_timeout_s,
+                        settings_.npm_registry);
+    }
     if (auto policy = Policy(); policy) {
       if (auto s = network_.SetPolicy(*policy); !s) LogWarn("dea: {}", s.error());
     }
@@ -187,6 +211,7 @@ class Dea {
         if (!wanted.count(id) && !inst.stopping) Stop(inst);
     }
     EnforceStops();
+    Stage();
     Report();
   }
 
@@ -223,10 +248,11 @@ class Dea {
   }
 
   void StopAll() {
+    stager_.StopAll();
     for (auto& [id, inst] : instances_)
       if (!inst.stopping) Stop(inst);
     auto deadline = std::chrono::steady_clock::now() + kStopGrace + Millis(2000);
-    while (!instances_.empty() && std::chrono::steady_clock::now() < deadline) {
+    while ((!instances_.empty() || stager_.busy()) && std::chrono::steady_clock::now() < deadline) {
       Reap();
       EnforceStops();
       std::this_thread::sleep_for(Millis(50));  // waiting for exits, bounded
@@ -249,6 +275,25 @@ class Dea {
     if (!IsSha256Hex(sha256)) return Err("the assignment names no valid droplet (SHA-256)");
     std::string path = root_ + "/droplets/" + sha256 + ".tar.gz";
     if (PathExists(path)) return path;
+    auto r = AskControllers("GET", "/v1/droplets/" + sha256, "",
+                            [&](const std::string& ip, const HttpResponse& r, bool&) -> Status {
+                              if (r.status != 200)
+                                return Err("controller " + ip + " answered HTTP " + std::to_string(r.status));
+                              if (Sha256Hex(r.body) != sha256)
+                                return Err("controller " + ip + " sent a droplet whose SHA-256 is not " + sha256);
+                              return Ok();
+                            });
+    if (!r) return Err("cannot fetch droplet " + sha256 + ": " + r.error());
+    KATO_TRY(WriteFileAtomic(path, r->body, 0600));
+    return path;
+  }
+
+  // Calls each controller in turn on its internal port until `accept` takes
+  // an answer; it refuses one with an error, and sets `final` when every
+  // controller would answer the same.
+  Result<HttpResponse> AskControllers(
+      const std::string& method, const std::string& path, const std::string& body,
+      const std::function<Status(const std::string& ip, const HttpResponse&, bool& final)>& accept) {
     auto id = client_.Load();
     if (!id) return Err(id.error());
     auto nodes = store_.ListNodes();
@@ -257,24 +302,18 @@ class Dea {
     for (const auto& n : *nodes) {
       if (std::find(n.roles.begin(), n.roles.end(), "controller") == n.roles.end()) continue;
       auto r = HttpsCall(ClientTls{id->ca_pem, id->cert_pem, id->key_pem, ""}, n.ip,
-                         kControllerInternalPort, "GET", "/v1/droplets/" + sha256, "",
-                         Millis(30000));
+                         kControllerInternalPort, method, path, body, Millis(30000));
       if (!r) {
         last = r.error();
         continue;
       }
-      if (r->status != 200) {
-        last = "controller " + n.ip + " answered HTTP " + std::to_string(r->status);
-        continue;
-      }
-      if (Sha256Hex(r->body) != sha256) {
-        last = "controller " + n.ip + " sent a droplet whose SHA-256 is not " + sha256;
-        continue;
-      }
-      KATO_TRY(WriteFileAtomic(path, r->body, 0600));
-      return path;
+      bool final = false;
+      auto ok = accept(n.ip, *r, final);
+      if (ok) return std::move(*r);
+      last = ok.error();
+      if (final) break;
     }
-    return Err("cannot fetch droplet " + sha256 + ": " + last);
+    return Err(last);
   }
 
   void Start(const json& a) {
@@ -304,7 +343,8 @@ class Dea {
     int disk_mb = app.value("disk_mb", kDefaultDiskMb);
     InstanceConfig c;
     c.command = app.value("command", "");
-    if (c.command.empty()) return fail("the app has no command (push it with --command or a Procfile)");
+    if (c.command.empty()) c.command = app.value("staged_command", "");
+    if (c.command.empty()) return fail("the app has no start command (its staging found none)");
     auto droplet = FetchDroplet(a.value("droplet_sha256", app.value("droplet_sha256", "")));
     if (!droplet) return fail(droplet.error());
     if (auto s = MakeDirs(inst.dir + "/logs", 0700); !s) return fail(s.error());
@@ -313,11 +353,11 @@ class Dea {
     inst.disk = *disk;
     if (auto s = UnpackArchive(*droplet, inst.disk.app(), UnpackLimits{}); !s)
       return fail("the app's archive was refused: " + s.error());
-    std::set<int> in_use;
-    for (const auto& [id, i] : instances_) {
-      in_use.insert(i.port);
-      for (const auto& f : i.net.forwards) in_use.insert(f.host_port);
-    }
+    // Buildpacks leave environment scripts in .profile.d (Heroku's convention).
+    if (std::filesystem::is_directory(inst.disk.app() + "/.profile.d"))
+      c.command = "for f in /app/.profile.d/*.sh; do [ -r \"$f\" ] && . \"$f\"; done; " + c.command;
+    std::set<int> in_use = PortsInUse();
+    for (int p : stager_.ports()) in_use.insert(p);
     auto port = AllocatePort(kInstancePortLo, kInstancePortHi, in_use);
     if (!port) return fail(port.error());
     inst.port = *port;
@@ -420,6 +460,7 @@ class Dea {
 
   void Reap() {
     for (const auto& e : launcher_.reap()) {
+      if (stager_.OnExit(e)) continue;
       for (auto& [id, i] : instances_)
         for (auto& m : i.fs)
           if (m.pid == e.pid) {
@@ -475,6 +516,82 @@ class Dea {
     }
   }
 
+  std::set<int> PortsInUse() const {
+    std::set<int> in_use;
+    for (const auto& [id, i] : instances_) {
+      in_use.insert(i.port);
+      for (const auto& f : i.net.forwards) in_use.insert(f.host_port);
+    }
+    return in_use;
+  }
+
+  static StagerOptions StagerOptionsFor(const DeaConfig& c, const DeaSettings& s) {
+    StagerOptions o;
+    o.root = c.data_dir + "/dea/staging";
+    o.cache_root = c.data_dir + "/dea/cache";
+    o.buildpacks_dir = BuiltinBuildpacksDir();
+    o.hidden_paths = {c.data_dir};
+    o.memory_mb = s.staging_memory_mb;
+    o.timeout_s = s.staging_timeout_s;
+    o.npm_registry = s.npm_registry;
+    o.port_lo = kInstancePortLo;
+    o.port_hi = kInstancePortHi;
+    return o;
+  }
+
+  // The builds asked of this DEA ("staging/APP" documents).
+  void Stage() {
+    auto docs = store_.ListDocs("staging");
+    if (!docs) return;  // the core is away: running builds go on
+    std::vector<StagingTask> wanted;
+    for (const auto& [key, value] : *docs) {
+      auto t = ParseStagingDoc(value, node_id_);
+      if (!t) LogWarn("dea: ignoring staging/{}: {}", key, t.error());
+      else if (*t) wanted.push_back(**t);
+    }
+    stager_.Round(wanted);
+  }
+
+  // A build ended: its droplet goes to a controller, then its outcome.
+  void Staged(const StagingOutcome& o) {
+    json result{{"task_id", o.task_id}, {"ok", o.ok}, {"message", o.message}};
+    if (o.ok) {
+      auto bytes = ReadFile(o.droplet_path);
+      auto sha = bytes ? ToControllers("PUT", "/v1/droplets", *bytes) : Result<json>(Err(bytes.error()));
+      if (!sha || !(*sha)["sha256"].is_string()) {
+        result["ok"] = false;
+        result["message"] = "cannot hand the droplet to a controller: " +
+                            (sha ? std::string("no SHA-256 in its answer") : sha.error());
+      } else {
+        // This DEA runs it too, most likely: no need to fetch it back.
+        std::string cached = root_ + "/droplets/" + (*sha)["sha256"].get<std::string>() + ".tar.gz";
+        if (IsSha256Hex((*sha)["sha256"].get<std::string>()))
+          ::rename(o.droplet_path.c_str(), cached.c_str());
+        result["droplet_sha256"] = (*sha)["sha256"];
+        result["command"] = o.command;
+        result["buildpack"] = o.buildpack;
+      }
+    }
+    auto r = ToControllers("POST", "/v2/apps/" + o.app + "/staged", result.dump());
+    if (!r) LogWarn("dea: cannot report staging {} of {}: {}", o.task_id, o.app, r.error());
+  }
+
+  // A call to the first controller that answers it with 200 and JSON, on its internal port.
+  Result<json> ToControllers(const std::string& method, const std::string& path,
+                             const std::string& body) {
+    json j;
+    auto r = AskControllers(method, path, body,
+                            [&](const std::string& ip, const HttpResponse& r, bool& final) -> Status {
+                              j = json::parse(r.body, nullptr, false);
+                              if (r.status == 200 && j.is_object()) return Ok();
+                              final = r.status < 500;  // refused, not unavailable
+                              return Err("controller " + ip + " answered HTTP " + std::to_string(r.status) +
+                                         (j.is_object() && j.contains("error") ? ": " + j["error"].dump() : ""));
+                            });
+    if (!r) return Err(r.error());
+    return j;
+  }
+
   void Report() {
     changed_ = false;
     json list = json::array();
@@ -502,6 +619,7 @@ class Dea {
   int64_t rounds_ = 0;
   bool changed_ = false;  // an instance changed state since the last report
   PosixCommandRunner runner_;
+  PosixCommandRunner slow_runner_{std::chrono::seconds(300)};  // archiving builds
   InstanceNetwork network_;
   InstanceDisks disks_;
   LogPump logs_;
@@ -509,6 +627,7 @@ class Dea {
   FsMounts fs_{launcher_, runner_};
   TcpProber prober_;
   std::map<std::string, Instance> instances_;
+  Stager stager_;  // after what it uses
 };
 
 }  // namespace

@@ -109,6 +109,11 @@ Result<InstanceLaunch> InstanceSpec(const InstanceConfig& c, const std::string& 
   KATO_TRY(CheckReachable(c.app_dir, c.uid, c.gid, "app directory"));
   KATO_TRY(CheckReachable(c.home_dir, c.uid, c.gid, "home directory"));
   if (!c.tmp_dir.empty()) KATO_TRY(CheckReachable(c.tmp_dir, c.uid, c.gid, "tmp directory"));
+  for (const auto& [p, what] : {std::pair{c.cache_dir, "build cache"}, {c.buildpacks_dir, "buildpacks"}}) {
+    if (p.empty()) continue;
+    if (p[0] != '/') return Err(std::string("the ") + what + " directory must be an absolute path");
+    KATO_TRY(CheckReachable(p, c.uid, c.gid, std::string(what) + " directory"));
+  }
   for (const auto& [host, inside] : c.binds) {
     if (host.empty() || host[0] != '/' || inside.rfind(std::string(kSandboxAppDir) + "/", 0) != 0 ||
         inside.find("..") != std::string::npos)
@@ -180,7 +185,10 @@ Result<InstanceLaunch> InstanceSpec(const InstanceConfig& c, const std::string& 
       b.insert(b.end(), {"--ro-bind", "/dev/null", h});
     }
   }
-  b.insert(b.end(), {"--ro-bind", c.app_dir, kSandboxAppDir});
+  b.insert(b.end(), {c.app_writable ? "--bind" : "--ro-bind", c.app_dir, kSandboxAppDir});
+  if (!c.cache_dir.empty()) b.insert(b.end(), {"--bind", c.cache_dir, kSandboxCacheDir});
+  if (!c.buildpacks_dir.empty())
+    b.insert(b.end(), {"--ro-bind", c.buildpacks_dir, kSandboxBuildpacksDir});
   for (const auto& [host, inside] : c.binds) b.insert(b.end(), {"--bind", host, inside});
   b.insert(b.end(), {"--bind", c.home_dir, kSandboxHomeDir, "--remount-ro", "/", "--chdir",
                      kSandboxAppDir, "--clearenv"});

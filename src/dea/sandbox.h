@@ -58,6 +58,12 @@ struct InstanceConfig {
   // (the instance's filesystem services: host dir, "/app/fs/NAME"); each
   // sandbox path must exist as a directory in app_dir.
   std::vector<std::pair<std::string, std::string>> binds;
+  // Staging (dea/stager.h): the build dir at /app is writable, the app's
+  // build cache is bound writable at /cache and the buildpacks read-only at
+  // /buildpacks (each when set).
+  bool app_writable = false;
+  std::string cache_dir;
+  std::string buildpacks_dir;
   std::string probe_host = "127.0.0.1";    // where the DEA checks the port from the host
   std::string command;                     // run by /bin/sh -c in /app
   std::map<std::string, std::string> env;  // the user's; PORT and VCAP_* always win
@@ -82,6 +88,8 @@ struct InstanceConfig {
 // Where things are inside the sandbox.
 inline constexpr const char* kSandboxAppDir = "/app";
 inline constexpr const char* kSandboxHomeDir = "/home/app";
+inline constexpr const char* kSandboxCacheDir = "/cache";
+inline constexpr const char* kSandboxBuildpacksDir = "/buildpacks";
 
 struct InstanceLaunch {
   ProcessSpec spec;

@@ -288,6 +288,44 @@ TEST_F(SandboxTest, ROOT_ABoundServiceDirectoryIsWritableUnderApp) {
   EXPECT_FALSE(fs::exists(app_ + "/fs/files/note")) << "written through the bind, not into the droplet";
 }
 
+// Staging: the build dir is writable at /app, the cache at /cache, and the
+// buildpacks are there to run but not to change.
+TEST_F(SandboxTest, ROOT_StagingSeesAWritableAppAndCacheAndReadOnlyBuildpacks) {
+  SkipUnlessRoot();
+  std::string cache = root_ + "/cache", packs = root_ + "/packs";
+  fs::create_directories(cache);
+  fs::create_directories(packs + "/x/bin");
+  ::chown(cache.c_str(), config_.uid, config_.gid);
+  ::chown(app_.c_str(), config_.uid, config_.gid);
+  ASSERT_TRUE(WriteFileAtomic(packs + "/x/bin/detect", "#!/bin/sh\necho detected-x\n", 0755).ok());
+  config_.app_writable = true;
+  config_.cache_dir = cache;
+  config_.buildpacks_dir = packs;
+  config_.command =
+      "/buildpacks/x/bin/detect; echo built > /app/out && echo app=writable; "
+      "echo c > /cache/c && echo cache=writable; "
+      "touch /buildpacks/y 2>/dev/null || echo buildpacks=readonly";
+  int status = -1;
+  std::string log = Run(&status);
+  SCOPED_TRACE(log);
+  EXPECT_THAT(log, HasSubstr("detected-x"));
+  EXPECT_THAT(log, HasSubstr("app=writable"));
+  EXPECT_THAT(log, HasSubstr("cache=writable"));
+  EXPECT_THAT(log, HasSubstr("buildpacks=readonly"));
+  EXPECT_EQ(*ReadFile(app_ + "/out"), "built\n");
+  EXPECT_EQ(*ReadFile(cache + "/c"), "c\n");
+}
+
+TEST_F(SandboxTest, SpecRefusesRelativeStagingDirs) {
+  config_.command = "true";
+  auto c = config_;
+  c.cache_dir = "cache";
+  EXPECT_THAT(InstanceSpec(c, "/data/args").error(), HasSubstr("build cache"));
+  c = config_;
+  c.buildpacks_dir = "packs";
+  EXPECT_THAT(InstanceSpec(c, "/data/args").error(), HasSubstr("buildpacks"));
+}
+
 TEST_F(SandboxTest, ROOT_InstanceIsIsolated) {
   SkipUnlessRoot();
   std::string sock_path = data_ + "/kato.sock";

@@ -456,6 +456,18 @@ struct PrimaryService::Impl {
     }
     if (component == "dea" && key == "allow_unlimited" && !value.is_boolean())
       return Err("dea allow_unlimited must be true or false");
+    if (component == "dea" && key == "staging_memory_mb" &&
+        (!value.is_number_integer() || value.get<int64_t>() < 64 || value.get<int64_t>() > 65536))
+      return Err("dea staging_memory_mb must be a whole number of MB from 64 to 65536");
+    if (component == "dea" && key == "staging_timeout_s" &&
+        (!value.is_number_integer() || value.get<int64_t>() < 1 || value.get<int64_t>() > 86400))
+      return Err("dea staging_timeout_s must be a whole number of seconds from 1 to 86400");
+    if (component == "dea" && key == "npm_registry" &&
+        (!value.is_string() || (value.get<std::string>().rfind("http://", 0) != 0 &&
+                                value.get<std::string>().rfind("https://", 0) != 0) ||
+         value.get<std::string>().size() > 2048 ||
+         value.get<std::string>().find_first_of(" \n\r\t") != std::string::npos))
+      return Err("dea npm_registry must be an http:// or https:// URL, e.g. https://registry.npmjs.org/");
     if (component == "router") return CheckRouterSetting(key, value.dump());
     return Ok();
   }

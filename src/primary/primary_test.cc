@@ -971,7 +971,12 @@ TEST_F(PrimaryTest, DeaNetworkSettingsAreCheckedBeforeTheyAreStored) {
              {"instance_cidr", 5, "/8 to /29"},
              {"egress_allow", "10.0.0.0/8:5432", "JSON array"},
              {"egress_allow", json::array({"10.0.0.0/8"}), "no :PORT"},
-             {"allow_unlimited", "yes", "true or false"}};
+             {"allow_unlimited", "yes", "true or false"},
+             {"staging_memory_mb", 10, "64 to 65536"},
+             {"staging_memory_mb", "1G", "64 to 65536"},
+             {"staging_timeout_s", 0, "1 to 86400"},
+             {"npm_registry", "ftp://x", "http:// or https://"},
+             {"npm_registry", 5, "http:// or https://"}};
   for (const auto& c : bad) {
     Reply r = Core("POST", "/v1/config/set", {{"component", "dea"}, {"key", c.key}, {"value", c.value}});
     EXPECT_EQ(r.status, 400) << c.key << " " << c.value.dump();

@@ -1,0 +1,3 @@
+module example.com/katogo
+
+go 1.19
