@@ -34,6 +34,8 @@ Result<int64_t> FollowStaging(const Globals& g, const ApiTarget& api, const std:
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   LogFollower follower;
   bool streamed = false;
+  // A DEA that never starts the build (it went down as it was chosen) is not waited for long.
+  auto start_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   for (;;) {
     auto s = AppApi(g, api, "GET", "/v2/apps/" + app + "/staging?lines=10000", "");
     if (!s) return Err(s.error());
@@ -48,6 +50,11 @@ Result<int64_t> FollowStaging(const Globals& g, const ApiTarget& api, const std:
       }
     }
     std::string state = s->value("state", "");
+    if (state == "STAGING" && !s->contains("log") &&
+        std::chrono::steady_clock::now() > start_deadline)
+      return Err("the DEA at " + staging.value("node_ip", std::string()) +
+                 " has not started staging " + app + " in 60 s (" + s->value("log_error", "") +
+                 "); push again");
     if (state == "STAGED") return s->value("version", int64_t{0});
     if (state == "FAILED") {
       // The log's last lines came with it; the message repeats them when they did not.
