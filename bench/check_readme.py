@@ -2,7 +2,8 @@
 """Checks that the figures bench/README.md quotes are those of the committed
 results files (results.json, results_attach.json, results_run_a.json,
 apps_results.json, lb_results.json, tenant_results.json, router_streams_results.json,
-harbor_results.json, services_results.json, filesystem_results.json): each
+harbor_results.json, services_results.json, filesystem_results.json,
+staging_results.json): each
 table row named below must hold exactly the listed
 numbers, in order, after its label, and each sentence below must appear
 verbatim. Exits 1 naming every mismatch. Run by ctest (bench_readme).
@@ -215,6 +216,12 @@ def filesystem_rows(r):
                              ("small files created, files/s", "files_per_s"))}
 
 
+def staging_rows(r):
+    return {f"{kind} ({v['buildpack']})" if kind != v["buildpack"] else kind:
+            [f2(v[k]["median_s"]) for k in ("first_s", "second_s", "direct_first_s", "direct_second_s")]
+            for kind, v in r["apps"].items()}
+
+
 def sentences(attach, run_a, apps, lb):
     """Figures quoted in running text."""
     fo, push = apps["failover"], apps["push"]
@@ -314,6 +321,8 @@ def main():
     errors += check_rows(lines, services_rows(load("services_results.json")), s, e, "Data services")
     s, e = section_bounds(lines, "# Filesystem service: sshfs vs the instance's local disk", "# ")
     errors += check_rows(lines, filesystem_rows(load("filesystem_results.json")), s, e, "Filesystem")
+    s, e = section_bounds(lines, "# Staging: push-to-serving per buildpack", "# ")
+    errors += check_rows(lines, staging_rows(load("staging_results.json")), s, e, "Staging")
     flat = " ".join(readme.split())
     for sentence in sentences(attach_now, run_a, apps, lb) + tenant_sentences(tenant):
         if sentence not in flat:
