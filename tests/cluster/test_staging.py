@@ -8,6 +8,7 @@ limits."""
 import json
 import os
 import shutil
+import subprocess
 import time
 
 from conftest import Traffic, get, limit, wait_for
@@ -51,6 +52,32 @@ def test_builtin_buildpacks_build_and_serve_each_kind_of_app(cluster, tmp_path):
     assert status == 200 and b"Served by the static buildpack" in body
     status, body = get(core.ip, "static.stage.test", "/style.css")
     assert status == 200 and b"font-family" in body
+
+    # Dependencies that come with the app: a Go module's vendor/, a Python wheelhouse.
+    r, timings["go-vendored"] = push(core, "gov", os.path.join(APPS, "go-vendored"))
+    assert r.rc == 0, r
+    assert get(core.ip, "gov.stage.test") == (200, b"hello from a vendored module\n")
+    py = tmp_path / "pyproject"
+    (tmp_path / "katohello" / "katohello").mkdir(parents=True)
+    (tmp_path / "katohello" / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "katohello"\nversion = "1.0"\n')
+    (tmp_path / "katohello" / "katohello" / "__init__.py").write_text('GREETING = "hello from a wheel"\n')
+    py.mkdir()
+    subprocess.run(["/usr/bin/python3", "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-w", str(py / "vendor"), str(tmp_path / "katohello")],
+                   check=True, capture_output=True)
+    (py / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "katoweb"\nversion = "1.0"\ndependencies = ["katohello", "flask"]\n'
+        '[tool.setuptools]\npy-modules = ["app"]\n')
+    (py / "app.py").write_text(
+        "import flask\nimport katohello\napp = flask.Flask(__name__)\n"
+        "@app.route('/')\ndef index():\n    return katohello.GREETING\n")
+    r, timings["pyproject"] = push(core, "pyproj", str(py))
+    assert r.rc == 0, r
+    assert "Installing from the vendor/ wheelhouse" in r.err, r.err
+    assert get(core.ip, "pyproj.stage.test") == (200, b"hello from a wheel")
 
     # `kato app logs --staging` shows the last build.
     r = core.ok("app", "logs", "express", "--staging")
