@@ -70,16 +70,19 @@ int RunController(const ControllerConfig& config) {
   options.admin_token_hash = admin && *admin ? **admin : "";
   if (options.admin_token_hash.empty())
     LogWarn("controller: the cluster has no admin credential yet; every API request gets 401");
-  options.fetch_log = [&client](const std::string& ip, const std::string& instance,
-                                int lines) -> Result<std::string> {
+  // The tail of a log a DEA's agent serves (agent/dea_logs.h): an instance's or a build's.
+  auto agent_log = [&client](const std::string& ip, const std::string& path, int lines,
+                             const std::string& missing) -> Result<std::string> {
     auto me = client.Load();
     if (!me) return Err(me.error());
     auto r = HttpsCall(ClientTls{me->ca_pem, me->cert_pem, me->key_pem, ""}, ip, kAgentPort, "GET",
-                       "/v1/instances/" + instance + "/log?lines=" + std::to_string(lines), "",
-                       Millis(3000));
+                       path + "?lines=" + std::to_string(lines), "", Millis(3000));
     if (!r) return Err(r.error());
-    if (r->status != 200) return Err("the DEA at " + ip + " has no log for " + instance);
+    if (r->status != 200) return Err("the DEA at " + ip + " has no " + missing);
     return r->body;
+  };
+  options.fetch_log = [agent_log](const std::string& ip, const std::string& instance, int lines) {
+    return agent_log(ip, "/v1/instances/" + instance + "/log", lines, "log for " + instance);
   };
   // The health manager runs in the loop thread below; the API reads its verdicts.
   std::mutex hm_mu;
@@ -92,16 +95,8 @@ int RunController(const ControllerConfig& config) {
     std::lock_guard lock(hm_mu);
     return reconciler.Deas();
   };
-  options.staging.fetch_log = [&client](const std::string& ip, const std::string& task,
-                                        int lines) -> Result<std::string> {
-    auto me = client.Load();
-    if (!me) return Err(me.error());
-    auto r = HttpsCall(ClientTls{me->ca_pem, me->cert_pem, me->key_pem, ""}, ip, kAgentPort, "GET",
-                       "/v1/staging/" + task + "/log?lines=" + std::to_string(lines), "",
-                       Millis(3000));
-    if (!r) return Err(r.error());
-    if (r->status != 200) return Err("the DEA at " + ip + " has no log of staging " + task);
-    return r->body;
+  options.staging.fetch_log = [agent_log](const std::string& ip, const std::string& task, int lines) {
+    return agent_log(ip, "/v1/staging/" + task + "/log", lines, "log of staging " + task);
   };
   ControllerApi api(options, store, droplets, RealClock::instance());
 
