@@ -7,6 +7,7 @@
 #include <iostream>
 #include <map>
 
+#include "cli/login_file.h"
 #include "common/fs.h"
 #include "common/http.h"
 #include "common/layout.h"
@@ -49,12 +50,58 @@ Result<json> Ask(const Globals& g, const std::string& cmd, const json& args, Mil
   }
 }
 
+static std::string TrustedCaPem() {
+  const char* from_env = std::getenv("SSL_CERT_FILE");
+  for (const char* f : {from_env, "/etc/ssl/certs/ca-certificates.crt"})
+    if (f && *f)
+      if (auto pem = ReadFile(f); pem) return *pem;
+  return "";
+}
+
+Result<HttpResponse> CallApiUrl(const std::string& url, const std::string& ca_pem,
+                                const std::string& token, const std::string& method,
+                                const std::string& path, const std::string& body) {
+  auto u = ParseApiUrl(url);
+  if (!u) return Err(u.error());
+  std::map<std::string, std::string> headers;
+  if (!token.empty()) headers["Authorization"] = "Bearer " + token;
+  if (!u->tls) return HttpCall(u->host, u->port, method, path, body, Millis(120000), headers);
+  ClientTls tls;
+  tls.ca_pem = ca_pem.empty() ? TrustedCaPem() : ca_pem;
+  return HttpsCall(tls, u->host, u->port, method, path, body, Millis(120000), headers);
+}
+
+static Result<HttpResponse> RemoteCall(ApiTarget& t, const std::string& method, const std::string& path,
+                                const std::string& body) {
+  std::string token;
+  if (const char* env = std::getenv("KATO_API_TOKEN"); env && *env) token = env;
+  std::string ca_pem;
+  if (token.empty() || t.url.empty()) {
+    auto login = ReadLogin(LoginFilePath());
+    if (!login) return Err(login.error());
+    if (!*login)
+      return Err("not signed in: run `kato login URL` (or set KATO_API_TOKEN to the admin "
+                 "credential, `kato node token --api` on the core)");
+    if (t.url.empty()) t.url = (*login)->url;
+    if (token.empty()) token = (*login)->token;
+    if ((*login)->url == t.url) ca_pem = (*login)->ca_pem;
+  }
+  return CallApiUrl(t.url, ca_pem, token, method, path, body);
+}
+
+static bool UsesLogin(const ApiTarget& t) {
+  if (!t.url.empty()) return true;
+  auto login = ReadLogin(LoginFilePath());
+  return !login || *login;  // a damaged file says so on the call
+}
+
 Result<json> AppApi(const Globals& g, const ApiTarget& t, const std::string& method,
                     const std::string& path, const std::string& body, bool raw,
                     int* status_out) {
   int status = 0;
   json reply;
-  if (t.url.empty()) {
+  ApiTarget target = t;
+  if (!UsesLogin(target)) {
     json args{{"method", method}, {"path", path}};
     if (raw)
       args["body_base64"] = Base64Encode(body);
@@ -65,20 +112,7 @@ Result<json> AppApi(const Globals& g, const ApiTarget& t, const std::string& met
     status = (*r)["status"].get<int>();
     reply = (*r)["body"];
   } else {
-    const std::string scheme = "http://";
-    if (t.url.rfind(scheme, 0) != 0)
-      return Err("--api takes an http:// URL (a router's or a controller's address); https is "
-                 "not supported by this kato yet");
-    std::string hostport = t.url.substr(scheme.size());
-    hostport = hostport.substr(0, hostport.find('/'));
-    std::string host = hostport.substr(0, hostport.find(':'));
-    int port = 80;
-    if (hostport.find(':') != std::string::npos) port = std::atoi(hostport.c_str() + host.size() + 1);
-    const char* token = std::getenv("KATO_API_TOKEN");
-    if (!token || !*token)
-      return Err("set KATO_API_TOKEN to the admin credential (`kato node token --api` on the core)");
-    std::map<std::string, std::string> headers{{"Authorization", std::string("Bearer ") + token}};
-    auto r = HttpCall(host, port, method, path, body, Millis(120000), headers);
+    auto r = RemoteCall(target, method, path, body);
     if (!r) return Err(r.error());
     status = r->status;
     reply = json::parse(r->body, nullptr, false);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/http.h"
 #include "common/result.h"
 
 namespace kato {
@@ -21,16 +22,25 @@ struct Globals {
 Result<nlohmann::json> Ask(const Globals& g, const std::string& cmd, const nlohmann::json& args,
                            Millis wait);
 
-// One request to the controller's API: through this node's agent (its node
-// certificate authenticates), or to --api URL with KATO_API_TOKEN.
+// One request to the controller's API: to --api URL (with KATO_API_TOKEN, or
+// the token of `kato login`), else to the signed-in user's API (`kato login`,
+// cli/login_file.h), else through this node's agent (its node certificate
+// authenticates: root on a node acts as the cluster admin).
 struct ApiTarget {
-  std::string url;  // empty: through the agent
+  std::string url;  // empty: the login's, else through the agent
+  std::string org;  // --org: the organization new apps and services go to
 };
 // The reply's JSON body; an error (with the API's message) for HTTP >= 300.
 // `raw`: the body is bytes (app bits), not JSON text.
 Result<nlohmann::json> AppApi(const Globals& g, const ApiTarget& t, const std::string& method,
                               const std::string& path, const std::string& body, bool raw = false,
                               int* status_out = nullptr);
+
+// One call to an API URL (http:// or https://, verified against `ca_pem`, else
+// SSL_CERT_FILE or the system's CAs) with a bearer token (when not empty).
+Result<HttpResponse> CallApiUrl(const std::string& url, const std::string& ca_pem,
+                                const std::string& token, const std::string& method,
+                                const std::string& path, const std::string& body);
 
 // The output of a command run without a shell (for `tar`).
 Result<std::string> Capture(const std::vector<std::string>& argv);

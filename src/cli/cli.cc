@@ -14,6 +14,7 @@
 #include <thread>
 #include <nlohmann/json.hpp>
 
+#include "cli/account_cmd.h"
 #include "cli/api_client.h"
 #include "cli/app_wait.h"
 #include "cli/log_follow.h"
@@ -539,13 +540,15 @@ int RunCli(int argc, char** argv) {
   }
 
   AddServiceCommands(app, g, run);
+  AddAccountCommands(app, g, run);
   AddBuildpackCommands(app, g, run);
 
   // ---- app ----
   auto* appc = app.add_subcommand("app", "push and manage apps (through a controller)");
   appc->require_subcommand(1);
   ApiTarget api;
-  appc->add_option("--api", api.url, "the API's http:// URL (with KATO_API_TOKEN); default: this node's cluster");
+  appc->add_option("--api", api.url, "the API's URL (with KATO_API_TOKEN or `kato login`'s token); default: the login's, else this node's cluster");
+  appc->add_option("--org", api.org, "the organization a new app goes to (default: your only one)");
   std::string app_name, app_path, app_command, app_buildpack;
   int app_instances = 0, app_memory = 0, app_disk = 0;
   std::vector<std::string> app_env, app_services;
@@ -589,6 +592,7 @@ int RunCli(int argc, char** argv) {
       // The start command and the buildpack are the push's: none given clears them
       // (staging then finds them: the Procfile's, the buildpack's).
       json body{{"name", app_name}, {"command", app_command}, {"buildpack", app_buildpack}};
+      if (!api.org.empty()) body["org"] = api.org;
       if (app_instances) body["instances"] = app_instances;
       if (app_memory) body["memory"] = app_memory;
       if (app_disk) body["disk"] = app_disk;

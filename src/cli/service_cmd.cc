@@ -52,7 +52,8 @@ void AddServiceCommands(CLI::App& app, Globals& g, std::function<int()>& run) {
   auto a = std::make_shared<ServiceArgs>();
   auto* svc = app.add_subcommand("service", "data services for apps: create, bind, delete");
   svc->require_subcommand(1);
-  svc->add_option("--api", a->api.url, "the API's http:// URL (with KATO_API_TOKEN); default: this node's cluster");
+  svc->add_option("--api", a->api.url, "the API's URL (with KATO_API_TOKEN or `kato login`'s token); default: the login's, else this node's cluster");
+  svc->add_option("--org", a->api.org, "the organization a new service goes to (default: your only one)");
   auto add_json = [&g](CLI::App* c) { c->add_flag("-j,--json", g.json_out, "print one JSON document"); };
 
   auto* create = svc->add_subcommand("create", "provision a service instance with its own credentials");
@@ -68,6 +69,7 @@ void AddServiceCommands(CLI::App& app, Globals& g, std::function<int()>& run) {
       if (!a->node.empty()) body["node"] = a->node;
       if (!a->plan.empty()) body["plan"] = a->plan;
       if (a->udp) body["udp"] = true;
+      if (!a->api.org.empty()) body["org"] = a->api.org;
       if (!g.json_out) std::cerr << "  provisioning " << a->type << " service " << a->name << "\n";
       auto r = AppApi(g, a->api, "POST", "/v2/services", body.dump());
       if (!r) return Fail(r.error());

@@ -102,7 +102,7 @@ void AddBuildpackCommands(CLI::App& app, Globals& g, std::function<int()>& run) 
   auto* bp = app.add_subcommand("buildpack", "the buildpacks that stage apps: list, add, remove");
   bp->require_subcommand(1);
   bp->add_option("--api", a->api.url,
-                 "the API's http:// URL (with KATO_API_TOKEN); default: this node's cluster");
+                 "the API's URL (with KATO_API_TOKEN or `kato login`'s token); default: the login's, else this node's cluster");
   auto add_json = [&g](CLI::App* c) {
     c->add_flag("-j,--json", g.json_out, "print one JSON document");
   };

@@ -11,6 +11,7 @@
 #include "common/fs.h"
 #include "common/json_reply.h"
 #include "common/pki.h"
+#include "controller/org_access.h"
 
 namespace kato {
 
@@ -70,6 +71,7 @@ std::string AppToJson(const AppRecord& a) {
               {"staged_key", a.staged_key},
               {"staged_command", a.staged_command},
               {"detected_buildpack", a.detected_buildpack},
+              {"org", a.org},
               {"created_ms", a.created_ms},
               {"updated_ms", a.updated_ms}}
       .dump();
@@ -95,6 +97,7 @@ Result<AppRecord> AppFromJson(const std::string& text) {
     a.staged_key = j.value("staged_key", "");
     a.staged_command = j.value("staged_command", "");
     a.detected_buildpack = j.value("detected_buildpack", "");
+    a.org = j.value("org", "");
     a.created_ms = j.value("created_ms", static_cast<int64_t>(0));
     a.updated_ms = j.value("updated_ms", static_cast<int64_t>(0));
     return a;
@@ -196,7 +199,8 @@ ControllerApi::ControllerApi(Options options, Store& store, const DropletStore& 
       droplets_(droplets),
       clock_(clock),
       services_(options_.services, store, clock),
-      staging_(options_.staging, store, droplets, clock) {}
+      staging_(options_.staging, store, droplets, clock),
+      accounts_(options_.accounts, store, clock) {}
 
 namespace {
 
@@ -258,6 +262,7 @@ json Instances(Ctx& c, const AppRecord& app) {
 json AppView(Ctx& c, const AppRecord& a, bool with_instances) {
   std::string domain = DomainOf(Endpoint(c.store));
   json j{{"name", a.name},
+         {"org", a.org},
          {"state", a.state},
          {"instances", a.instances},
          {"memory_mb", a.memory_mb},
@@ -333,32 +338,108 @@ Result<bool> ApplyChanges(const ControllerApi::Options& o, const json& body, App
   return replace;
 }
 
+// The services API as `caller` may use it: a developer's list holds their
+// organizations' services, a new service goes to an organization (within its
+// quota), and a service is bound only to an app of its own organization.
+HttpResponse ServicesFor(ServiceBroker& broker, Store& store, const OrgAccess& access,
+                         const Caller& caller, const HttpRequest& req) {
+  std::string path = req.target.substr(0, req.target.find('?'));
+  const std::string& m = req.method;
+  if (path == "/v2/services" && m == "GET") {
+    HttpResponse r = broker.Handle(req);
+    json all = json::parse(r.body, nullptr, false);
+    if (r.status != 200 || !all.is_array() || caller.admin()) return r;
+    json mine = json::array();
+    for (const auto& s : all)
+      if (caller.InOrg(s.value("org", ""))) mine.push_back(s);
+    return JsonReply(200, mine);
+  }
+  json body = json::object();
+  if (!req.body.empty()) {
+    body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object())
+      return ErrorReply(400, "request body is not a JSON object");
+  }
+  if (path == "/v2/services" && m == "POST") {
+    if (body.contains("org") && !body["org"].is_string())
+      return ErrorReply(400, "'org' must be an organization's name");
+    HttpResponse refusal;
+    auto org = access.ForNew(body.value("org", ""), &refusal);
+    if (!org) return refusal;
+    if (auto q = access.CheckServiceQuota(*org); !q) return ErrorReply(403, q.error());
+    HttpRequest create = req;
+    body["org"] = *org;
+    create.body = body.dump();
+    return broker.Handle(create);
+  }
+  std::string rest = path.size() > 13 ? path.substr(13) : "";  // after "/v2/services/"
+  std::string name = rest.substr(0, rest.find('/'));
+  Result<std::optional<std::string>> doc = std::optional<std::string>();
+  if (CheckServiceName(name)) doc = store.GetDoc("service", name);
+  if (!doc) return ErrorReply(500, doc.error());
+  if (!*doc) return broker.Handle(req);  // its own answer for a missing service
+  std::string org = json::parse(**doc, nullptr, false).value("org", "");
+  if (!caller.InOrg(org)) return OrgAccess::NotFound("service", name);
+  if (rest.substr(name.size()) == "/bindings" && m == "POST" && body.contains("app") &&
+      body["app"].is_string()) {
+    std::string app_name = body["app"];
+    Result<std::optional<std::string>> app_doc = std::optional<std::string>();
+    if (CheckAppName(app_name)) app_doc = store.GetDoc("app", app_name);
+    if (!app_doc) return ErrorReply(500, app_doc.error());
+    if (*app_doc) {
+      auto app = AppFromJson(**app_doc);
+      if (app && !caller.InOrg(app->org)) return OrgAccess::NotFound("app", app_name);
+      if (app && app->org != org)
+        return ErrorReply(400, "app '" + app_name + "' belongs to " +
+                                   (app->org.empty() ? "no organization" : "organization '" + app->org + "'") +
+                                   " and service '" + name + "' to " +
+                                   (org.empty() ? "none" : "'" + org + "'") +
+                                   ": an app binds only its own organization's services");
+    }
+  }
+  return broker.Handle(req);
+}
+
 }  // namespace
 
-std::optional<HttpResponse> ControllerApi::CheckCredential(const HttpRequest& req) const {
+Result<Caller> ControllerApi::Identify(const HttpRequest& req) const {
+  // A verified node certificate (the internal TLS port) stands for the admin:
+  // `kato app ...` on any node goes through its agent that way.
+  if (!req.peer_cn.empty()) return Caller{Caller::Kind::kNode};
   auto auth = req.headers.find("authorization");
   std::string token;
   if (auth != req.headers.end() && auth->second.rfind("Bearer ", 0) == 0)
     token = auth->second.substr(7);
-  // A verified node certificate (the internal TLS port) stands for the admin:
-  // `kato app ...` on any node goes through its agent that way.
-  bool member = !req.peer_cn.empty();
-  if (!member && (token.empty() || options_.admin_token_hash.empty() ||
-                  Sha256Hex(token) != options_.admin_token_hash))
-    return ErrorReply(401,
-                      "this API needs the admin credential: Authorization: Bearer TOKEN (print "
-                      "it with `kato node token --api` on the core)");
+  if (token.rfind("kato_", 0) == 0) return accounts_.Authenticate(token);
+  if (!token.empty() && !options_.admin_token_hash.empty() &&
+      Sha256Hex(token) == options_.admin_token_hash)
+    return Caller{Caller::Kind::kAdmin};
+  return Err(
+      "this API needs a credential: sign in with `kato login`, or use the admin credential "
+      "(Authorization: Bearer TOKEN; print it with `kato node token --api` on the core)");
+}
+
+std::optional<HttpResponse> ControllerApi::CheckCredential(const HttpRequest& req) const {
+  if (Accounts::IsLogin(req)) return std::nullopt;
+  if (auto caller = Identify(req); !caller) return ErrorReply(401, caller.error());
   return std::nullopt;
 }
 
 HttpResponse ControllerApi::Handle(const HttpRequest& req) {
   try {
-    if (auto refused = CheckCredential(req)) return *refused;
-    Ctx c{store_, droplets_, clock_, options_};
     std::string path = req.target.substr(0, req.target.find('?'));
     const std::string& m = req.method;
-    if (ServiceBroker::Serves(path)) return services_.Handle(req);
-    if (StagingApi::Serves(path)) return staging_.HandleBuildpacks(req);
+    if (Accounts::IsLogin(req)) return accounts_.Handle(req, Caller{});
+    auto caller = Identify(req);
+    if (!caller) return ErrorReply(401, caller.error());
+    Ctx c{store_, droplets_, clock_, options_};
+    OrgAccess access(store_, *caller);
+    if (Accounts::Serves(path)) return accounts_.Handle(req, *caller);
+    if (ServiceBroker::Serves(path)) return ServicesFor(services_, store_, access, *caller, req);
+    if (StagingApi::Serves(path)) {
+      if (m != "GET" && !caller->admin()) return ErrorReply(403, "changing buildpacks needs an admin");
+      return staging_.HandleBuildpacks(req);
+    }
 
     if (path == "/v2/info" && m == "GET") {
       json nodes = json::array();
@@ -372,6 +453,8 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
             controllers.push_back({{"id", n.id}, {"ip", n.ip}, {"leader", n.id == leader}});
         }
       auto core = store_.GetSetting("core_ip");
+      if (!caller->admin())  // the cluster's machines are the operators' business
+        return JsonReply(200, {{"version", options_.version}, {"endpoint", Endpoint(store_)}});
       return JsonReply(200, {{"version", options_.version},
                          {"endpoint", Endpoint(store_)},
                          {"core_ip", core && *core ? **core : ""},
@@ -383,7 +466,8 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
       if (!docs) return ErrorReply(500, docs.error());
       json out = json::array();
       for (const auto& [name, value] : *docs)
-        if (auto a = AppFromJson(value); a) out.push_back(AppView(c, *a, false));
+        if (auto a = AppFromJson(value); a && caller->InOrg(a->org))
+          out.push_back(AppView(c, *a, false));
       return JsonReply(200, out);
     }
     json body = json::object();
@@ -401,7 +485,14 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
       AppRecord app;
       app.name = name;
       app.created_ms = app.updated_ms = clock_.wall_ms();
+      if (body.contains("org") && !body["org"].is_string())
+        return ErrorReply(400, "'org' must be an organization's name");
+      HttpResponse refusal;
+      auto org = access.ForNew(body.value("org", ""), &refusal);
+      if (!org) return refusal;
+      app.org = *org;
       if (auto r = ApplyChanges(options_, body, app); !r) return ErrorReply(400, r.error());
+      if (auto q = access.CheckAppQuota(app); !q) return ErrorReply(403, q.error());
       if (auto s = store_.PutDoc("app", name, AppToJson(app)); !s) return ErrorReply(500, s.error());
       return JsonReply(201, AppView(c, app, true));
     }
@@ -412,11 +503,15 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
     std::string sub = rest.size() > name.size() ? rest.substr(name.size()) : "";
     auto app = LoadApp(c, name);
     if (!app) return AppError(std::move(app).take_error());
+    if (!caller->InOrg(app->org)) return OrgAccess::NotFound("app", name);
+    if (sub == "/staged" && !caller->node())
+      return ErrorReply(403, "staging outcomes come from the DEAs (node certificates)");
 
     if (sub.empty() && m == "GET") return JsonReply(200, AppView(c, *app, true));
     if (sub.empty() && m == "PUT") {
       auto replace = ApplyChanges(options_, body, *app);
       if (!replace) return ErrorReply(400, replace.error());
+      if (auto q = access.CheckAppQuota(*app); !q) return ErrorReply(403, q.error());
       if (*replace) ++app->version;
       app->updated_ms = clock_.wall_ms();
       if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return ErrorReply(500, s.error());
@@ -472,6 +567,7 @@ HttpResponse ControllerApi::Handle(const HttpRequest& req) {
     if (sub == "/restart" && m == "POST") {
       ++app->version;
       app->state = "STARTED";
+      if (auto q = access.CheckAppQuota(*app); !q) return ErrorReply(403, q.error());
       app->updated_ms = clock_.wall_ms();
       if (auto s = store_.PutDoc("app", name, AppToJson(*app)); !s) return ErrorReply(500, s.error());
       return JsonReply(200, AppView(c, *app, true));

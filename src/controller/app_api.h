@@ -1,13 +1,15 @@
 // ControllerApi: the controller's REST API (issue "Apps"), as a request ->
 // response function over the cluster Store, so it is tested without a network.
 //
-// Every request needs the admin credential (`Authorization: Bearer TOKEN`; the
-// store keeps only its SHA-256). Bodies are JSON, except app bits, which are a
+// Every request but a login needs a credential (`Authorization: Bearer TOKEN`):
+// the cluster's admin token (the store keeps only its SHA-256), a user's token
+// (controller/accounts.h), or a node certificate. What a user may do is decided
+// per organization (controller/org_access.h). Bodies are JSON, except app bits, which are a
 // .tar.gz uploaded as the raw body of PUT /v2/apps/NAME/bits.
 //
 //   GET    /v2/info                      version, endpoint, core IP, nodes and roles
 //   GET    /v2/apps                      every app
-//   POST   /v2/apps                      create {name, instances, memory, disk, command, env}
+//   POST   /v2/apps                      create {name, org, instances, memory, disk, command, env}
 //   GET    /v2/apps/NAME                 one app, with its instances
 //   PUT    /v2/apps/NAME                 change {instances, memory, disk, command, env, state}
 //   PUT    /v2/apps/NAME/bits            upload the app's source (stored by SHA-256) and stage it
@@ -18,6 +20,7 @@
 //   DELETE /v2/apps/NAME
 //   ...    /v2/services...               data services (controller/service_broker.h)
 //   ...    /v2/buildpacks...             custom buildpacks (controller/staging.h)
+//   ...    /v2/login, whoami, tokens, users, orgs   accounts (controller/accounts.h)
 //
 // State lives in the store as documents: "app/NAME" (what the operator asked
 // for), "assignment/NAME/INDEX" (which DEA runs which instance; written by the
@@ -35,6 +38,7 @@
 #include "common/clock.h"
 #include "common/http.h"
 #include "common/result.h"
+#include "controller/accounts.h"
 #include "controller/service_broker.h"
 #include "controller/staging.h"
 #include "store/store.h"
@@ -58,6 +62,7 @@ struct AppRecord {
   std::string staged_key;          // what the droplet was staged from (controller/staging.h)
   std::string staged_command;      // the start command staging found (`command` wins)
   std::string detected_buildpack;  // the buildpack that staged the droplet
+  std::string org;                 // the organization that owns it ("": the cluster's own)
   int64_t created_ms = 0;
   int64_t updated_ms = 0;
   bool operator==(const AppRecord&) const = default;
@@ -131,6 +136,8 @@ class ControllerApi {
     ServiceBroker::Options services;
     // Staging and buildpacks (see controller/staging.h).
     StagingApi::Options staging;
+    // Users, tokens and organizations (see controller/accounts.h).
+    Accounts::Options accounts;
   };
   ControllerApi(Options options, Store& store, const DropletStore& droplets, const Clock& clock);
 
@@ -140,6 +147,9 @@ class ControllerApi {
   // its body is read): a 401 reply, or nullopt when the admin's bearer token or
   // a verified node certificate (peer_cn) comes with it.
   std::optional<HttpResponse> CheckCredential(const HttpRequest& head) const;
+  // Who makes the request: a node (its certificate), the admin (the cluster's
+  // admin token) or a user (their token); an error (a 401's text) otherwise.
+  Result<Caller> Identify(const HttpRequest& head) const;
 
  private:
   Options options_;
@@ -148,6 +158,7 @@ class ControllerApi {
   const Clock& clock_;
   ServiceBroker services_;
   StagingApi staging_;
+  Accounts accounts_;
 };
 
 }  // namespace kato

@@ -153,6 +153,8 @@ int RunController(const ControllerConfig& config) {
                      [&offload](const HttpRequest& req, Responder respond) {
                        HttpRequest from_client = req;
                        from_client.peer_cn.clear();
+                       // The client's address (login rate limits): what the router saw.
+                       from_client.peer_ip = ClientIp(req, true);
                        offload(std::move(from_client), respond);
                      });
   routed.SetBodyLimit(options.max_bits_bytes + 4096);

@@ -20,8 +20,6 @@ namespace kato {
 
 using json = nlohmann::json;
 
-namespace {
-
 Status CheckServiceName(const std::string& name) {
   bool ok = !name.empty() && name.size() <= 63 && std::islower(static_cast<unsigned char>(name[0]));
   for (char c : name)
@@ -32,6 +30,8 @@ Status CheckServiceName(const std::string& name) {
              "' is not valid: use 1-63 lowercase letters, digits, '-' and '_', starting with a "
              "letter");
 }
+
+namespace {
 
 std::string TypeList() {
   std::string s;
@@ -99,7 +99,7 @@ std::optional<ServiceState> StateOf(Store& store, const ServiceRecord& s) {
 json View(Store& store, const ServiceRecord& s, bool with_credentials) {
   json j{{"name", s.name},       {"type", s.type},        {"plan", s.plan},
          {"node_id", s.node_id}, {"node_ip", s.node_ip},  {"port", s.port},
-         {"bound_apps", s.bound_apps}, {"created_ms", s.created_ms}};
+         {"bound_apps", s.bound_apps}, {"created_ms", s.created_ms}, {"org", s.org}};
   auto st = StateOf(store, s);
   j["state"] = s.state == "DELETING" ? "DELETING" : st ? st->state : "PROVISIONING";
   j["message"] = st ? st->message : "";
@@ -166,7 +166,7 @@ HttpResponse ServiceBroker::Create(const std::string& text) {
   json body = json::parse(text, nullptr, false);
   if (body.is_discarded() || !body.is_object())
     return ErrorReply(400, "request body is not a JSON object");
-  for (const char* k : {"type", "name", "node", "plan"})
+  for (const char* k : {"type", "name", "node", "plan", "org"})
     if (body.contains(k) && !body[k].is_string())
       return ErrorReply(400, std::string("'") + k + "' must be a string");
   if (body.contains("udp") && !body["udp"].is_boolean())
@@ -174,6 +174,7 @@ HttpResponse ServiceBroker::Create(const std::string& text) {
   bool udp = body.value("udp", false);
   std::string type = body.value("type", ""), name = body.value("name", "");
   std::string node = body.value("node", ""), plan_text = body.value("plan", "");
+  std::string org = body.value("org", "");  // checked by the caller (controller/org_access.h)
   if (type == "mongodb")
     return ErrorReply(400, "mongodb has no server on Debian 12 (no mongod), so kato cannot "
                            "provision it; types: " + TypeList());
@@ -227,6 +228,7 @@ HttpResponse ServiceBroker::Create(const std::string& text) {
                                  "`");
     s.name = name;
     s.type = type;
+    s.org = org;
     s.id = RandomHex(8);
     s.plan = plan->first;
     s.plan_mb = plan->second;

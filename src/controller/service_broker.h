@@ -2,7 +2,7 @@
 // apps"), as a request -> response function over the cluster Store.
 //
 //   GET    /v2/services                      every service (no credentials)
-//   POST   /v2/services                      create {type, name, node?, plan?}; waits until
+//   POST   /v2/services                      create {type, name, node?, plan?, org?}; waits until
 //                                            the service node has provisioned it
 //   GET    /v2/services/NAME                 one service, with its credentials
 //   DELETE /v2/services/NAME[?force=1]       delete (a bound one only with force, which
@@ -32,6 +32,9 @@
 #include "store/store.h"
 
 namespace kato {
+
+// A service's name: a lowercase letter, then letters, digits, '-' and '_'.
+Status CheckServiceName(const std::string& name);
 
 class ServiceBroker {
  public:

@@ -15,6 +15,7 @@ std::string ServiceToJson(const ServiceRecord& s) {
               {"node_ip", s.node_ip},   {"port", s.port},         {"username", s.username},
               {"password", s.password}, {"dbname", s.dbname},     {"bound_apps", s.bound_apps},
               {"state", s.state},       {"created_ms", s.created_ms}, {"protocol", s.protocol}};
+  if (!s.org.empty()) j["org"] = s.org;
   if (!s.ssh_key.empty()) j["ssh_key"] = s.ssh_key;
   if (!s.ssh_public_key.empty()) j["ssh_public_key"] = s.ssh_public_key;
   return j.dump();
@@ -42,6 +43,7 @@ Result<ServiceRecord> ServiceFromJson(const std::string& text) {
     s.protocol = j.value("protocol", "tcp");
     s.ssh_key = j.value("ssh_key", "");
     s.ssh_public_key = j.value("ssh_public_key", "");
+    s.org = j.value("org", "");
     return s;
   } catch (const json::exception& e) {
     return Err(std::string("stored service is malformed: ") + e.what());

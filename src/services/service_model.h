@@ -38,6 +38,7 @@ struct ServiceRecord {
   std::vector<std::string> bound_apps;  // sorted
   std::string state = "ACTIVE";         // ACTIVE | DELETING
   int64_t created_ms = 0;
+  std::string org;  // the organization that owns it ("": the cluster's own)
   // harbor: "tcp" or "udp". Its port is public on node_ip, forwarded to the
   // bound instances' HARBOR_PORT (the same number, inside their namespaces).
   // A harbor service has no username or password.

@@ -252,6 +252,9 @@ class Node:
         """The environment of a `kato` run on this node."""
         e = dict(os.environ, KATO_DATA_DIR=self.data_dir)
         e.pop("KATO_TOKEN", None)
+        e.pop("KATO_API_TOKEN", None)
+        # Root on the node, not signed in (`kato login`): the cluster admin through the agent.
+        e["KATO_LOGIN_FILE"] = os.path.join(self.data_dir, "no-login.json")
         return e
 
     def cmd(self, *args):

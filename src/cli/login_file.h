@@ -1,0 +1,38 @@
+// The signed-in user of `kato login`: the API's URL, their token and the
+// cluster CA it trusts, in a file of the user's own (mode 0600).
+//
+// The file is KATO_LOGIN_FILE, else $XDG_CONFIG_HOME/kato/login.json, else
+// ~/.config/kato/login.json.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+
+namespace kato {
+
+struct LoginRecord {
+  std::string url;       // http://HOST[:PORT] or https://HOST[:PORT]
+  std::string token;     // kato_ID_SECRET
+  std::string token_id;  // to revoke it (`kato logout`)
+  std::string email;
+  std::string ca_pem;  // https: the CA pinned at login; empty: SSL_CERT_FILE or the system's
+  bool operator==(const LoginRecord&) const = default;
+};
+
+std::string LoginFilePath();
+// nullopt when there is no login file; an error for an unreadable or damaged one.
+Result<std::optional<LoginRecord>> ReadLogin(const std::string& path);
+Status WriteLogin(const std::string& path, const LoginRecord& login);
+
+// An API URL split into its parts: "https://api.example.com:9024/x" ->
+// {true, "api.example.com", 9024}. Default ports 80 and 443.
+struct ApiUrl {
+  bool tls = false;
+  std::string host;
+  int port = 0;
+};
+Result<ApiUrl> ParseApiUrl(const std::string& url);
+
+}  // namespace kato
