@@ -397,6 +397,7 @@ HttpResponse Accounts::Login(const HttpRequest& req) {
   return JsonReply(200, {{"token", "kato_" + id + "_" + secret},
                          {"token_id", id},
                          {"expires_ms", now + options_.token_ttl.count()},
+                         {"ttl_ms", options_.token_ttl.count()},
                          {"user", UserView(**user, orgs ? *orgs : std::vector<std::string>{})}});
 }
 

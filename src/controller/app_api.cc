@@ -11,11 +11,16 @@
 #include "common/fs.h"
 #include "common/json_reply.h"
 #include "common/pki.h"
+#include "controller/console.h"
 #include "controller/org_access.h"
 
 namespace kato {
 
 using json = nlohmann::json;
+
+namespace {
+constexpr char kCsrfRefused[] = "this change needs the console's CSRF token (X-CSRF-Token)";
+}  // namespace
 
 namespace {
 
@@ -200,7 +205,8 @@ ControllerApi::ControllerApi(Options options, Store& store, const DropletStore& 
       clock_(clock),
       services_(options_.services, store, clock),
       staging_(options_.staging, store, droplets, clock),
-      accounts_(options_.accounts, store, clock) {}
+      accounts_(options_.accounts, store, clock),
+      nodes_(options_.nodes) {}
 
 namespace {
 
@@ -410,6 +416,15 @@ Result<Caller> ControllerApi::Identify(const HttpRequest& req) const {
   std::string token;
   if (auth != req.headers.end() && auth->second.rfind("Bearer ", 0) == 0)
     token = auth->second.substr(7);
+  if (auth == req.headers.end()) {
+    // The Management Console's session cookie; its changes need the CSRF token too.
+    std::string session = Console::SessionToken(req);
+    if (!session.empty()) {
+      if (!Console::CsrfOk(req, session))
+        return Err(std::string(kCsrfRefused) + ": reload the console and try again");
+      return accounts_.Authenticate(session);
+    }
+  }
   if (token.rfind("kato_", 0) == 0) return accounts_.Authenticate(token);
   if (!token.empty() && !options_.admin_token_hash.empty() &&
       Sha256Hex(token) == options_.admin_token_hash)
@@ -419,22 +434,43 @@ Result<Caller> ControllerApi::Identify(const HttpRequest& req) const {
       "(Authorization: Bearer TOKEN; print it with `kato node token --api` on the core)");
 }
 
+namespace {
+
+HttpResponse Refusal(const std::string& why) {
+  HttpResponse r = ErrorReply(why.rfind(kCsrfRefused, 0) == 0 ? 403 : 401, why);
+  Console::AddSecurityHeaders(r);
+  return r;
+}
+
+}  // namespace
+
 std::optional<HttpResponse> ControllerApi::CheckCredential(const HttpRequest& req) const {
-  if (Accounts::IsLogin(req)) return std::nullopt;
-  if (auto caller = Identify(req); !caller) return ErrorReply(401, caller.error());
+  // The console's pages, sign-in and session check decide for themselves.
+  if (Accounts::IsLogin(req) || Console::Serves(req.target.substr(0, req.target.find('?'))))
+    return std::nullopt;
+  if (auto caller = Identify(req); !caller) return Refusal(caller.error());
   return std::nullopt;
 }
 
 HttpResponse ControllerApi::Handle(const HttpRequest& req) {
+  HttpResponse r = HandleApi(req);
+  Console::AddSecurityHeaders(r);
+  return r;
+}
+
+HttpResponse ControllerApi::HandleApi(const HttpRequest& req) {
   try {
     std::string path = req.target.substr(0, req.target.find('?'));
     const std::string& m = req.method;
     if (Accounts::IsLogin(req)) return accounts_.Handle(req, Caller{});
     auto caller = Identify(req);
-    if (!caller) return ErrorReply(401, caller.error());
+    if (Console::Serves(path))
+      return Console::Handle(req, accounts_, caller ? std::optional<Caller>(*caller) : std::nullopt);
+    if (!caller) return Refusal(caller.error());
     Ctx c{store_, droplets_, clock_, options_};
     OrgAccess access(store_, *caller);
     if (Accounts::Serves(path)) return accounts_.Handle(req, *caller);
+    if (NodeOps::Serves(path)) return nodes_.Handle(req, *caller);
     if (ServiceBroker::Serves(path)) return ServicesFor(services_, store_, access, *caller, req);
     if (StagingApi::Serves(path)) {
       if (m != "GET" && !caller->admin()) return ErrorReply(403, "changing buildpacks needs an admin");

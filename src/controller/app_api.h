@@ -21,6 +21,10 @@
 //   ...    /v2/services...               data services (controller/service_broker.h)
 //   ...    /v2/buildpacks...             custom buildpacks (controller/staging.h)
 //   ...    /v2/login, whoami, tokens, users, orgs   accounts (controller/accounts.h)
+//   ...    /v2/nodes...                  nodes and roles, for admins (controller/node_ops.h)
+//   GET    /v2/events                    server-sent events of the cluster revision
+//                                        (controller/revision_hub.h; run_controller.cc serves it)
+//   ...    /console/...                  the Management Console (controller/console.h)
 //
 // State lives in the store as documents: "app/NAME" (what the operator asked
 // for), "assignment/NAME/INDEX" (which DEA runs which instance; written by the
@@ -39,6 +43,7 @@
 #include "common/http.h"
 #include "common/result.h"
 #include "controller/accounts.h"
+#include "controller/node_ops.h"
 #include "controller/service_broker.h"
 #include "controller/staging.h"
 #include "store/store.h"
@@ -138,6 +143,8 @@ class ControllerApi {
     StagingApi::Options staging;
     // Users, tokens and organizations (see controller/accounts.h).
     Accounts::Options accounts;
+    // The nodes for the console (see controller/node_ops.h).
+    NodeOps::Options nodes;
   };
   ControllerApi(Options options, Store& store, const DropletStore& droplets, const Clock& clock);
 
@@ -152,6 +159,7 @@ class ControllerApi {
   Result<Caller> Identify(const HttpRequest& head) const;
 
  private:
+  HttpResponse HandleApi(const HttpRequest& req);
   Options options_;
   Store& store_;
   const DropletStore& droplets_;
@@ -159,6 +167,7 @@ class ControllerApi {
   ServiceBroker services_;
   StagingApi staging_;
   Accounts accounts_;
+  NodeOps nodes_;
 };
 
 }  // namespace kato

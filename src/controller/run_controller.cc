@@ -19,6 +19,7 @@
 #include "common/signals.h"
 #include "common/work_queue.h"
 #include "controller/app_api.h"
+#include "controller/revision_hub.h"
 #include "controller/health.h"
 #include "controller/reconciler.h"
 #include "roles/roles.h"
@@ -98,13 +99,28 @@ int RunController(const ControllerConfig& config) {
   options.staging.fetch_log = [agent_log](const std::string& ip, const std::string& task, int lines) {
     return agent_log(ip, "/v1/staging/" + task + "/log", lines, "log of staging " + task);
   };
+  options.nodes.cluster = [&client] { return client.Call("GET", "/v1/cluster"); };
+  options.nodes.call_agent = [&client](const std::string& ip, const std::string& method,
+                                       const std::string& path,
+                                       const std::string& body) -> Result<HttpResponse> {
+    auto me = client.Load();
+    if (!me) return Err(me.error());
+    // Role changes wait for the node's processes (the agent allows 180 s).
+    Millis timeout = method == "POST" ? Millis(200000) : Millis(3000);
+    return HttpsCall(ClientTls{me->ca_pem, me->cert_pem, me->key_pem, ""}, ip, kAgentPort, method,
+                     path, body, timeout);
+  };
   ControllerApi api(options, store, droplets, RealClock::instance());
+  // The console's live updates: one watch of the primary for every open page.
+  RevisionHub events({}, [&client](int64_t after, Millis timeout) { return client.Watch(after, timeout); });
+  events.Start();
 
   // API requests call the primary (several round trips): off the I/O threads, on
   // a bounded pool that is stopped after the servers and joined before `api`
   // goes away. When it is full, clients are told to come back (503).
   WorkQueue workers(kApiThreads, kApiBacklog);
-  auto offload = [&workers, &api](HttpRequest req, const Responder& respond) {
+  auto offload = [&workers, &api, &events](HttpRequest req, const Responder& respond) {
+    if (RevisionHub::Serves(req)) return events.Wait(req, respond);  // authenticated by the header check
     if (workers.TrySubmit([&api, req = std::move(req), respond] { respond(api.Handle(req)); }))
       return;
     HttpResponse busy = ErrorReply(503, "the controller is busy: try again in a moment");
@@ -214,6 +230,7 @@ int RunController(const ControllerConfig& config) {
   done = true;
   loop.join();
   if (leader) (void)store.ReleaseLease(ControllerApi::kLeaderLease, id->node_id);
+  events.Stop();
   server.Stop();
   internal.Stop();
   routed.Stop();
