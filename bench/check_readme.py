@@ -3,7 +3,7 @@
 results files (results.json, results_attach.json, results_run_a.json,
 apps_results.json, lb_results.json, tenant_results.json, router_streams_results.json,
 harbor_results.json, services_results.json, filesystem_results.json,
-staging_results.json): each
+staging_results.json, console_results.json): each
 table row named below must hold exactly the listed
 numbers, in order, after its label, and each sentence below must appear
 verbatim. Exits 1 naming every mismatch. Run by ctest (bench_readme).
@@ -222,6 +222,21 @@ def staging_rows(r):
             for kind, v in r["apps"].items()}
 
 
+def console_rows(r):
+    fp, nodes, rl = r["first_paint"], r["nodes_page"], r["rate_limit"]
+    row = lambda st: [f1(st[k]) for k in ("median_ms", "min_ms", "max_ms")]
+    gq, gu = rl["good_logins_quiet"], rl["good_logins_under_guessing"]
+    return {"console first paint": row(fp["console_fcp"]),
+            "console sign-in form shown": row(fp["console_sign_in_shown"]),
+            "nginx, same files: first paint": row(fp["nginx_fcp"]),
+            "Cluster Nodes at 20 nodes shown": row(nodes["shown_20_nodes"]),
+            "GET /v2/nodes (from Python)": row(nodes["api_v2_nodes"]),
+            "one client, one account": [str(rl["guesses"]), str(rl["guesses_checked_401"]),
+                                        str(rl["guesses_refused_429"])],
+            "alone": [str(gq["ok"]), str(gq["of"]), f1(gq["median_ms"])],
+            "during the guessing": [str(gu["ok"]), str(gu["of"]), f1(gu["median_ms"])]}
+
+
 def sentences(attach, run_a, apps, lb):
     """Figures quoted in running text."""
     fo, push = apps["failover"], apps["push"]
@@ -323,6 +338,9 @@ def main():
     errors += check_rows(lines, filesystem_rows(load("filesystem_results.json")), s, e, "Filesystem")
     s, e = section_bounds(lines, "# Staging: push-to-serving per buildpack", "# ")
     errors += check_rows(lines, staging_rows(load("staging_results.json")), s, e, "Staging")
+    s, e = section_bounds(lines, "# Management Console: first paint, Cluster Nodes at 20 nodes, "
+                          "login rate limits", "# ")
+    errors += check_rows(lines, console_rows(load("console_results.json")), s, e, "Console")
     flat = " ".join(readme.split())
     for sentence in sentences(attach_now, run_a, apps, lb) + tenant_sentences(tenant):
         if sentence not in flat:

@@ -104,6 +104,7 @@ void AddLogin(CLI::App& app, Globals& g, std::function<int()>& run,
       if (url->tls && !a->ca_sha256.empty()) {
         ClientTls tls;
         tls.pin_ca_sha256 = a->ca_sha256;
+        tls.verify_host = url->host;
         r = HttpsCall(tls, url->host, url->port, "POST", "/v2/login", body.dump(), Millis(30000));
         if (r) ca_pem = r->peer_ca_pem;
       } else {

@@ -68,6 +68,7 @@ Result<HttpResponse> CallApiUrl(const std::string& url, const std::string& ca_pe
   if (!u->tls) return HttpCall(u->host, u->port, method, path, body, Millis(120000), headers);
   ClientTls tls;
   tls.ca_pem = ca_pem.empty() ? TrustedCaPem() : ca_pem;
+  tls.verify_host = u->host;
   return HttpsCall(tls, u->host, u->port, method, path, body, Millis(120000), headers);
 }
 

@@ -127,6 +127,9 @@ struct ClientTls {
   // contains a certificate whose SHA-256 is this, and its leaf verifies against
   // that certificate. ca_pem is then ignored; response.peer_ca_pem is set.
   std::string pin_ca_sha256;
+  // Not empty: the server's certificate must also name this host (and it is
+  // sent as SNI). Cluster peers are named by the CA alone and leave it empty.
+  std::string verify_host;
 };
 
 // One request on a new connection. `headers` are sent as given (after Host,

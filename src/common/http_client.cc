@@ -380,6 +380,13 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
   }
 
   TlsStream stream(ioc, *ctx);
+  if (!tls.verify_host.empty()) {
+    // A server outside the cluster: its certificate must name the host (SNI says which).
+    SSL_set_tlsext_host_name(stream.native_handle(), tls.verify_host.c_str());
+    SSL_set_hostflags(stream.native_handle(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_set1_host(stream.native_handle(), tls.verify_host.c_str()) != 1)
+      return Err("cannot check the certificate of " + d.where + " against '" + tls.verify_host + "'");
+  }
   beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
   KATO_TRY(Connect(ioc, lowest, host, port, d));
 

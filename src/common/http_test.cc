@@ -894,3 +894,32 @@ TEST(ParseHttpRequestTest, RejectsWithTheRightStatus) {
 
 }  // namespace
 }  // namespace kato
+
+namespace kato {
+namespace {
+
+// verify_host: a server outside the cluster must hold a certificate for the
+// host asked for (the CLI's https:// API URLs), not just any that chains.
+TEST_F(HttpsTest, VerifyHostChecksTheCertificatesNames) {
+  auto kc = CreateKeyAndCsr("web");
+  ASSERT_TRUE(kc.ok());
+  auto cert = SignServerCsr(ca_, kc->csr_pem, "api.example.com", {"api.example.com"}, 30);
+  ASSERT_TRUE(cert.ok()) << cert.error();
+  StartServer(nullptr, "", Identity{*cert, kc->key_pem});
+  ClientTls tls = Trusting();
+  tls.verify_host = "api.example.com";
+  auto good = Call(tls, "GET", "/v2/info");
+  ASSERT_TRUE(good.ok()) << good.error();
+  EXPECT_EQ(good->status, 200);
+  tls.verify_host = "evil.example.com";
+  auto bad = Call(tls, "GET", "/v2/info");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error(), ::testing::HasSubstr("hostname mismatch"));
+  // A node certificate names no host: a client that asks for one refuses it.
+  StartServer();
+  tls.verify_host = "api.example.com";
+  EXPECT_FALSE(Call(tls, "GET", "/v2/info").ok());
+}
+
+}  // namespace
+}  // namespace kato

@@ -49,7 +49,7 @@ namespace kato {
 // act as admin; a user is admin or a developer of their organizations.
 struct Caller {
   enum class Kind { kAdmin, kNode, kUser };
-  Kind kind = Kind::kAdmin;
+  Kind kind = Kind::kUser;  // by default nobody: a user of no organization
   std::string email;              // users
   bool admin_user = false;        // users: an admin account
   std::vector<std::string> orgs;  // users: the organizations they belong to (sorted)

@@ -32,12 +32,12 @@ def tls_context(ca_file):
     return ctx
 
 
-def https_get(ip, host, ctx, timeout=5, headers=""):
-    """GET / over TLS to ip:443 with SNI and Host `host`; (status, body, peer cert DER)."""
+def https_get(ip, host, ctx, timeout=5, headers="", path="/"):
+    """GET path over TLS to ip:443 with SNI and Host `host`; (status, body, peer cert DER)."""
     raw = socket.create_connection((ip, 443), timeout=timeout)
     s = ctx.wrap_socket(raw, server_hostname=host)
     try:
-        s.sendall(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\r\n"
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\r\n"
                   .encode())
         r = http.client.HTTPResponse(s)
         r.begin()
@@ -155,6 +155,9 @@ def test_load_balancer_layout(cluster, tmp_path):
     # The certificate names the API endpoint too; a foreign name fails verification.
     status, _, _ = https_get(lb.ip, "api.lb.test", ctx)
     assert status in (200, 401, 404)
+    # The Management Console, through the load balancer with the cluster's certificate.
+    status, body, _ = https_get(lb.ip, "api.lb.test", ctx, path="/console/")
+    assert status == 200 and b'<label for="email">Email</label>' in body
     with pytest.raises(ssl.SSLCertVerificationError):
         https_get(lb.ip, "web.other.test", ctx)
 
