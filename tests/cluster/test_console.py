@@ -85,6 +85,14 @@ class Browser:
         card = self.d.find_element(By.CSS_SELECTOR, f"article[data-ip='{ip}']")
         return card.find_element(By.XPATH, f".//label[normalize-space()='{role}']/input")
 
+    # Looked up afresh each time; a stale element (the page replaced a card
+    # instead of updating it in place) fails the test.
+    def role_checked(self, ip, role):
+        return self.role_box(ip, role).is_selected()
+
+    def click_role(self, ip, role):
+        self.role_box(ip, role).click()
+
     def card_status(self, ip):
         card = self.d.find_element(By.CSS_SELECTOR, f"article[data-ip='{ip}']")
         return card.find_element(By.CSS_SELECTOR, "[role=status]").text
@@ -121,8 +129,8 @@ def test_console_nodes_roles_apps_and_a_developers_view(cluster):
         wait_for("three node cards", lambda: len(b.d.find_elements(By.CSS_SELECTOR, "article.node")) == 3)
         for n in (core, data, dea):
             assert n.ip in b.d.find_element(By.CSS_SELECTOR, f"article[data-ip='{n.ip}']").text
-        assert b.role_box(dea.ip, "dea").is_selected()
-        assert not b.role_box(data.ip, "router").is_selected()
+        assert b.role_checked(dea.ip, "dea")
+        assert not b.role_checked(data.ip, "router")
         b.shot("cluster-nodes")
         b.d.set_window_size(390, 844)  # a phone's width: the cards stack, every control stays
         b.shot("cluster-nodes-phone")
@@ -130,23 +138,24 @@ def test_console_nodes_roles_apps_and_a_developers_view(cluster):
         b.d.set_window_size(1280, 900)
 
         # Checking a role box adds the role, as `kato role add -n` does.
-        b.role_box(data.ip, "router").click()
+        b.click_role(data.ip, "router")
         wait_for("router added (the page)", lambda: "router added" in b.card_status(data.ip), timeout=120)
         assert "router" in data.json("info")["roles"]["assigned"]
         b.shot("cluster-nodes-role-added")
-        b.role_box(data.ip, "router").click()
+        b.click_role(data.ip, "router")
         wait_for("router removed (the page)", lambda: "router removed" in b.card_status(data.ip), timeout=60)
         assert "router" not in data.json("info")["roles"]["assigned"]
         # A refused change shows the agent's error and leaves the box as it was.
-        b.role_box(data.ip, "primary").click()
+        b.click_role(data.ip, "primary")
         wait_for("the refusal", lambda: b.card_status(data.ip) and "adding" not in b.card_status(data.ip))
-        assert not b.role_box(data.ip, "primary").is_selected()
+        assert not b.role_checked(data.ip, "primary")
         assert "primary" not in data.json("info")["roles"]["assigned"]
 
         # The page follows the cluster without a reload: a role added from the CLI shows up.
+        # The page updates the very box in place (it is never replaced under the mouse).
+        box = b.role_box(data.ip, "memcached")
         data.ok("role", "add", "memcached")
-        wait_for("memcached checked (live)", lambda: b.role_box(data.ip, "memcached").is_selected(),
-                 timeout=20)
+        wait_for("memcached checked (live)", lambda: box.is_selected(), timeout=20)
 
         # Node detail, from the node's row.
         b.d.find_element(By.LINK_TEXT, dea.ip).click()

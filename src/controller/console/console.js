@@ -110,52 +110,79 @@ function rendered(name) {
   if (performance.getEntriesByName("kato:" + name).length === 0) performance.mark("kato:" + name);
 }
 
+// Whether `data` differs from what the page last drew under `key`: a refresh
+// that brings nothing new leaves the page (and the control under the mouse) alone.
+const drawn = {};
+function changed(key, data) {
+  const sig = JSON.stringify(data);
+  if (drawn[key] === sig) return false;
+  drawn[key] = sig;
+  return true;
+}
+
 function statusLine() { return h("p", { class: "status", role: "status" }); }
 
 async function nodesPage() {
   const list = h("div", { class: "nodes" });
   const error = h("p", { class: "error", role: "alert" });
   page("Cluster Nodes", error, list);
-  const busy = new Set();  // "ip/role" being changed: not redrawn meanwhile
-  const messages = {};     // by IP: the last role change's outcome, kept across redraws
+  // Cards are kept and updated in place (a refresh comes with every change of
+  // the cluster): a box the user is about to click is never replaced under them.
+  const cards = new Map();  // by IP: {el, boxes, badge, host, busy}
+  const makeCard = (n, roles, coreIp) => {
+    const status = statusLine();
+    const card = { boxes: {}, busy: new Set() };
+    const say = (text) => { status.textContent = text; };
+    const boxes = roles.map((role) => {
+      const box = h("input", { type: "checkbox", name: role, disabled: role === "base" });
+      box.addEventListener("change", async () => {
+        const add = box.checked;
+        card.busy.add(role);
+        box.disabled = true;
+        say((add ? "adding " : "removing ") + role + "…");
+        try {
+          await api("POST", "/v2/nodes/" + n.ip + "/roles", add ? { add: [role] } : { remove: [role] });
+          say(role + (add ? " added" : " removed"));
+        } catch (e) {
+          box.checked = !add;
+          say(e.message);
+        } finally {
+          card.busy.delete(role);
+          box.disabled = false;
+          state.refresh().catch(() => {});
+        }
+      });
+      card.boxes[role] = box;
+      return h("label", {}, box, role);
+    });
+    card.badge = stateBadge(n.state);
+    card.host = h("span", { class: "muted" });
+    card.el = h("article", { class: "card node", "data-ip": n.ip, "aria-label": "Node " + n.ip },
+      h("h2", {}, h("a", { href: "#/nodes/" + n.ip, text: n.ip }), card.host, card.badge,
+        n.ip === coreIp ? h("span", { class: "muted", text: "core" }) : null),
+      h("fieldset", {}, h("legend", { text: "Roles of " + n.ip }), boxes),
+      status);
+    return card;
+  };
   state.refresh = async () => {
     const data = await api("GET", "/v2/nodes");
-    const cards = data.nodes.map((n) => {
-      const status = statusLine();
-      status.textContent = messages[n.ip] || "";
-      const say = (text) => { messages[n.ip] = text; status.textContent = text; };
-      const boxes = data.roles.map((role) => {
-        const key = n.ip + "/" + role;
-        const box = h("input", { type: "checkbox", name: role, checked: n.roles.includes(role),
-                                 disabled: role === "base" || busy.has(key) });
-        box.addEventListener("change", async () => {
-          const add = box.checked;
-          busy.add(key);
-          box.disabled = true;
-          say((add ? "adding " : "removing ") + role + "…");
-          try {
-            await api("POST", "/v2/nodes/" + n.ip + "/roles", add ? { add: [role] } : { remove: [role] });
-            say(role + (add ? " added" : " removed"));
-          } catch (e) {
-            box.checked = !add;
-            say(e.message);
-          } finally {
-            busy.delete(key);
-            box.disabled = false;
-            state.refresh().catch(() => {});
-          }
-        });
-        return h("label", {}, box, role);
-      });
-      return h("article", { class: "card node", "data-ip": n.ip, "aria-label": "Node " + n.ip },
-        h("h2", {}, h("a", { href: "#/nodes/" + n.ip, text: n.ip }),
-          h("span", { class: "muted", text: n.hostname }), stateBadge(n.state),
-          n.ip === data.core_ip ? h("span", { class: "muted", text: "core" }) : null),
-        h("fieldset", {}, h("legend", { text: "Roles of " + n.ip }), boxes),
-        status);
+    const seen = new Set();
+    data.nodes.forEach((n, i) => {
+      seen.add(n.ip);
+      let card = cards.get(n.ip);
+      if (!card) {
+        card = makeCard(n, data.roles, data.core_ip);
+        cards.set(n.ip, card);
+      }
+      card.host.textContent = n.hostname;
+      card.badge.textContent = n.state;
+      card.badge.className = "state " + n.state;
+      for (const [role, box] of Object.entries(card.boxes))
+        if (!card.busy.has(role)) box.checked = n.roles.includes(role);
+      if (list.children[i] !== card.el) list.insertBefore(card.el, list.children[i] || null);
     });
-    // Not while a role change is under way: its box and status line stay as they are.
-    if (busy.size === 0) list.replaceChildren(...cards);
+    for (const [ip, card] of cards)
+      if (!seen.has(ip)) { card.el.remove(); cards.delete(ip); }
     rendered("nodes");
   };
   await state.refresh().catch((e) => { error.textContent = e.message; });
@@ -167,6 +194,7 @@ async function nodePage(ip) {
   page("Node " + ip, h("p", {}, h("a", { href: "#/nodes", text: "← Cluster Nodes" })), body, status);
   state.refresh = async () => {
     const n = await api("GET", "/v2/nodes/" + ip);
+    if (!changed("node", n)) return;
     const rows = n.processes.map((p) => h("tr", {},
       h("td", { text: p.name }), h("td", {}, stateBadge(p.state)), h("td", { text: p.pid || "" }),
       h("td", { text: p.message || "" }),
@@ -192,6 +220,7 @@ async function appsPage() {
   page("Apps", body);
   state.refresh = async () => {
     const apps = await api("GET", "/v2/apps");
+    if (!changed("apps", apps)) return;
     const rows = apps.map((a) => h("tr", { "data-app": a.name },
       h("td", {}, h("a", { href: "#/apps/" + a.name, text: a.name })), h("td", { text: a.org || "—" }),
       h("td", {}, stateBadge(a.health ? a.health.state : a.state)),
@@ -232,6 +261,7 @@ async function appPage(name) {
   let first = true;
   state.refresh = async () => {
     const [a, services] = await Promise.all([api("GET", "/v2/apps/" + name), api("GET", "/v2/services")]);
+    if (!changed("app", [a, services])) return;
     if (first) { count.value = a.instances; first = false; }
     const bound = services.filter((s) => s.bound_apps.includes(name)).map((s) => s.name);
     const rows = a.instance_list.map((i) => h("tr", {},
@@ -299,6 +329,7 @@ async function servicesPage() {
     status, body);
   state.refresh = async () => {
     const services = await api("GET", "/v2/services");
+    if (!changed("services", services)) return;
     const rows = services.map((s) => h("tr", {},
       h("td", { text: s.name }), h("td", { text: s.type }), h("td", { text: s.org || "—" }),
       h("td", {}, stateBadge(s.state)), h("td", { text: s.bound_apps.join(", ") }),
@@ -350,6 +381,7 @@ async function usersPage() {
     status, h("h2", { text: "Users" }), users, h("h2", { text: "Organizations" }), orgs);
   state.refresh = async () => {
     const [us, os] = await Promise.all([api("GET", "/v2/users"), api("GET", "/v2/orgs")]);
+    if (!changed("users", [us, os])) return;
     users.replaceChildren(table(["Email", "Kind", "Organizations", ""], us.map((u) => h("tr", {},
       h("td", { text: u.email }), h("td", { text: u.admin ? "admin" : "developer" }),
       h("td", { text: u.orgs.join(", ") }),
@@ -372,6 +404,7 @@ async function route() {
   if (!state.user) return;
   clearTimers();
   state.refresh = null;
+  for (const k of Object.keys(drawn)) delete drawn[k];
   let hash = location.hash.replace(/^#/, "") || (state.user.admin ? "/nodes" : "/apps");
   for (const a of document.querySelectorAll("#nav a"))
     a.toggleAttribute("aria-current", hash.startsWith(a.getAttribute("href").slice(1)));
