@@ -27,9 +27,16 @@ Result<bool> EnsureWebCert(ClusterClient& client, const std::string& cert_path,
   auto j = nlohmann::json::parse(*r, nullptr, false);
   if (!j.is_object() || !j.contains("cert") || !j["cert"].is_string())
     return Err("cannot get the cluster's web certificate: the core's reply has no certificate");
+  // The file holds the chain: the certificate, then the cluster CA, so that a
+  // client can pin the CA the first time it sees it (`kato login`).
+  std::string chain = j["cert"].get<std::string>();
+  if (j.contains("ca") && j["ca"].is_string()) {
+    if (!chain.empty() && chain.back() != '\n') chain += '\n';
+    chain += j["ca"].get<std::string>();
+  }
   // Key first: until the certificate follows, the pair does not match and is not used.
   KATO_TRY(WriteFileAtomic(key_path, kc->key_pem, 0600));
-  KATO_TRY(WriteFileAtomic(cert_path, j["cert"].get<std::string>(), 0644));
+  KATO_TRY(WriteFileAtomic(cert_path, chain, 0644));
   LogInfo("{}: new web certificate for {}", who, j.value("names", nlohmann::json::array()).dump());
   return true;
 }

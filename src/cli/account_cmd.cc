@@ -9,6 +9,8 @@
 
 #include "cli/login_file.h"
 #include "common/fs.h"
+#include "common/net.h"
+#include "common/pki.h"
 
 namespace kato {
 
@@ -18,7 +20,7 @@ namespace {
 
 struct AccountArgs {
   ApiTarget api;
-  std::string url, email, org, memory, ca_sha256;
+  std::string url, email, org, memory, ca_sha256, address;
   bool admin = false, password_stdin = false, yes = false;
   int64_t instances = -1, services = -1;
 };
@@ -75,6 +77,35 @@ void Print(const Globals& g, const json& j, const std::string& text) {
     std::cout << text << "\n";
 }
 
+// https: the fingerprint of the CA to pin for this login. "" when the
+// machine's CAs (SSL_CERT_FILE or the system's) already vouch for the server;
+// else the CA the server presents, once the user has seen its fingerprint and
+// said yes (trust on first use). Nothing secret is sent before: the probe is a
+// GET of the console's public page.
+Result<std::string> ChooseCa(const ApiEndpoint& e, bool stdin_taken) {
+  auto trusted = CallApi(e, "", "GET", "/console/", "");
+  if (trusted) return std::string();
+  if (trusted.error().find("does not verify") == std::string::npos) return Err(trusted.error());
+  ApiEndpoint first = e;
+  first.pin_ca_sha256 = kFirstUse;
+  auto seen = CallApi(first, "", "GET", "/console/", "");
+  if (!seen) return Err(seen.error());
+  auto fp = CertFingerprint(seen->peer_ca_pem);
+  if (!fp) return Err("the server's CA certificate is not valid: " + fp.error());
+  const std::string what =
+      "the server's certificate is signed by a CA this machine does not trust, with SHA-256 "
+      "fingerprint " +
+      *fp +
+      ". If that is your cluster's CA (its join token, from `kato node "
+      "token` on the core, reads KATO1.FINGERPRINT.SECRET)";
+  if (stdin_taken || !isatty(0))
+    return Err(what + ", run again with --ca-sha256 " + *fp + "; nothing was sent");
+  std::string answer = Prompt(what + ", trust it for this login? [y/N]");
+  if (answer != "y" && answer != "Y" && answer != "yes")
+    return Err("not signed in; nothing was sent");
+  return *fp;
+}
+
 void AddLogin(CLI::App& app, Globals& g, std::function<int()>& run,
               std::shared_ptr<AccountArgs> a) {
   auto* login = app.add_subcommand("login", "sign in to a cluster's API as a user; stores a token");
@@ -82,34 +113,39 @@ void AddLogin(CLI::App& app, Globals& g, std::function<int()>& run,
                     "the API, e.g. https://api.example.com (default: the last one)");
   login->add_option("--email", a->email, "your email (asked when missing)");
   login->add_flag("--password-stdin", a->password_stdin, "read the password from stdin");
-  login->add_option("--ca-sha256", a->ca_sha256,
-                    "https: trust the cluster CA with this SHA-256 fingerprint (pinned for later "
-                    "calls); default: SSL_CERT_FILE or the system's CAs");
+  login->add_option(
+      "--ca-sha256", a->ca_sha256,
+      "https: trust the cluster CA with this SHA-256 fingerprint (the one in its join "
+      "token); default: SSL_CERT_FILE or the system's CAs, else ask");
+  login->add_option("--address", a->address,
+                    "connect to this IP instead of resolving the URL's host (no DNS yet); kept "
+                    "for later calls");
   login->add_flag("-j,--json", g.json_out, "print one JSON document");
   login->callback([&g, &run, a] {
     run = [&g, a]() -> int {
       std::string path = LoginFilePath();
       auto old = ReadLogin(path);
-      if (a->url.empty() && old && *old) a->url = (*old)->url;
+      if (a->url.empty() && old && *old) {
+        a->url = (*old)->url;
+        if (a->address.empty()) a->address = (*old)->address;
+      }
       if (a->url.empty()) return Fail("give the API's URL: kato login https://api.DOMAIN");
       while (!a->url.empty() && a->url.back() == '/') a->url.pop_back();
       auto url = ParseApiUrl(a->url);
       if (!url) return Fail(url.error());
+      if (!a->address.empty())
+        if (auto s = CheckIPv4(a->address, "--address"); !s) return Fail(s.error());
+      ApiEndpoint e{a->url, a->address, "", a->ca_sha256};
+      if (url->tls && e.pin_ca_sha256.empty()) {
+        auto pin = ChooseCa(e, a->password_stdin);
+        if (!pin) return Fail(pin.error());
+        e.pin_ca_sha256 = *pin;
+      }
       if (a->email.empty()) a->email = Prompt("Email");
       auto password = ReadPassword(a->password_stdin, "Password");
       if (!password) return Fail(password.error());
       json body{{"email", a->email}, {"password", *password}, {"client", "kato cli"}};
-      std::string ca_pem;
-      Result<HttpResponse> r = Err("");
-      if (url->tls && !a->ca_sha256.empty()) {
-        ClientTls tls;
-        tls.pin_ca_sha256 = a->ca_sha256;
-        tls.verify_host = url->host;
-        r = HttpsCall(tls, url->host, url->port, "POST", "/v2/login", body.dump(), Millis(30000));
-        if (r) ca_pem = r->peer_ca_pem;
-      } else {
-        r = CallApiUrl(a->url, "", "", "POST", "/v2/login", body.dump());
-      }
+      auto r = CallApi(e, "", "POST", "/v2/login", body.dump());
       if (!r) return Fail(r.error());
       json reply = json::parse(r->body, nullptr, false);
       if (r->status != 200)
@@ -118,10 +154,13 @@ void AddLogin(CLI::App& app, Globals& g, std::function<int()>& run,
                         : "the API answered HTTP " + std::to_string(r->status));
       // A former login's token is revoked: one login file, one live token.
       if (old && *old && !(*old)->token.empty())
-        (void)CallApiUrl((*old)->url, (*old)->ca_pem, (*old)->token, "DELETE", "/v2/tokens/current",
-                         "");
-      LoginRecord l{a->url, reply.value("token", ""), reply.value("token_id", ""),
-                    reply["user"].value("email", a->email), ca_pem};
+        (void)CallApi((*old)->Endpoint(), (*old)->token, "DELETE", "/v2/tokens/current", "");
+      LoginRecord l{a->url,
+                    reply.value("token", ""),
+                    reply.value("token_id", ""),
+                    reply["user"].value("email", a->email),
+                    r->peer_ca_pem,
+                    a->address};
       if (auto s = WriteLogin(path, l); !s) return Fail(s.error());
       json user = reply["user"];
       Print(g,
@@ -143,7 +182,7 @@ void AddLogin(CLI::App& app, Globals& g, std::function<int()>& run,
         std::cerr << "not signed in\n";
         return 0;
       }
-      auto r = CallApiUrl((*l)->url, (*l)->ca_pem, (*l)->token, "DELETE", "/v2/tokens/current", "");
+      auto r = CallApi((*l)->Endpoint(), (*l)->token, "DELETE", "/v2/tokens/current", "");
       // 401: already revoked or expired; either way it no longer works.
       if (!r || (r->status != 200 && r->status != 401))
         return Fail("could not revoke the token on " + (*l)->url + " (" +

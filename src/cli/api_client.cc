@@ -58,25 +58,30 @@ static std::string TrustedCaPem() {
   return "";
 }
 
-Result<HttpResponse> CallApiUrl(const std::string& url, const std::string& ca_pem,
-                                const std::string& token, const std::string& method,
-                                const std::string& path, const std::string& body) {
-  auto u = ParseApiUrl(url);
+Result<HttpResponse> CallApi(const ApiEndpoint& e, const std::string& token,
+                             const std::string& method, const std::string& path,
+                             const std::string& body) {
+  auto u = ParseApiUrl(e.url);
   if (!u) return Err(u.error());
   std::map<std::string, std::string> headers;
   if (!token.empty()) headers["Authorization"] = "Bearer " + token;
-  if (!u->tls) return HttpCall(u->host, u->port, method, path, body, Millis(120000), headers);
+  // Connected to another address (no DNS yet), the request still names the URL's host.
+  const std::string& connect = e.address.empty() ? u->host : e.address;
+  bool default_port = u->port == (u->tls ? 443 : 80);
+  headers["Host"] = default_port ? u->host : u->host + ":" + std::to_string(u->port);
+  if (!u->tls) return HttpCall(connect, u->port, method, path, body, Millis(120000), headers);
   ClientTls tls;
-  tls.ca_pem = ca_pem.empty() ? TrustedCaPem() : ca_pem;
+  if (!e.pin_ca_sha256.empty()) tls.pin_ca_sha256 = e.pin_ca_sha256;
+  else tls.ca_pem = e.ca_pem.empty() ? TrustedCaPem() : e.ca_pem;
   tls.verify_host = u->host;
-  return HttpsCall(tls, u->host, u->port, method, path, body, Millis(120000), headers);
+  return HttpsCall(tls, connect, u->port, method, path, body, Millis(120000), headers);
 }
 
 static Result<HttpResponse> RemoteCall(ApiTarget& t, const std::string& method, const std::string& path,
                                 const std::string& body) {
   std::string token;
   if (const char* env = std::getenv("KATO_API_TOKEN"); env && *env) token = env;
-  std::string ca_pem;
+  ApiEndpoint e;
   if (token.empty() || t.url.empty()) {
     auto login = ReadLogin(LoginFilePath());
     if (!login) return Err(login.error());
@@ -85,9 +90,10 @@ static Result<HttpResponse> RemoteCall(ApiTarget& t, const std::string& method, 
                  "credential, `kato node token --api` on the core)");
     if (t.url.empty()) t.url = (*login)->url;
     if (token.empty()) token = (*login)->token;
-    if ((*login)->url == t.url) ca_pem = (*login)->ca_pem;
+    if ((*login)->url == t.url) e = (*login)->Endpoint();
   }
-  return CallApiUrl(t.url, ca_pem, token, method, path, body);
+  e.url = t.url;
+  return CallApi(e, token, method, path, body);
 }
 
 static bool UsesLogin(const ApiTarget& t) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "cli/login_file.h"
 #include "common/http.h"
 #include "common/result.h"
 
@@ -36,11 +37,13 @@ Result<nlohmann::json> AppApi(const Globals& g, const ApiTarget& t, const std::s
                               const std::string& path, const std::string& body, bool raw = false,
                               int* status_out = nullptr);
 
-// One call to an API URL (http:// or https://, verified against `ca_pem`, else
-// SSL_CERT_FILE or the system's CAs) with a bearer token (when not empty).
-Result<HttpResponse> CallApiUrl(const std::string& url, const std::string& ca_pem,
-                                const std::string& token, const std::string& method,
-                                const std::string& path, const std::string& body);
+// One call to an API: http:// or https:// (verified against `ca_pem`, else
+// SSL_CERT_FILE or the system's CAs, or pinned; the certificate must name the
+// URL's host), with a bearer token when not empty. A pinned call's reply has
+// the server's CA in peer_ca_pem.
+Result<HttpResponse> CallApi(const ApiEndpoint& endpoint, const std::string& token,
+                             const std::string& method, const std::string& path,
+                             const std::string& body);
 
 // The output of a command run without a shell (for `tar`).
 Result<std::string> Capture(const std::vector<std::string>& argv);

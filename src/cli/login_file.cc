@@ -25,8 +25,12 @@ Result<std::optional<LoginRecord>> ReadLogin(const std::string& path) {
   if (!j.is_object() || !j.contains("url") || !j["url"].is_string() || !j.contains("token") ||
       !j["token"].is_string())
     return Err(path + " is damaged: sign in again with `kato login URL`");
-  LoginRecord l{j["url"], j["token"], j.value("token_id", ""), j.value("email", ""),
-                j.value("ca_pem", "")};
+  LoginRecord l{j["url"],
+                j["token"],
+                j.value("token_id", ""),
+                j.value("email", ""),
+                j.value("ca_pem", ""),
+                j.value("address", "")};
   return std::optional<LoginRecord>(l);
 }
 
@@ -35,6 +39,7 @@ Status WriteLogin(const std::string& path, const LoginRecord& l) {
   if (slash != std::string::npos && slash > 0) KATO_TRY(MakeDirs(path.substr(0, slash), 0700));
   json j{{"url", l.url}, {"token", l.token}, {"token_id", l.token_id}, {"email", l.email}};
   if (!l.ca_pem.empty()) j["ca_pem"] = l.ca_pem;
+  if (!l.address.empty()) j["address"] = l.address;
   return WriteFileAtomic(path, j.dump(2) + "\n", 0600);
 }
 

@@ -12,13 +12,23 @@
 
 namespace kato {
 
+// Where an API is and how it is trusted.
+struct ApiEndpoint {
+  std::string url;            // http://HOST[:PORT] or https://HOST[:PORT]
+  std::string address;        // connect here instead of resolving HOST (no DNS yet); "" = HOST
+  std::string ca_pem;         // https: trust this CA; empty: SSL_CERT_FILE or the system's
+  std::string pin_ca_sha256;  // https: or the CA with this fingerprint (ClientTls)
+};
+
 struct LoginRecord {
   std::string url;       // http://HOST[:PORT] or https://HOST[:PORT]
   std::string token;     // kato_ID_SECRET
   std::string token_id;  // to revoke it (`kato logout`)
   std::string email;
-  std::string ca_pem;  // https: the CA pinned at login; empty: SSL_CERT_FILE or the system's
+  std::string ca_pem;   // https: the CA pinned at login; empty: SSL_CERT_FILE or the system's
+  std::string address;  // `kato login --address`: where HOST is, without DNS
   bool operator==(const LoginRecord&) const = default;
+  ApiEndpoint Endpoint() const { return {url, address, ca_pem, ""}; }
 };
 
 std::string LoginFilePath();

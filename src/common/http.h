@@ -119,6 +119,8 @@ class HttpServer {
 // The name from before plain HTTP existed; the same class.
 using HttpsServer = HttpServer;
 
+inline constexpr char kFirstUse[] = "*";
+
 struct ClientTls {
   std::string ca_pem;    // verify the server against this CA (when pin is empty)
   std::string cert_pem;  // optional client certificate
@@ -126,6 +128,8 @@ struct ClientTls {
   // Pinned mode (join): accept the server only if the chain it presents
   // contains a certificate whose SHA-256 is this, and its leaf verifies against
   // that certificate. ca_pem is then ignored; response.peer_ca_pem is set.
+  // kFirstUse: accept the top of the chain the server presents (trust on
+  // first use); peer_ca_pem tells the caller which CA that was.
   std::string pin_ca_sha256;
   // Not empty: the server's certificate must also name this host (and it is
   // sent as SNI). Cluster peers are named by the CA alone and leave it empty.

@@ -135,7 +135,8 @@ namespace {
 // that the request (which carries the join secret) is never written to a
 // server that failed it.
 struct PinCheck {
-  std::string pin;        // lowercase hex SHA-256
+  std::string pin;        // lowercase hex SHA-256, or "*": the top of the chain presented
+  std::string host;       // not empty: the leaf must name it
   bool mismatch = false;  // no certificate in the chain has that fingerprint
   std::string error;      // the chain does not verify against the pinned certificate
   std::string ca_pem;     // the pinned certificate, once verified
@@ -146,6 +147,12 @@ int VerifyPinned(X509_STORE_CTX* store_ctx, void* arg) {
   X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
   STACK_OF(X509)* chain = X509_STORE_CTX_get0_untrusted(store_ctx);
   X509* pinned = nullptr;
+  if (check->pin == kFirstUse) {
+    // Trust on first use: the last certificate the server sent (its CA, for a
+    // kato server); the caller shows its fingerprint before relying on it.
+    int n = chain ? sk_X509_num(chain) : 0;
+    pinned = n > 0 ? sk_X509_value(chain, n - 1) : leaf;
+  }
   if (leaf && Sha256Of(leaf) == check->pin) pinned = leaf;
   for (int i = 0; !pinned && chain && i < sk_X509_num(chain); ++i) {
     X509* c = sk_X509_value(chain, i);
@@ -162,7 +169,12 @@ int VerifyPinned(X509_STORE_CTX* store_ctx, void* arg) {
            X509_STORE_CTX_init(verify, store, leaf, chain) == 1 &&
            X509_STORE_CTX_set_purpose(verify, X509_PURPOSE_SSL_SERVER) == 1 &&
            X509_verify_cert(verify) == 1;
-  if (ok) {
+  if (ok && !check->host.empty() &&
+      X509_check_host(leaf, check->host.data(), check->host.size(), 0, nullptr) != 1) {
+    ok = 0;
+    check->error = "its certificate does not name " + check->host;
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_HOSTNAME_MISMATCH);
+  } else if (ok) {
     check->ca_pem = PemOf(pinned);
   } else {
     int err = verify ? X509_STORE_CTX_get_error(verify) : X509_V_ERR_UNSPECIFIED;
@@ -371,6 +383,7 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
     pin.pin = tls.pin_ca_sha256;
     std::transform(pin.pin.begin(), pin.pin.end(), pin.pin.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    pin.host = tls.verify_host;
     SSL_CTX_set_cert_verify_callback(ctx->native_handle(), VerifyPinned, &pin);
   } else {
     if (tls.ca_pem.empty()) return Err("no CA certificate to verify " + d.where + " against");
@@ -400,6 +413,8 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
     return Err("server at " + d.where +
                " is not the cluster the token was made for (CA fingerprint mismatch)");
   }
+  if (!pin.error.empty() && pin.error.rfind("its certificate does not name", 0) == 0)
+    return Err("TLS handshake with " + d.where + " failed: " + pin.error);
   if (!pin.error.empty()) {
     return Err("TLS handshake with " + d.where +
                " failed: its certificate does not chain to the pinned cluster CA (" + pin.error +

@@ -921,5 +921,30 @@ TEST_F(HttpsTest, VerifyHostChecksTheCertificatesNames) {
   EXPECT_FALSE(Call(tls, "GET", "/v2/info").ok());
 }
 
+// Trust on first use: the top of the presented chain, reported to the caller;
+// with a host to check, the leaf must name it in that mode too.
+TEST_F(HttpsTest, FirstUseReportsThePresentedCaAndChecksTheHost) {
+  auto kc = CreateKeyAndCsr("web");
+  ASSERT_TRUE(kc.ok());
+  auto cert = SignServerCsr(ca_, kc->csr_pem, "api.example.com", {"api.example.com"}, 30);
+  ASSERT_TRUE(cert.ok()) << cert.error();
+  StartServer(nullptr, ca_.cert_pem, Identity{*cert, kc->key_pem});
+  ClientTls tls;
+  tls.pin_ca_sha256 = kFirstUse;
+  tls.verify_host = "api.example.com";
+  auto r = Call(tls, "GET", "/console/");
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r->peer_ca_pem, ca_.cert_pem);
+  tls.verify_host = "evil.example.com";
+  auto bad = Call(tls, "GET", "/console/");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.error(), HasSubstr("does not name evil.example.com"));
+  // Pinned to the CA it reported: the same check of the host.
+  tls.pin_ca_sha256 = *CertFingerprint(ca_.cert_pem);
+  EXPECT_FALSE(Call(tls, "GET", "/").ok());
+  tls.verify_host = "api.example.com";
+  EXPECT_TRUE(Call(tls, "GET", "/").ok());
+}
+
 }  // namespace
 }  // namespace kato

@@ -118,3 +118,38 @@ def test_login_rate_limit_through_the_router(cluster):
     assert status == 429 and int(headers["Retry-After"]) > 0 and "too many" in body["error"]
     # Another account from the same client still signs in.
     assert login("bob@x.test", "bob-password")[0] == 200
+
+
+def test_login_over_https_through_the_router(cluster, tmp_path):
+    """`kato login https://api.DOMAIN` before there is DNS (--address), trusting the
+    cluster's CA by the fingerprint in its join token, then `kato app` over that login."""
+    core = cluster.core(1, "api.tls.test")
+    core.ok("user", "add", "ann@tls.test", "--password-stdin", input="ann-password\n")
+    core.ok("org", "create", "blue")
+    core.ok("org", "add-user", "blue", "ann@tls.test")
+    fingerprint = core.ok("node", "token").out.strip().split(".")[1]
+    env = {"KATO_LOGIN_FILE": str(tmp_path / "ann.json")}
+    url = "https://api.tls.test"
+
+    # Not trusted by this machine, and not interactive: it says which CA it saw, sends nothing.
+    r = wait_for("the API through the router's TLS port", lambda: (lambda r: r if "does not trust" in r.err
+                 else None)(core.kato("login", url, "--address", core.ip, "--email", "ann@tls.test",
+                                      "--password-stdin", input="ann-password\n", env=env)), timeout=20)
+    assert r.rc != 0 and f"--ca-sha256 {fingerprint}" in r.err and "nothing was sent" in r.err, r
+    # Another fingerprint (a server that is not this cluster) is refused.
+    r = core.kato("login", url, "--address", core.ip, "--ca-sha256", "ab" * 32, "--email",
+                  "ann@tls.test", "--password-stdin", input="ann-password\n", env=env)
+    assert r.rc != 0 and "fingerprint mismatch" in r.err, r
+    assert not (tmp_path / "ann.json").exists()
+
+    r = core.ok("login", url, "--address", core.ip, "--ca-sha256", fingerprint, "--email",
+                "ann@tls.test", "--password-stdin", input="ann-password\n", env=env)
+    assert "as ann@tls.test" in r.out
+    login = json.load(open(tmp_path / "ann.json"))
+    assert login["address"] == core.ip and "BEGIN CERTIFICATE" in login["ca_pem"]
+    # Later calls go the same way (https, the pinned CA, the host's name checked).
+    created = core.ok("app", "list", "--json", env=env)
+    assert json.loads(created.out) == []
+    assert json.loads(core.ok("whoami", "--json", env=env).out)["email"] == "ann@tls.test"
+    core.ok("logout", env=env)
+    assert not (tmp_path / "ann.json").exists()
