@@ -436,6 +436,14 @@ Result<Caller> ControllerApi::Identify(const HttpRequest& req) const {
 
 namespace {
 
+constexpr long kMaxOpenBody = 64 * 1024;
+
+HttpResponse Refusal413() {
+  HttpResponse r = ErrorReply(413, "a sign-in is at most 64 KiB, with a Content-Length");
+  Console::AddSecurityHeaders(r);
+  return r;
+}
+
 HttpResponse Refusal(const std::string& why) {
   HttpResponse r = ErrorReply(why.rfind(kCsrfRefused, 0) == 0 ? 403 : 401, why);
   Console::AddSecurityHeaders(r);
@@ -445,9 +453,16 @@ HttpResponse Refusal(const std::string& why) {
 }  // namespace
 
 std::optional<HttpResponse> ControllerApi::CheckCredential(const HttpRequest& req) const {
-  // The console's pages, sign-in and session check decide for themselves.
-  if (Accounts::IsLogin(req) || Console::Serves(req.target.substr(0, req.target.find('?'))))
+  // The console's pages, sign-in and session check decide for themselves; with
+  // no credential checked yet, their bodies are small (no 64 MiB uploads).
+  if (Accounts::IsLogin(req) || Console::Serves(req.target.substr(0, req.target.find('?')))) {
+    auto length = req.headers.find("content-length");
+    bool chunked = req.headers.count("transfer-encoding") > 0;
+    if (chunked || (length != req.headers.end() &&
+                    (length->second.size() > 6 || std::atol(length->second.c_str()) > kMaxOpenBody)))
+      return Refusal413();
     return std::nullopt;
+  }
   if (auto caller = Identify(req); !caller) return Refusal(caller.error());
   return std::nullopt;
 }

@@ -125,6 +125,24 @@ TEST_F(ConsoleTest, SignInSetsAStrictCookieThatCallsTheApi) {
   EXPECT_EQ(Call("GET", "/v2/whoami", "", session).status, 401);
 }
 
+TEST_F(ConsoleTest, OpenRequestsAreSmall) {
+  // No credential is checked before these bodies are read: the header check bounds them.
+  HttpRequest head;
+  head.method = "POST";
+  head.target = "/console/login";
+  head.headers["content-length"] = "67108864";
+  ASSERT_TRUE(api_->CheckCredential(head).has_value());
+  EXPECT_EQ(api_->CheckCredential(head)->status, 413);
+  head.target = "/v2/login";
+  EXPECT_EQ(api_->CheckCredential(head)->status, 413);
+  head.headers.erase("content-length");
+  head.headers["transfer-encoding"] = "chunked";
+  EXPECT_EQ(api_->CheckCredential(head)->status, 413);
+  head.headers.erase("transfer-encoding");
+  head.headers["content-length"] = "60";
+  EXPECT_FALSE(api_->CheckCredential(head).has_value());
+}
+
 TEST(ConsoleCookieTest, FindsTheSessionAmongCookies) {
   HttpRequest r;
   EXPECT_EQ(Console::SessionToken(r), "");

@@ -70,17 +70,19 @@ void RevisionHub::Wait(const HttpRequest& req, Responder respond) {
     return respond(std::move(busy));
   }
   waiters_.push_back({after, std::chrono::steady_clock::now() + options_.hold, std::move(respond)});
+  lock.unlock();
+  cv_.notify_all();  // the loop watches only while someone waits
 }
 
 void RevisionHub::Loop() {
   int64_t seen = -1;
   for (;;) {
     {
-      std::lock_guard lock(mu_);
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !waiters_.empty(); });
       if (stopping_) return;
     }
-    // Bounded by the hold, so that waiters past their deadline are answered in time.
-    auto rev = watch_(seen, options_.hold);
+    auto rev = watch_(seen, options_.poll);
     std::vector<std::pair<Responder, std::string>> answers;
     {
       std::unique_lock lock(mu_);

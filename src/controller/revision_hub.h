@@ -7,7 +7,8 @@
 // revision passes the one it has seen (its Last-Event-ID), and is answered
 // with one event. EventSource then reconnects at once (`retry`), so a page
 // holds one request at a time and a change reaches it within one round trip. A
-// request waits at most `hold`; then it gets a comment and reconnects.
+// request waits at most `hold`; then it gets a comment and reconnects. With
+// no page waiting, nothing is polled.
 #pragma once
 
 #include <condition_variable>
@@ -31,6 +32,9 @@ class RevisionHub {
   struct Options {
     Millis hold{15000};
     size_t max_waiters = 1000;  // one more gets 503
+    // One long poll of the primary's watch: short, so that Stop (and so the
+    // controller's shutdown) never waits long for it.
+    Millis poll{1000};
   };
   RevisionHub(Options options, Watch watch);
   ~RevisionHub();  // Stop()

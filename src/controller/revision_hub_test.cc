@@ -3,6 +3,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -117,6 +118,30 @@ TEST(RevisionHubTest, WaitsAreBoundedAndStopAnswersEveryone) {
   HttpRequest post = Events();
   post.method = "POST";
   EXPECT_FALSE(RevisionHub::Serves(post));
+}
+
+TEST(RevisionHubTest, IdleItPollsNothingAndStopsPromptly) {
+  FakeWatch watch;
+  std::atomic<int> calls{0};
+  RevisionHub hub({Millis(10000), 10, Millis(300)}, [&](int64_t a, Millis t) {
+    ++calls;
+    return watch.Watch(a, t);
+  });
+  hub.Start();
+  std::this_thread::sleep_for(Millis(200));  // a span with nobody waiting, not a condition
+  EXPECT_EQ(calls, 0);
+  Answers a;
+  hub.Wait(Events("5"), a.Reply());  // waits for a revision past 5: the watch is polled
+  auto start = std::chrono::steady_clock::now();
+  while (calls == 0 && std::chrono::steady_clock::now() - start < Millis(5000))
+    std::this_thread::yield();
+  EXPECT_GT(calls, 0);
+  // The controller's shutdown: at most one poll, not the page's whole hold.
+  start = std::chrono::steady_clock::now();
+  hub.Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, Millis(2000));
+  ASSERT_TRUE(a.WaitFor(1));
+  watch.Stop();
 }
 
 }  // namespace
