@@ -112,7 +112,9 @@ def test_a_failed_build_fails_the_push_and_the_running_version_keeps_serving(clu
         'require("http").createServer((q, s) => s.end("v1")).listen(process.env.PORT);\n')
     r, _ = push(core, "web", str(node))
     assert r.rc == 0, r
-    assert get(core.ip, "web.fail.test") == (200, b"v1")
+    # The router learns the new instance through its watch, moments after the push returns.
+    wait_for("v1 through the router", lambda: get(core.ip, "web.fail.test") == (200, b"v1"),
+             timeout=10)
     version = core.json("app", "info", "web")["version"]
 
     with Traffic(lambda: get(core.ip, "web.fail.test", timeout=5)[0]) as traffic:
