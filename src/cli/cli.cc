@@ -16,6 +16,7 @@
 
 #include "cli/account_cmd.h"
 #include "cli/api_client.h"
+#include "cli/app_print.h"
 #include "cli/app_wait.h"
 #include "cli/log_follow.h"
 #include "cli/service_cmd.h"
@@ -556,25 +557,7 @@ int RunCli(int argc, char** argv) {
     std::cerr << "kato: " << e << "\n";
     return 1;
   };
-  auto print_app = [&g](const json& a) {
-    if (g.json_out) {
-      json out = a;
-      out["instances"] = a.contains("instance_list") ? a["instance_list"] : json::array();
-      out["instance_count"] = a["instances"];
-      out.erase("instance_list");
-      std::cout << out.dump(2) << "\n";
-      return;
-    }
-    std::string health = a.contains("health") ? a["health"].value("state", "") : "";
-    std::cout << a["name"].get<std::string>() << "  " << a["state"].get<std::string>()
-              << (health.empty() ? "" : " (" + health + ")") << "  "
-              << a["running"].get<int>() << "/" << a["instances"].get<int>() << " running  "
-              << a["memory_mb"].get<int>() << " MB  " << Join(a["urls"]) << "\n";
-    if (a.contains("instance_list"))
-      for (const auto& i : a["instance_list"])
-        std::cout << "  #" << i["index"].get<int>() << "  " << Pad(i["state"], 9) << " "
-                  << i["node_ip"].get<std::string>() << ":" << i["port"].get<int>() << "\n";
-  };
+  auto print_app = [&g](const json& a) { PrintApp(g, a); };
   auto* push = appc->add_subcommand("push", "create or update an app from a directory and start it");
   push->add_option("NAME", app_name, "the app's name (its URL is NAME.DOMAIN)")->required();
   push->add_option("--path", app_path, "the app's directory")->required();

@@ -364,25 +364,25 @@ HttpResponse Accounts::Handle(const HttpRequest& req, const Caller& caller) {
 HttpResponse Accounts::Login(const HttpRequest& req) {
   auto in = ReadEmailPassword(req);
   if (!in) return ErrorReply(400, in.error());
-  const json* body = &in->body;
-  const std::string* email = &in->email;
-  const std::string* password = &in->password;
-  if (auto s = CheckEmail(*email); !s) return ErrorReply(400, s.error());
-  if (password->size() > kMaxPassword) return ErrorReply(400, CheckPassword(*password).error());
+  const json& body = in->body;
+  const std::string& email = in->email;
+  const std::string& password = in->password;
+  if (auto s = CheckEmail(email); !s) return ErrorReply(400, s.error());
+  if (password.size() > kMaxPassword) return ErrorReply(400, CheckPassword(password).error());
   const std::string& ip = req.peer_ip;
-  if (int wait = limiter_.RetryAfter(*email, ip)) {
+  if (int wait = limiter_.RetryAfter(email, ip)) {
     HttpResponse r = ErrorReply(429, "too many failed sign-ins from " + (ip.empty() ? "here" : ip) +
                                          ": try again in " + std::to_string(wait) + " s");
     r.headers["Retry-After"] = std::to_string(wait);
     return r;
   }
-  auto user = LoadUser(store_, *email);
+  auto user = LoadUser(store_, email);
   if (!user) return ErrorReply(500, user.error());
   // Hash even for an unknown user, so that timing does not tell which emails exist.
   static const std::string kDummy = HashPassword("not a password", options_.password_cost).value();
-  bool ok = VerifyPassword(*user ? (*user)->password_hash : kDummy, *password) && *user;
+  bool ok = VerifyPassword(*user ? (*user)->password_hash : kDummy, password) && *user;
   if (!ok) {
-    limiter_.Failed(*email, ip);
+    limiter_.Failed(email, ip);
     return ErrorReply(401, "wrong email or password");
   }
   std::string id = RandomHex(8), secret = RandomHex(16);
@@ -391,7 +391,7 @@ HttpResponse Accounts::Login(const HttpRequest& req) {
          {"secret_sha256", Sha256Hex(secret)},
          {"created_ms", now},
          {"expires_ms", now + options_.token_ttl.count()},
-         {"client", body->value("client", std::string())}};
+         {"client", body.value("client", std::string())}};
   if (auto s = store_.PutDoc("api_token", id, t.dump()); !s) return ErrorReply(500, s.error());
   auto orgs = OrgsOf(store_, (*user)->email);
   return JsonReply(200, {{"token", "kato_" + id + "_" + secret},
@@ -460,15 +460,15 @@ HttpResponse Accounts::Users(const HttpRequest& req, const std::string& path,
   if (path == "/v2/users" && req.method == "POST") {
     auto in = ReadEmailPassword(req);
     if (!in) return ErrorReply(400, in.error());
-    const json* body = &in->body;
-    const std::string* email = &in->email;
-    const std::string* password = &in->password;
-    if (body->contains("admin") && !(*body)["admin"].is_boolean())
+    const json& body = in->body;
+    const std::string& email = in->email;
+    const std::string& password = in->password;
+    if (body.contains("admin") && !body["admin"].is_boolean())
       return ErrorReply(400, "'admin' must be true or false");
-    if (auto s = AddUser(*email, *password, body->value("admin", false)); !s)
+    if (auto s = AddUser(email, password, body.value("admin", false)); !s)
       return ErrorReply(s.error().find("already exists") != std::string::npos ? 409 : 400,
                         s.error());
-    UserRecord u{Lower(*email), "", body->value("admin", false), clock_.wall_ms()};
+    UserRecord u{Lower(email), "", body.value("admin", false), clock_.wall_ms()};
     return JsonReply(201, UserView(u, {}));
   }
   if (path.rfind("/v2/users/", 0) == 0 && req.method == "DELETE") {
