@@ -114,7 +114,8 @@ struct Agent::Impl {
   int loop_fd = -1;  // eventfd: wakes the main loop
   std::atomic<int64_t> seen_revision{0};
   std::atomic<bool> core_reachable{true};
-  MemberSet members;  // who may use the agent port; from heartbeat (and join) replies
+  MemberSet members;  // who may use the agent port; from join replies and /v1/members
+  std::atomic<int64_t> members_fetched{-1};  // the members_revision of the last fetch
 
   explicit Impl(AgentOptions o) : opt(std::move(o)), layout{opt.data_dir} {}
 
@@ -295,6 +296,7 @@ struct Agent::Impl {
     LogWarn("leaving the cluster: {}", why);
     Membership none;
     members.Clear();
+    members_fetched = -1;
     if (auto s = SetMembership(none); !s) LogError("{}", s.error());
     for (auto f : {layout.node_cert(), layout.ca_cert()}) ::unlink(f.c_str());
     LoadPki();
@@ -306,11 +308,15 @@ struct Agent::Impl {
     if (!m.attached) return;
     auto ident = Identity();
     json procs = json::array();
-    for (const auto& p : Processes())
-      procs.push_back({{"name", p.name}, {"state", ToString(p.state)}, {"pid", p.pid}});
+    for (const auto& p : Processes()) {
+      json j{{"name", p.name}, {"state", ToString(p.state)}, {"pid", p.pid}};
+      if (!p.message.empty() && p.state != ProcState::kRunning) j["message"] = p.message;
+      procs.push_back(std::move(j));
+    }
     auto p = PkiCopy();
     json body{{"ip", ident.ip}, {"hostname", ident.hostname}, {"version", opt.version},
               {"processes", procs}};
+    if (Contains(m.roles, "load_balancer")) body["load_balancer"] = LbState();
     auto r = HttpsCall(ClientTls{p.ca, p.cert, p.key, ""}, m.core_ip, kPrimaryPort, "POST",
                        "/v1/heartbeat", body.dump(), Millis(2000));
     if (!r) {
@@ -328,7 +334,17 @@ struct Agent::Impl {
       LogWarn("heartbeat refused: {}", j.error());
       return;
     }
-    (void)members.Update(*j);  // a revision change wakes this heartbeat: removals apply at once
+    // The members are fetched again only when the set changed (a revision
+    // change wakes this heartbeat: removals apply at once).
+    int64_t members_rev = j->value("members_revision", static_cast<int64_t>(-1));
+    if (members_rev < 0 || members_rev != members_fetched.load()) {
+      auto list = CallPrimary("GET", "/v1/members", json::object());
+      if (list && members.Update(*list)) {
+        members_fetched = members_rev;
+      } else {
+        LogWarn("cannot read the cluster's members: {}", list ? "bad reply" : list.error());
+      }
+    }
     ApplyNodeReply(*j);
   }
 
@@ -341,8 +357,8 @@ struct Agent::Impl {
     }
   }
 
-  // Long-polls the cluster revision; any change triggers an immediate heartbeat,
-  // which brings this node's new role assignment.
+  // Long-polls this node's scope of the cluster; a change triggers an
+  // immediate heartbeat, which brings this node's new role assignment.
   void WatchLoop() {
     while (!stopping) {
       auto m = Member();
@@ -351,9 +367,10 @@ struct Agent::Impl {
         wake_cv.wait_for(l, Millis(500), [&] { return stopping.load(); });
         continue;
       }
+      // Only what concerns this node wakes it (its record, the endpoint, a removal).
       auto r = CallPrimary("GET",
                            "/v1/watch?after=" + std::to_string(seen_revision.load()) +
-                               "&timeout_ms=15000",
+                               "&timeout_ms=15000&node=" + Identity().id,
                            json::object(), Millis(20000));
       if (stopping) break;
       if (r && r->contains("revision") && (*r)["revision"].is_number()) {
@@ -556,31 +573,37 @@ struct Agent::Impl {
     return out;
   }
 
+  // Every node's state as its heartbeats report it (the primary keeps the
+  // last one in memory): one call to the primary however many nodes there
+  // are, a dead node shown down with no processes. This node's own part is
+  // read live.
   Result<json> StatusAll() {
     auto cluster = CallPrimary("GET", "/v1/cluster", json::object());
     if (!cluster) return Err(cluster.error());
-    json nodes = (*cluster)["nodes"];
-    std::vector<std::future<json>> futures;
-    for (const auto& n : nodes) {
-      futures.push_back(std::async(std::launch::async, [this, n]() {
-        json out{{"id", n["id"]},   {"ip", n["ip"]},       {"hostname", n["hostname"]},
-                 {"roles", n["roles"]}, {"version", n["version"]}, {"state", "down"},
-                 {"processes", json::array()}};
-        auto r = CallAgent(n["ip"].get<std::string>(), "GET", "/v1/status", json::object(),
-                           kPeerStatusTimeout);
-        if (r && r->is_object() && (*r)["id"] == n["id"]) {
-          out["state"] = "up";
-          out["processes"] = (*r)["processes"];
-        } else {
-          out["error"] = r ? "another node answers at this address" : r.error();
-        }
-        return out;
-      }));
-    }
+    const std::string self = Identity().id;
+    const int64_t now_ms = RealClock::instance().wall_ms();
     json out{{"core_ip", (*cluster)["core_ip"]},
              {"endpoint", (*cluster)["endpoint"]},
              {"nodes", json::array()}};
-    for (auto& f : futures) out["nodes"].push_back(f.get());
+    for (const auto& n : (*cluster)["nodes"]) {
+      json node{{"id", n["id"]},     {"ip", n["ip"]},           {"hostname", n["hostname"]},
+                {"roles", n["roles"]}, {"version", n["version"]}, {"state", n.value("state", "down")},
+                {"processes", json::array()}};
+      if (n["id"] == self) {
+        json local = LocalStatus();
+        node["state"] = "up";
+        node["processes"] = local["processes"];
+        if (local.contains("load_balancer")) node["load_balancer"] = local["load_balancer"];
+      } else if (node["state"] == "up") {
+        node["processes"] = n.value("processes", json::array());
+        if (n.contains("load_balancer")) node["load_balancer"] = n["load_balancer"];
+      } else {
+        int64_t seen = n.value("last_seen_ms", static_cast<int64_t>(0));
+        node["error"] = seen > 0 ? "no heartbeat for " + std::to_string((now_ms - seen) / 1000) + " s"
+                                 : std::string("no heartbeat since the core started");
+      }
+      out["nodes"].push_back(std::move(node));
+    }
     return out;
   }
 
@@ -1228,7 +1251,13 @@ struct Agent::Impl {
   Result<json> SafeDispatch(const std::string& cmd, const json& args, const Caller& caller,
                             const Progress& progress) {
     try {
-      return Dispatch(cmd, args, caller, progress);
+      auto r = Dispatch(cmd, args, caller, progress);
+      // The core shows what nodes report (`status --all`): report a change at once.
+      static const std::set<std::string> kReadOnly{"info", "status", "version", "node.list",
+                                                    "role.info", "process.list", "history",
+                                                    "lb.cert_list", "node.token", "app.call"};
+      if (r && !kReadOnly.count(cmd)) Heartbeat();
+      return r;
     } catch (const json::exception& e) {
       return Err(std::string("bad request: ") + e.what());
     } catch (const std::exception& e) {
@@ -1402,6 +1431,7 @@ struct Agent::Impl {
     bool shutting_down = false;
     auto shutdown_deadline = std::chrono::steady_clock::now();
     bool busy = false;  // a process is starting or stopping: check it more often
+    std::string last_states;
     for (;;) {
       pollfd p[2] = {{sfd, POLLIN, 0}, {loop_fd, POLLIN, 0}};
       ::poll(p, 2, busy ? 10 : 100);
@@ -1423,8 +1453,15 @@ struct Agent::Impl {
       std::lock_guard l(sup_mu);
       sup->tick();
       busy = false;
-      for (const auto& st : sup->status())
+      std::string states;  // what a heartbeat reports: a change is reported at once
+      for (const auto& st : sup->status()) {
         busy = busy || st.state == ProcState::kStarting || st.state == ProcState::kStopping;
+        states += st.name + ' ' + ToString(st.state) + ' ' + std::to_string(st.pid) + '\n';
+      }
+      if (states != last_states) {
+        last_states = std::move(states);
+        Wake();
+      }
       if (shutting_down &&
           (sup->all_stopped() || std::chrono::steady_clock::now() > shutdown_deadline))
         break;

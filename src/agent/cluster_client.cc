@@ -49,6 +49,12 @@ Result<std::string> ClusterClient::Call(const std::string& method, const std::st
 }
 
 Result<int64_t> ClusterClient::Watch(int64_t after, Millis timeout) {
+  auto w = WatchRevisions(after, timeout);
+  if (!w) return Err(w.error());
+  return w->first;
+}
+
+Result<std::pair<int64_t, int64_t>> ClusterClient::WatchRevisions(int64_t after, Millis timeout) {
   auto body = Call("GET",
                    "/v1/watch?after=" + std::to_string(after) +
                        "&timeout_ms=" + std::to_string(timeout.count()),
@@ -57,7 +63,10 @@ Result<int64_t> ClusterClient::Watch(int64_t after, Millis timeout) {
   json j = json::parse(*body, nullptr, false);
   if (!j.is_object() || !j.contains("revision") || !j["revision"].is_number())
     return Err("the core sent a watch reply without a revision");
-  return j["revision"].get<int64_t>();
+  int64_t members = j.contains("members_revision") && j["members_revision"].is_number_integer()
+                        ? j["members_revision"].get<int64_t>()
+                        : j["revision"].get<int64_t>();
+  return std::pair{j["revision"].get<int64_t>(), members};
 }
 
 // ---- RemoteStore ---------------------------------------------------------------
@@ -100,7 +109,7 @@ Result<int64_t> RemoteStore::Revision() {
 }
 
 Result<std::optional<std::string>> RemoteStore::GetSetting(const std::string& key) {
-  auto j = ParsedCall(client_, "GET", "/v1/cluster");
+  auto j = ParsedCall(client_, "GET", "/v1/cluster?nodes=0");
   if (!j) return Err(j.error());
   if (key != "core_ip" && key != "endpoint" && key != "version" && key != "admin_token_hash")
     return Err("setting " + key + " is not available to role processes");
@@ -114,7 +123,7 @@ Status RemoteStore::SetSetting(const std::string&, const std::string&) {
 Status RemoteStore::PutNode(const NodeRecord&) { return NotHere("changing nodes"); }
 
 Result<std::vector<NodeRecord>> RemoteStore::ListNodes() {
-  auto j = ParsedCall(client_, "GET", "/v1/cluster");
+  auto j = ParsedCall(client_, "GET", "/v1/cluster?processes=0");
   if (!j) return Err(j.error());
   std::vector<NodeRecord> out;
   if (j->contains("nodes") && (*j)["nodes"].is_array())

@@ -28,6 +28,8 @@ class ClusterClient {
                            const std::string& body = "", Millis timeout = Millis(3000));
   // Long-polls until the cluster revision passes `after` (or the timeout); the new revision.
   Result<int64_t> Watch(int64_t after, Millis timeout);
+  // The same, with the revision at which the set of members last changed: {revision, members}.
+  Result<std::pair<int64_t, int64_t>> WatchRevisions(int64_t after, Millis timeout);
 
   // The node's own id and address, and its TLS material (for serving peers).
   struct Identity {

@@ -1,5 +1,7 @@
 #include "agent/member_set.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "agent/cluster_client.h"
@@ -78,19 +80,22 @@ MemberFollower::MemberFollower(MemberSet& members, Source& source, Millis retry)
 MemberFollower::~MemberFollower() { Stop(); }
 
 Status MemberFollower::Fetch() {
-  auto doc = source_.Cluster();
+  auto doc = source_.Members();
   if (!doc) return Err("cannot read the cluster's members: " + doc.error());
   KATO_TRY(members_.Update(*doc));
   fetched_ = true;
   seen_ = members_.revision();
+  // The cluster was at least there when the members last changed.
+  cluster_seen_ = std::max(cluster_seen_, seen_);
   return Ok();
 }
 
 Status MemberFollower::Step() {
   if (!fetched_ || seen_ != members_.revision()) KATO_TRY(Fetch());
-  auto rev = source_.Watch(members_.revision());
+  auto rev = source_.Watch(cluster_seen_);
   if (!rev) return Err("cannot watch the cluster: " + rev.error());
-  seen_ = *rev;
+  cluster_seen_ = rev->cluster;
+  seen_ = rev->members;
   return Ok();
 }
 
@@ -129,8 +134,12 @@ void MemberFollower::Stop() {
 
 // ---- PrimaryMemberSource --------------------------------------------------------
 
-Result<std::string> PrimaryMemberSource::Cluster() { return client_.Call("GET", "/v1/cluster"); }
+Result<std::string> PrimaryMemberSource::Members() { return client_.Call("GET", "/v1/members"); }
 
-Result<int64_t> PrimaryMemberSource::Watch(int64_t after) { return client_.Watch(after, poll_); }
+Result<MemberFollower::Source::Revisions> PrimaryMemberSource::Watch(int64_t after) {
+  auto w = client_.WatchRevisions(after, poll_);
+  if (!w) return Err(w.error());
+  return Revisions{w->first, w->second};
+}
 
 }  // namespace kato

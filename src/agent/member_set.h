@@ -54,19 +54,24 @@ class MemberSet {
   std::set<std::string> ids_;  // guarded by mu_
 };
 
-// Keeps a MemberSet current: fetches the cluster document, then long-polls the
-// revision and fetches again on every change, so a removal is applied within
-// milliseconds. Owns one thread.
+// Keeps a MemberSet current: fetches the members, then long-polls the cluster
+// revision and fetches again when the members' revision moved, so a removal
+// is applied within milliseconds. Owns one thread.
 class MemberFollower {
  public:
-  // Where the cluster comes from (the primary; a fake in tests).
+  // Where the members come from (the primary; a fake in tests).
   class Source {
    public:
     virtual ~Source() = default;
-    // The cluster document (GET /v1/cluster).
-    virtual Result<std::string> Cluster() = 0;
-    // Blocks until the revision passes `after` or a bounded timeout; the revision.
-    virtual Result<int64_t> Watch(int64_t after) = 0;
+    // The members document (GET /v1/members): "nodes", and "revision", the
+    // revision at which the set of members last changed.
+    virtual Result<std::string> Members() = 0;
+    struct Revisions {
+      int64_t cluster = 0;  // the cluster's revision
+      int64_t members = 0;  // the members document's
+    };
+    // Blocks until the cluster revision passes `after` or a bounded timeout.
+    virtual Result<Revisions> Watch(int64_t after) = 0;
   };
 
   // `retry`: the wait after a failed round (the core is away).
@@ -81,8 +86,9 @@ class MemberFollower {
   // Ends the thread; waits at most for the watch in flight. Idempotent.
   void Stop();
 
-  // One round, as the thread repeats it: fetch the cluster if its revision
-  // moved since the last fetch, then watch. For tests.
+  // One round, as the thread repeats it: fetch the members if their
+  // revision moved since the last fetch, then watch. Other changes of the
+  // cluster (apps, instances) fetch nothing. For tests.
   Status Step();
 
  private:
@@ -93,7 +99,8 @@ class MemberFollower {
   Source& source_;
   const Millis retry_;
   bool fetched_ = false;  // used by Step's caller only (the thread, or a test)
-  int64_t seen_ = 0;
+  int64_t seen_ = 0;          // the members revision the last watch reported
+  int64_t cluster_seen_ = 0;  // the cluster revision the last watch reported
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;  // guarded by mu_
@@ -106,8 +113,8 @@ class PrimaryMemberSource final : public MemberFollower::Source {
  public:
   explicit PrimaryMemberSource(ClusterClient& client, Millis poll = Millis(3000))
       : client_(client), poll_(poll) {}
-  Result<std::string> Cluster() override;
-  Result<int64_t> Watch(int64_t after) override;
+  Result<std::string> Members() override;
+  Result<Revisions> Watch(int64_t after) override;
 
  private:
   ClusterClient& client_;

@@ -91,25 +91,32 @@ class FakeSource final : public MemberFollower::Source {
  public:
   explicit FakeSource(bool blocking) : blocking_(blocking) {}
 
-  Result<std::string> Cluster() override {
+  Result<std::string> Members() override {
     std::lock_guard lock(mu_);
     ++cluster_calls_;
     if (away_) return Err("connection refused");
-    return kato::Cluster(revision_, ids_).dump();
+    return kato::Cluster(members_revision_, ids_).dump();
   }
-  Result<int64_t> Watch(int64_t after) override {
+  Result<Revisions> Watch(int64_t after) override {
     std::unique_lock lock(mu_);
     ++watch_calls_;
     cv_.notify_all();
     if (away_) return Err("connection refused");
     if (blocking_) cv_.wait(lock, [&] { return revision_ > after || closed_; });
-    return revision_;
+    return Revisions{revision_, members_revision_};
   }
 
+  // The members change at `revision`.
   void Set(int64_t revision, std::vector<std::string> ids) {
     std::lock_guard lock(mu_);
-    revision_ = revision;
+    revision_ = members_revision_ = revision;
     ids_ = std::move(ids);
+    cv_.notify_all();
+  }
+  // Something else changes (an app, an instance).
+  void SetOther(int64_t revision) {
+    std::lock_guard lock(mu_);
+    revision_ = revision;
     cv_.notify_all();
   }
   void SetAway(bool away) {
@@ -135,7 +142,7 @@ class FakeSource final : public MemberFollower::Source {
   const bool blocking_;
   std::mutex mu_;
   std::condition_variable cv_;
-  int64_t revision_ = 1;
+  int64_t revision_ = 1, members_revision_ = 1;
   std::vector<std::string> ids_{"node-a", "node-b"};
   bool away_ = false, closed_ = false;
   int cluster_calls_ = 0, watch_calls_ = 0;
@@ -157,6 +164,24 @@ TEST(MemberFollowerTest, FetchesAgainOnlyWhenTheRevisionMoves) {
   EXPECT_EQ(source.cluster_calls(), 2);
   EXPECT_FALSE(m.Contains("node-b"));
   EXPECT_EQ(m.revision(), 2);
+}
+
+TEST(MemberFollowerTest, OtherChangesOfTheClusterFetchNothing) {
+  MemberSet m;
+  FakeSource source(/*blocking=*/false);
+  MemberFollower f(m, source);
+  ASSERT_TRUE(f.Step().ok());
+  EXPECT_EQ(source.cluster_calls(), 1);
+  for (int rev = 2; rev < 6; ++rev) {
+    source.SetOther(rev);  // e.g. an app scaled: the members are the same
+    ASSERT_TRUE(f.Step().ok());
+  }
+  EXPECT_EQ(source.cluster_calls(), 1);
+  source.Set(7, {"node-a"});
+  ASSERT_TRUE(f.Step().ok());
+  ASSERT_TRUE(f.Step().ok());
+  EXPECT_EQ(source.cluster_calls(), 2);
+  EXPECT_FALSE(m.Contains("node-b"));
 }
 
 TEST(MemberFollowerTest, KeepsTheLastMembersWhileTheCoreIsAway) {

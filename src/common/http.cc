@@ -464,6 +464,7 @@ struct HttpServer::Impl {
         });
         return;
       }
+      accepted.fetch_add(1, std::memory_order_relaxed);
       std::shared_ptr<SessionBase> session;
       if (ctx) {
         session = std::make_shared<Session<TlsStream>>(std::move(socket), &*ctx, shared);
@@ -493,6 +494,7 @@ struct HttpServer::Impl {
   std::vector<std::thread> workers;
   int bound_port = 0;
   bool started = false;
+  std::atomic<uint64_t> accepted{0};
 };
 
 HttpServer::HttpServer(ServerTls tls, HttpHandler handler, int threads)
@@ -565,6 +567,8 @@ Status HttpServer::Start(const std::string& ip, int port) {
 }
 
 int HttpServer::port() const { return impl_->bound_port; }
+
+uint64_t HttpServer::connections_accepted() const { return impl_->accepted.load(); }
 
 void HttpServer::Stop() {
   Impl& s = *impl_;

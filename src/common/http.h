@@ -11,8 +11,10 @@
 // SetHeaderCheck), before its body is read. Malformed requests get 400 and the
 // connection is closed. Bodies over the server's limit (1 MiB unless raised)
 // get 413, headers over 8 KiB get 431. Connections are kept alive between
-// requests when the client asks for it; HttpCall and HttpsCall send one
-// request per connection.
+// requests when the client asks for it. HttpsCall keeps its connections for
+// the next call to the same server (and resumes TLS sessions for new ones):
+// nodes talk over long-lived connections; HttpCall sends one request per
+// connection.
 #pragma once
 
 #include <chrono>
@@ -104,6 +106,8 @@ class HttpServer {
   void SetHeaderCheck(HeaderCheck check);
   // See ReadDeadlines (the defaults hold otherwise). Call before Start().
   void SetReadDeadlines(const ReadDeadlines& deadlines);
+  // Connections accepted so far.
+  uint64_t connections_accepted() const;
   // Binds ip:port (port 0: any) and starts serving on background threads.
   Status Start(const std::string& ip, int port);
   int port() const;
@@ -134,9 +138,28 @@ struct ClientTls {
   // Not empty: the server's certificate must also name this host (and it is
   // sent as SNI). Cluster peers are named by the CA alone and leave it empty.
   std::string verify_host;
+  // Not empty: connect from this local address (kato-sim's nodes, each on its own).
+  std::string local_ip;
 };
 
-// One request on a new connection. `headers` are sent as given (after Host,
+// How many idle connections HttpsCall keeps in this process (256 unless set;
+// kato-sim holds one per simulated node). Call before the first call.
+void SetHttpsIdleConnections(size_t total);
+// Closes every idle connection HttpsCall keeps (the TLS sessions stay).
+void DropIdleHttpsConnections();
+
+// What HttpsCall did in this process so far.
+struct HttpsClientStats {
+  uint64_t calls = 0;        // requests sent
+  uint64_t connections = 0;  // new connections (handshakes) among them
+  uint64_t resumed = 0;      // new connections that resumed an earlier TLS session
+};
+HttpsClientStats GetHttpsClientStats();
+
+// One request, on a kept connection to the same server when there is one
+// (unless pinned: join and first use get a connection of their own), else on
+// a new one. A kept connection the server closed before answering is replaced
+// by a new one for the same request, once. `headers` are sent as given (after Host,
 // User-Agent and, with a body, Content-Type: application/json, which they can
 // replace); Content-Length and Connection are set by the call. Errors: bad
 // arguments / cannot connect / TLS failure / timeout, each naming host:port. A

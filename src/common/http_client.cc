@@ -6,6 +6,7 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/connect.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -15,8 +16,11 @@
 #include <mutex>
 #include <optional>
 
+#include <poll.h>
+
 #include "common/http.h"
 #include "common/http_internal.h"
+#include "common/idle_pool.h"
 #include "common/log.h"
 #include "common/pki.h"
 
@@ -217,6 +221,9 @@ Result<std::shared_ptr<ssl::context>> NewClientContext(const ClientTls& tls) {
   return ctx;
 }
 
+// How many idle connections the pool keeps (SetHttpsIdleConnections).
+std::atomic<size_t> idle_total{256};
+
 // Building a context (parsing PEM keys, loading the CA) costs more CPU than the
 // rest of a call, and a node keeps using the same certificates: contexts are
 // cached by their inputs. A configured SSL_CTX is safe to share between threads.
@@ -232,7 +239,9 @@ Result<std::shared_ptr<ssl::context>> CachedClientContext(const ClientTls& tls) 
   auto made = NewClientContext(tls);
   if (!made) return made;
   std::lock_guard lock(mu);
-  if (cache.size() >= 8) cache.clear();  // certificates changed (re-attach): drop the old ones
+  // Certificates changed (re-attach): the old ones go. A process that speaks
+  // for many nodes (kato-sim) keeps one per node, as many as its kept connections.
+  if (cache.size() >= std::max<size_t>(8, idle_total.load() / 2)) cache.clear();
   cache.emplace(key, *made);
   return made;
 }
@@ -262,7 +271,8 @@ struct CallDeadline {
 // Checks what both calls share and builds their request (one per connection).
 Result<Request> BuildRequest(const std::string& host, int port, const std::string& method,
                              const std::string& target, const std::string& body,
-                             const std::map<std::string, std::string>& headers) {
+                             const std::map<std::string, std::string>& headers,
+                             bool keep_alive = false) {
   const http::verb verb = http::string_to_verb(method);
   if (verb == http::verb::unknown) return Err("unsupported HTTP method '" + method + "'");
   if (target.empty() || target[0] != '/') return Err("request target must start with '/'");
@@ -279,17 +289,36 @@ Result<Request> BuildRequest(const std::string& host, int port, const std::strin
     if (!IsFramingHeader(name)) req.set(name, value);
   }
   req.body() = body;
-  req.keep_alive(false);
+  req.keep_alive(keep_alive);
   req.prepare_payload();
   return req;
 }
 
 // Resolves `host` and connects `stream` to it before the deadline.
+// From `local_ip` when it is not empty.
 Status Connect(net::io_context& ioc, beast::tcp_stream& stream, const std::string& host, int port,
-               const CallDeadline& d) {
+               const CallDeadline& d, const std::string& local_ip = "") {
   beast::error_code ec;
   std::vector<tcp::endpoint> endpoints;
   auto address = net::ip::make_address(host, ec);
+  if (!local_ip.empty()) {
+    // One endpoint only: connecting to a list would reopen the bound socket.
+    if (ec) return Err("a call from " + local_ip + " needs the server's IP address, not " + host);
+    auto local = net::ip::make_address(local_ip, ec);
+    if (ec) return Err("'" + local_ip + "' is not an IP address to connect from");
+    auto& sock = stream.socket();
+    sock.open(local.is_v4() ? tcp::v4() : tcp::v6(), ec);
+    if (!ec) sock.bind(tcp::endpoint(local, 0), ec);
+    if (ec) return Err("cannot connect from " + local_ip + ": " + ec.message());
+    stream.expires_after(d.Remaining());
+    stream.async_connect(tcp::endpoint(address, static_cast<unsigned short>(port)),
+                         [&](beast::error_code e) { ec = e; });
+    ioc.run();
+    ioc.restart();
+    if (ec == beast::error::timeout) return d.TimedOut();
+    if (ec) return Err("cannot connect to " + d.where + ": " + ec.message());
+    return Ok();
+  }
   if (!ec) {
     endpoints.emplace_back(address, static_cast<unsigned short>(port));
   } else {
@@ -315,10 +344,18 @@ Status Connect(net::io_context& ioc, beast::tcp_stream& stream, const std::strin
   return Ok();
 }
 
+// What an exchange tells its caller besides the response: whether the
+// connection may carry another request, and whether a failure happened before
+// any byte of the response (a reused connection the server had closed).
+struct ExchangeOutcome {
+  bool reusable = false;
+  bool nothing_received = false;
+};
+
 // Sends `req` on a connected stream and reads the response.
 template <class Stream>
 Result<HttpResponse> Exchange(net::io_context& ioc, Stream& stream, const Request& req,
-                              const CallDeadline& d) {
+                              const CallDeadline& d, ExchangeOutcome* outcome = nullptr) {
   beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
   // Write and read at once: a server may answer early (413) and close while
   // the body is still being sent; the answer is what the caller needs.
@@ -337,9 +374,12 @@ Result<HttpResponse> Exchange(net::io_context& ioc, Stream& stream, const Reques
     read_ec = e;
     if (!write_done) lowest.cancel();
   });
+  ioc.restart();
   ioc.run();
+  ioc.restart();
   if (read_ec) {
     if (read_ec == beast::error::timeout || write_ec == beast::error::timeout) return d.TimedOut();
+    if (outcome) outcome->nothing_received = !parser.got_some();
     const beast::error_code& first = write_ec ? write_ec : read_ec;
     if (IsTlsError(first)) {
       return Err("TLS connection with " + d.where + " failed: " + Describe(first));
@@ -350,6 +390,7 @@ Result<HttpResponse> Exchange(net::io_context& ioc, Stream& stream, const Reques
     return Err("reading the response from " + d.where + " failed: " + Describe(read_ec));
   }
   auto& res = parser.get();
+  if (outcome) outcome->reusable = !write_ec && res.keep_alive() && req.keep_alive();
   HttpResponse out;
   out.status = static_cast<int>(res.result_int());
   out.content_type = std::string(res[http::field::content_type]);
@@ -364,50 +405,96 @@ Result<HttpResponse> Exchange(net::io_context& ioc, Stream& stream, const Reques
   return out;
 }
 
-Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int port,
-                          const std::string& method, const std::string& target,
-                          const std::string& body, std::chrono::milliseconds timeout,
-                          const std::map<std::string, std::string>& headers) {
-  auto req = BuildRequest(host, port, method, target, body, headers);
-  if (!req) return std::move(req).take_error();
-  const CallDeadline d(host, port, timeout);
-
+// A TLS connection to one server. Calls are synchronous: each connection runs
+// its own io_context on the calling thread.
+struct TlsConnection {
+  explicit TlsConnection(std::shared_ptr<ssl::context> c) : ctx(std::move(c)), stream(ioc, *ctx) {}
   net::io_context ioc;  // first: destroyed last, after everything that refers to it
-  PinCheck pin;
   std::shared_ptr<ssl::context> ctx;
-  if (!tls.pin_ca_sha256.empty()) {
-    // The verify callback points at this call's PinCheck: a context of its own.
-    auto made = NewClientContext(tls);
-    if (!made) return Err(made.error());
-    ctx = *made;
-    pin.pin = tls.pin_ca_sha256;
-    std::transform(pin.pin.begin(), pin.pin.end(), pin.pin.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    pin.host = tls.verify_host;
-    SSL_CTX_set_cert_verify_callback(ctx->native_handle(), VerifyPinned, &pin);
-  } else {
-    if (tls.ca_pem.empty()) return Err("no CA certificate to verify " + d.where + " against");
-    auto cached = CachedClientContext(tls);
-    if (!cached) return Err(cached.error());
-    ctx = *cached;
+  TlsStream stream;
+};
+
+// Whether the server closed (or wrote to) a connection while it sat idle:
+// either way it cannot carry the next request.
+bool PeerClosed(TlsConnection& c) {
+  pollfd p{beast::get_lowest_layer(c.stream).socket().native_handle(), POLLIN | POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) != 0;
+}
+
+// Idle connections of this process, kept for the next call to the same server
+// with the same certificates. Never destroyed (calls may run at exit).
+std::atomic<uint64_t> stat_calls{0}, stat_connections{0}, stat_resumed{0};
+IdlePool<TlsConnection>& Pool() {
+  static auto* pool = new IdlePool<TlsConnection>(
+      RealClock::instance(), IdlePool<TlsConnection>::Limits{.total = idle_total.load()});
+  return *pool;
+}
+
+// The last TLS session of each destination, so that a new connection resumes
+// it (an abbreviated handshake: no certificates, no signatures).
+class SessionCache {
+ public:
+  void Remember(const std::string& key, SSL* ssl) {
+    // A copy: OpenSSL marks a connection's own session not resumable when
+    // that connection is freed without a TLS shutdown, as kept ones are.
+    SSL_SESSION* session = SSL_get0_session(ssl) ? SSL_SESSION_dup(SSL_get0_session(ssl)) : nullptr;
+    if (!session) return;
+    if (SSL_SESSION_is_resumable(session) != 1) {
+      SSL_SESSION_free(session);
+      return;
+    }
+    std::lock_guard lock(mu_);
+    if (by_key_.size() >= kMaxSessions && !by_key_.count(key)) ClearLocked();
+    SSL_SESSION*& slot = by_key_[key];
+    if (slot) SSL_SESSION_free(slot);
+    slot = session;
+  }
+  void Offer(const std::string& key, SSL* ssl) {
+    std::lock_guard lock(mu_);
+    auto it = by_key_.find(key);
+    if (it != by_key_.end()) SSL_set_session(ssl, it->second);
+  }
+  void Forget(const std::string& key) {
+    std::lock_guard lock(mu_);
+    auto it = by_key_.find(key);
+    if (it == by_key_.end()) return;
+    SSL_SESSION_free(it->second);
+    by_key_.erase(it);
   }
 
-  TlsStream stream(ioc, *ctx);
+ private:
+  static constexpr size_t kMaxSessions = 16384;
+  void ClearLocked() {
+    for (auto& [k, s] : by_key_) SSL_SESSION_free(s);
+    by_key_.clear();
+  }
+  std::mutex mu_;
+  std::map<std::string, SSL_SESSION*> by_key_;  // guarded by mu_
+};
+
+SessionCache& Sessions() {
+  static auto* cache = new SessionCache;
+  return *cache;
+}
+
+// Connects and completes the TLS handshake, or says why not.
+Status OpenTls(TlsConnection& c, const ClientTls& tls, const std::string& host, int port,
+               const CallDeadline& d, const PinCheck& pin) {
   if (!tls.verify_host.empty()) {
     // A server outside the cluster: its certificate must name the host (SNI says which).
-    SSL_set_tlsext_host_name(stream.native_handle(), tls.verify_host.c_str());
-    SSL_set_hostflags(stream.native_handle(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (SSL_set1_host(stream.native_handle(), tls.verify_host.c_str()) != 1)
+    SSL_set_tlsext_host_name(c.stream.native_handle(), tls.verify_host.c_str());
+    SSL_set_hostflags(c.stream.native_handle(), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_set1_host(c.stream.native_handle(), tls.verify_host.c_str()) != 1)
       return Err("cannot check the certificate of " + d.where + " against '" + tls.verify_host + "'");
   }
-  beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
-  KATO_TRY(Connect(ioc, lowest, host, port, d));
+  beast::tcp_stream& lowest = beast::get_lowest_layer(c.stream);
+  KATO_TRY(Connect(c.ioc, lowest, host, port, d, tls.local_ip));
 
   beast::error_code ec;
   lowest.expires_after(d.Remaining());
-  stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
-  ioc.run();
-  ioc.restart();
+  c.stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
+  c.ioc.run();
+  c.ioc.restart();
   if (ec == beast::error::timeout) return d.TimedOut();
   if (pin.mismatch) {
     return Err("server at " + d.where +
@@ -422,17 +509,81 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
   }
   if (ec) {
     std::string why = Describe(ec);
-    long verify = SSL_get_verify_result(stream.native_handle());
+    long verify = SSL_get_verify_result(c.stream.native_handle());
     if (verify != X509_V_OK) {
       why = "its certificate does not verify against the cluster CA (" +
             std::string(X509_verify_cert_error_string(verify)) + ")";
     }
     return Err("TLS handshake with " + d.where + " failed: " + why);
   }
+  return Ok();
+}
 
-  auto out = Exchange(ioc, stream, *req, d);
+// Pinned mode (join, first use): one request on a connection of its own, whose
+// context's verify callback points at this call's PinCheck.
+Result<HttpResponse> PinnedCall(const ClientTls& tls, const std::string& host, int port,
+                                const Request& req, const CallDeadline& d) {
+  PinCheck pin;
+  auto made = NewClientContext(tls);
+  if (!made) return Err(made.error());
+  pin.pin = tls.pin_ca_sha256;
+  std::transform(pin.pin.begin(), pin.pin.end(), pin.pin.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  pin.host = tls.verify_host;
+  SSL_CTX_set_cert_verify_callback((*made)->native_handle(), VerifyPinned, &pin);
+  TlsConnection c(*made);
+  KATO_TRY(OpenTls(c, tls, host, port, d, pin));
+  auto out = Exchange(c.ioc, c.stream, req, d);
   if (out) out->peer_ca_pem = pin.ca_pem;
   return out;
+}
+
+Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int port,
+                          const std::string& method, const std::string& target,
+                          const std::string& body, std::chrono::milliseconds timeout,
+                          const std::map<std::string, std::string>& headers) {
+  const bool pinned = !tls.pin_ca_sha256.empty();
+  auto req = BuildRequest(host, port, method, target, body, headers, !pinned);
+  if (!req) return std::move(req).take_error();
+  const CallDeadline d(host, port, timeout);
+  if (pinned) return PinnedCall(tls, host, port, *req, d);
+
+  if (tls.ca_pem.empty()) return Err("no CA certificate to verify " + d.where + " against");
+  auto ctx = CachedClientContext(tls);
+  if (!ctx) return Err(ctx.error());
+  // Connections are shared by calls with the same server, certificates
+  // (one cached context each) and name and source checks.
+  const std::string key = d.where + '\0' + std::to_string(reinterpret_cast<uintptr_t>(ctx->get())) +
+                          '\0' + tls.verify_host + '\0' + tls.local_ip;
+  for (int attempt = 0;; ++attempt) {
+    std::unique_ptr<TlsConnection> c = attempt == 0 ? Pool().Take(key) : nullptr;
+    if (c && PeerClosed(*c)) c.reset();
+    const bool reused = c != nullptr;
+    if (!c) {
+      c = std::make_unique<TlsConnection>(*ctx);
+      Sessions().Offer(key, c->stream.native_handle());
+      if (auto s = OpenTls(*c, tls, host, port, d, PinCheck{}); !s) {
+        Sessions().Forget(key);  // a session the server no longer takes must not fail the next
+        return std::move(s).take_error();
+      }
+    }
+    if (!reused) {
+      stat_connections.fetch_add(1, std::memory_order_relaxed);
+      if (SSL_session_reused(c->stream.native_handle()) == 1)
+        stat_resumed.fetch_add(1, std::memory_order_relaxed);
+    }
+    stat_calls.fetch_add(1, std::memory_order_relaxed);
+    ExchangeOutcome outcome;
+    auto out = Exchange(c->ioc, c->stream, *req, d, &outcome);
+    // The server closed a reused connection before answering (it had timed
+    // out on its side): the request was not handled; send it on a new one.
+    if (!out && reused && outcome.nothing_received && attempt == 0 &&
+        d.Remaining() > std::chrono::steady_clock::duration::zero())
+      continue;
+    if (out && !reused) Sessions().Remember(key, c->stream.native_handle());
+    if (out && outcome.reusable) Pool().Put(key, std::move(c));
+    return out;
+  }
 }
 
 Result<HttpResponse> PlainCall(const std::string& host, int port, const std::string& method,
@@ -449,6 +600,12 @@ Result<HttpResponse> PlainCall(const std::string& host, int port, const std::str
 }
 
 }  // namespace
+
+void SetHttpsIdleConnections(size_t total) { idle_total = total; }
+void DropIdleHttpsConnections() { Pool().Clear(); }
+HttpsClientStats GetHttpsClientStats() {
+  return HttpsClientStats{stat_calls.load(), stat_connections.load(), stat_resumed.load()};
+}
 
 Result<HttpResponse> HttpsCall(const ClientTls& tls, const std::string& host, int port,
                                const std::string& method, const std::string& target,

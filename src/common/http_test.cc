@@ -402,6 +402,84 @@ TEST_F(HttpsTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   EXPECT_EQ(handled_, 3);
 }
 
+TEST_F(HttpsTest, CallsToOneServerShareAKeptConnection) {
+  StartServer();
+  const auto before = GetHttpsClientStats();
+  for (int i = 0; i < 5; ++i) {
+    auto r = Call(WithClientCert(), "POST", "/v1/heartbeat", "{}");
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_THAT(r->body, HasSubstr("cn=node-1 "));
+  }
+  EXPECT_EQ(server_->connections_accepted(), 1u);
+  // From another local address: another connection, kept as well.
+  ClientTls from = WithClientCert();
+  from.local_ip = "127.0.0.7";
+  for (int i = 0; i < 3; ++i) {
+    auto r = Call(from, "GET", "/");
+    ASSERT_TRUE(r.ok()) << r.error();
+    EXPECT_THAT(r->body, HasSubstr("ip=127.0.0.7 "));
+  }
+  EXPECT_EQ(server_->connections_accepted(), 2u);
+  const auto after = GetHttpsClientStats();
+  EXPECT_EQ(after.calls - before.calls, 8u);
+  EXPECT_EQ(after.connections - before.connections, 2u);
+  // Another certificate is another client: its own connection.
+  ASSERT_TRUE(Call(Trusting(), "GET", "/").ok());
+  EXPECT_EQ(server_->connections_accepted(), 3u);
+}
+
+TEST_F(HttpsTest, ConcurrentCallsEachGetAConnectionAndAllAreKept) {
+  Mailbox<Responder> pending;
+  StartServer([&](const HttpRequest&, Responder respond) { pending.Put(std::move(respond)); });
+  auto a = std::async(std::launch::async, [&] { return Call(Trusting(), "GET", "/a"); });
+  auto b = std::async(std::launch::async, [&] { return Call(Trusting(), "GET", "/b"); });
+  auto ra = pending.Take(), rb = pending.Take();  // both requests are in the server at once
+  ASSERT_TRUE(ra && rb);
+  (*ra)(HttpResponse{});
+  (*rb)(HttpResponse{});
+  ASSERT_TRUE(a.get().ok());
+  ASSERT_TRUE(b.get().ok());
+  EXPECT_EQ(server_->connections_accepted(), 2u);
+  auto c = std::async(std::launch::async, [&] { return Call(Trusting(), "GET", "/c"); });
+  auto rc = pending.Take();
+  ASSERT_TRUE(rc);
+  (*rc)(HttpResponse{});
+  ASSERT_TRUE(c.get().ok());
+  EXPECT_EQ(server_->connections_accepted(), 2u);  // a kept one carried it
+}
+
+TEST_F(HttpsTest, ANewConnectionResumesTheTlsSessionAndKeepsTheClientIdentity) {
+  StartServer();
+  ASSERT_TRUE(Call(WithClientCert(), "GET", "/").ok());
+  DropIdleHttpsConnections();
+  const auto before = GetHttpsClientStats();
+  auto r = Call(WithClientCert(), "GET", "/again");
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_THAT(r->body, HasSubstr("cn=node-1 "));  // the resumed session carries the certificate
+  const auto after = GetHttpsClientStats();
+  EXPECT_EQ(after.connections - before.connections, 1u);
+  EXPECT_EQ(after.resumed - before.resumed, 1u);
+  EXPECT_EQ(server_->connections_accepted(), 2u);
+}
+
+TEST_F(HttpsTest, AKeptConnectionToAServerThatWentAwayIsReplaced) {
+  StartServer();
+  ASSERT_TRUE(Call(Trusting(), "GET", "/").ok());
+  int port = server_->port();
+  server_->Stop();  // closes the kept connection from the server's side
+  server_ = std::make_unique<HttpsServer>(
+      ServerTls{ca_.cert_pem, server_id_.cert_pem, server_id_.key_pem, ""},
+      [](const HttpRequest& req, Responder respond) {
+        HttpResponse r;
+        r.body = "new " + req.target;
+        respond(std::move(r));
+      });
+  ASSERT_TRUE(server_->Start("127.0.0.1", port).ok());
+  auto r = HttpsCall(Trusting(), "127.0.0.1", port, "POST", "/x", "{}", kCallTimeout);
+  ASSERT_TRUE(r.ok()) << r.error();
+  EXPECT_EQ(r->body, "new /x");
+}
+
 TEST_F(HttpsTest, ResponderCalledLaterFromAnotherThread) {
   Mailbox<Responder> pending;
   StartServer([&](const HttpRequest&, Responder respond) { pending.Put(std::move(respond)); });

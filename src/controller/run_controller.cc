@@ -192,7 +192,7 @@ int RunController(const ControllerConfig& config) {
   std::chrono::steady_clock::time_point renewed;
   std::thread loop([&] {
     while (!done) {
-      auto cluster = client.Call("GET", "/v1/cluster");
+      auto cluster = client.Call("GET", "/v1/cluster?processes=0");
       if (cluster) {
         json c = json::parse(*cluster, nullptr, false);
         std::map<std::string, int64_t> reports;

@@ -123,16 +123,30 @@ struct PrimaryService::Impl {
     int64_t last_seen_ms = 0;
     int64_t last_report_ms = 0;  // a DEA's instance report (every 500 ms while it runs)
     json processes = json::array();
+    json load_balancer;  // a load balancer's own report (pool, health), null otherwise
   };
   std::map<std::string, Live> live;  // by node id; guarded by mu
 
-  struct Watch {
+  struct Waiter {
     int64_t after;
     SteadyTime deadline;
     Responder respond;
   };
   std::mutex wmu;
-  std::vector<Watch> watches;  // guarded by wmu
+  // Watches of any change, and watches of one node's scope (?node=ID: its own
+  // record, the cluster's endpoint and version, a removal): a node's agent
+  // wakes for what concerns it, not for every app or instance of the cluster.
+  std::vector<Waiter> watches;                    // guarded by wmu
+  std::multimap<std::string, Waiter> node_watches;  // by node id; guarded by wmu
+  std::map<std::string, int64_t> node_revs;  // when each node's record last changed; wmu
+  int64_t scope_rev = 0;         // when the endpoint or version changed or a node left; wmu
+  std::set<std::string> touched;  // nodes changed since the last Complete; guarded by wmu
+  bool scope_touched = false;     // guarded by wmu
+
+  // The revision at which the set of member ids last changed (a join, a
+  // removal, a rename): nodes fetch the members again only when it moves.
+  // Not stored: after a restart of the primary it is the current revision.
+  std::atomic<int64_t> members_rev{0};
 
   Impl(PrimaryConfig c, Store& s, const Clock& k) : cfg(std::move(c)), store(s), clock(k) {
     DataLayout layout{cfg.data_dir};
@@ -143,11 +157,31 @@ struct PrimaryService::Impl {
     } else {
       ca_load_error = !cert ? cert.error() : key.error();
     }
+    members_rev = Revision();
   }
 
   int64_t Revision() {
     auto r = store.Revision();
     return r ? *r : 0;
+  }
+
+  // After a change of one node's record: its scoped watches wake.
+  void TouchNode(const std::string& id) {
+    int64_t rev = Revision();
+    std::lock_guard lock(wmu);
+    node_revs[id] = rev;
+    touched.insert(id);
+  }
+  // After a change every node must see (endpoint, version, a removal).
+  void TouchScope() {
+    int64_t rev = Revision();
+    std::lock_guard lock(wmu);
+    scope_rev = rev;
+    scope_touched = true;
+  }
+  int64_t ScopeRevision(const std::string& id) {  // under wmu
+    auto it = node_revs.find(id);
+    return std::max(scope_rev, it == node_revs.end() ? 0 : it->second);
   }
 
   void Audit(const json& body, const std::string& fallback) {
@@ -181,10 +215,14 @@ struct PrimaryService::Impl {
     j["last_seen_ms"] = it == live.end() ? 0 : it->second.last_seen_ms;
     j["last_report_ms"] = it == live.end() ? 0 : it->second.last_report_ms;
     j["processes"] = it == live.end() ? json::array() : it->second.processes;
+    if (it != live.end() && it->second.load_balancer.is_object())
+      j["load_balancer"] = it->second.load_balancer;
     return j;
   }
 
-  json ClusterJson() {
+  // The settings members read, and (unless !with_nodes) every node with its
+  // liveness and (unless !with_processes) what its heartbeats last reported.
+  json ClusterJson(bool with_nodes = true, bool with_processes = true) {
     json j;
     auto core_ip = store.GetSetting("core_ip");
     auto endpoint = store.GetSetting("endpoint");
@@ -195,10 +233,28 @@ struct PrimaryService::Impl {
     j["admin_token_hash"] = admin && *admin ? **admin : "";
     j["version"] = cfg.version;
     j["revision"] = Revision();
+    if (!with_nodes) return j;
     j["nodes"] = json::array();
     auto nodes = store.ListNodes();
     if (nodes)
-      for (const auto& n : *nodes) j["nodes"].push_back(NodeJson(n));
+      for (const auto& n : *nodes) {
+        json node = NodeJson(n);
+        if (!with_processes) {
+          node.erase("processes");
+          node.erase("load_balancer");
+        }
+        j["nodes"].push_back(std::move(node));
+      }
+    return j;
+  }
+
+  // The member ids (and addresses), for servers that admit only members'
+  // certificates (MemberSet); "revision" is members_rev.
+  json MembersJson() {
+    json j{{"revision", members_rev.load()}, {"nodes", json::array()}};
+    auto nodes = store.ListNodes();
+    if (nodes)
+      for (const auto& n : *nodes) j["nodes"].push_back({{"id", n.id}, {"ip", n.ip}});
     return j;
   }
 
@@ -289,9 +345,18 @@ struct PrimaryService::Impl {
     // PutNode first: when it is refused (address taken), a removed node stays removed.
     if (auto s = store.PutNode(rec); !s) return ErrorReply(409, s.error());
     if (auto s = store.ClearRemoved(node_id); !s) return ErrorReply(500, s.error());
+    TouchNode(node_id);
     Audit(body, "node attach " + ip);
     live[node_id] = Live{.last_seen = clock.now(), .last_seen_ms = clock.wall_ms()};
-    json reply = ClusterJson();
+    members_rev = Revision();
+    // The members (ids and addresses), not every node's state: a join costs
+    // little however large the cluster.
+    json reply = MembersJson();
+    auto endpoint = store.GetSetting("endpoint");
+    auto core_ip = store.GetSetting("core_ip");
+    reply["core_ip"] = core_ip && *core_ip ? **core_ip : "";
+    reply["endpoint"] = endpoint && *endpoint ? **endpoint : "";
+    reply["version"] = cfg.version;
     reply["cert"] = *cert;
     reply["ca"] = ca.cert_pem;
     reply["node"] = NodeJson(rec);
@@ -347,6 +412,7 @@ struct PrimaryService::Impl {
       if (!version.empty()) updated.version = version;
       if (auto s = store.PutNode(updated); s) {
         rec = updated;
+        TouchNode(id);
       } else {
         LogWarn("heartbeat of {}: {}", id, s.error());
       }
@@ -355,8 +421,17 @@ struct PrimaryService::Impl {
     l.last_seen = clock.now();
     l.last_seen_ms = clock.wall_ms();
     if (body.contains("processes") && body["processes"].is_array()) l.processes = body["processes"];
-    json reply = ClusterJson();
-    reply["node"] = NodeJson(rec);
+    l.load_balancer = body.contains("load_balancer") && body["load_balancer"].is_object()
+                          ? body["load_balancer"]
+                          : json();
+    // What the node needs about itself, never the whole cluster: a heartbeat
+    // costs the same at 5 nodes and at 5,000.
+    auto endpoint = store.GetSetting("endpoint");
+    json reply{{"revision", Revision()},
+               {"members_revision", members_rev.load()},
+               {"endpoint", endpoint && *endpoint ? **endpoint : ""},
+               {"version", cfg.version},
+               {"node", NodeJson(rec)}};
     return JsonReply(200, reply);
   }
 
@@ -391,6 +466,7 @@ struct PrimaryService::Impl {
     if (sorted != rec.roles) {
       rec.roles = sorted;
       if (auto s = store.PutNode(rec); !s) return ErrorReply(500, s.error());
+      TouchNode(rec.id);
       Audit(body, "role change on " + rec.ip);
     }
     json reply = NodeJson(rec);
@@ -410,6 +486,7 @@ struct PrimaryService::Impl {
     // A load balancer's chosen routers go with it.
     (void)store.DeleteConfig("load_balancer", LbRoutersConfigKey(found->id));
     live.erase(found->id);
+    TouchScope();  // the node itself learns it was removed; servers drop its certificate
     Audit(body, "node remove " + found->ip);
     return JsonReply(200, j);
   }
@@ -431,6 +508,8 @@ struct PrimaryService::Impl {
       if (auto s = store.SetSetting("endpoint", "api." + hostname); !s)
         return ErrorReply(500, s.error());
     }
+    TouchNode(rec.id);
+    if (is_core) TouchScope();  // the core's address or the endpoint moved
     Audit(body, "node update " + rec.ip);
     return JsonReply(200, NodeJson(rec));
   }
@@ -670,6 +749,7 @@ struct PrimaryService::Impl {
   void Watch(const std::string& target, Responder respond) {
     int64_t after = 0;
     int64_t timeout_ms = 25000;
+    std::string node = QueryParam(target, "node");
     try {
       auto a = QueryParam(target, "after");
       if (!a.empty()) after = std::stoll(a);
@@ -681,13 +761,21 @@ struct PrimaryService::Impl {
     }
     std::lock_guard lock(wmu);
     int64_t rev = Revision();
-    if (rev > after || timeout_ms == 0) {
-      respond(JsonReply(200, {{"revision", rev}}));
+    int64_t seen = node.empty() ? rev : ScopeRevision(node);
+    if (seen > after || timeout_ms == 0) {
+      respond(JsonReply(200, {{"revision", rev}, {"members_revision", members_rev.load()}}));
       return;
     }
-    watches.push_back({after, clock.now() + Millis(timeout_ms), std::move(respond)});
+    Waiter w{after, clock.now() + Millis(timeout_ms), std::move(respond)};
+    if (node.empty())
+      watches.push_back(std::move(w));
+    else
+      node_watches.emplace(node, std::move(w));
   }
 
+  // Answers the watches whose scope changed past their `after` (unless
+  // only_expired) and those whose deadline passed. A change looks at the
+  // watches it concerns only: the unscoped ones and the touched nodes'.
   void Complete(bool only_expired) {
     std::vector<Responder> ready;
     int64_t rev;
@@ -700,8 +788,34 @@ struct PrimaryService::Impl {
       });
       for (auto i = it; i != watches.end(); ++i) ready.push_back(std::move(i->respond));
       watches.erase(it, watches.end());
+      auto done = [&](const std::string& id, const Waiter& w) {
+        return w.deadline <= now || (!only_expired && ScopeRevision(id) > w.after);
+      };
+      auto take = [&](auto first, auto last) {
+        for (auto i = first; i != last;) {
+          if (done(i->first, i->second)) {
+            ready.push_back(std::move(i->second.respond));
+            i = node_watches.erase(i);
+          } else {
+            ++i;
+          }
+        }
+      };
+      if (only_expired || scope_touched) {
+        take(node_watches.begin(), node_watches.end());
+      } else {
+        for (const auto& id : touched) {
+          auto [first, last] = node_watches.equal_range(id);
+          take(first, last);
+        }
+      }
+      if (!only_expired) {
+        touched.clear();
+        scope_touched = false;
+      }
     }
-    for (auto& r : ready) r(JsonReply(200, {{"revision", rev}}));
+    const int64_t members = members_rev.load();
+    for (auto& r : ready) r(JsonReply(200, {{"revision", rev}, {"members_revision", members}}));
   }
 };
 
@@ -773,8 +887,13 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
     d.Watch(req.target, std::move(respond));
     return;
   } else if (path == "/v1/cluster" && req.method == "GET") {
+    // ?nodes=0: the settings only; ?processes=0: the nodes without their reports.
     std::lock_guard lock(d.mu);
-    r = JsonReply(200, d.ClusterJson());
+    r = JsonReply(200, d.ClusterJson(QueryParam(req.target, "nodes") != "0",
+                                     QueryParam(req.target, "processes") != "0"));
+  } else if (path == "/v1/members" && req.method == "GET") {
+    std::lock_guard lock(d.mu);
+    r = JsonReply(200, d.MembersJson());
   } else if (path == "/v1/nodes/roles" && req.method == "POST") {
     r = d.SetRoles(body);
   } else if (path == "/v1/nodes/remove" && req.method == "POST") {
@@ -798,6 +917,7 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
     } else {
       std::lock_guard lock(d.mu);
       auto s = d.store.SetSetting("endpoint", endpoint);
+      d.TouchScope();
       r = s ? JsonReply(200, {{"endpoint", endpoint}}) : ErrorReply(500, s.error());
       if (s) d.Audit(body, "set endpoint " + endpoint);
     }
@@ -812,7 +932,10 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
   } else {
     r = ErrorReply(404, "no such API: " + req.method + " " + path);
   }
-  if (d.Revision() != before) NotifyChanged();
+  if (d.Revision() != before) {
+    if (path == "/v1/nodes/remove" || path == "/v1/nodes/update") d.members_rev = d.Revision();
+    NotifyChanged();
+  }
   respond(std::move(r));
 }
 

@@ -539,7 +539,10 @@ TEST_F(PrimaryTest, NodeIsUpWhileHeartbeatsArriveAndDownAfterThem) {
   ASSERT_EQ(hb.status, 200) << hb.body.dump();
   EXPECT_EQ(hb.body["node"]["state"], "up");
   EXPECT_EQ(hb.body["node"]["last_seen_ms"], clock_.wall_ms());
-  EXPECT_EQ(hb.body["core_ip"], kCoreIp);
+  // The reply is about this node: never the whole cluster's list.
+  EXPECT_FALSE(hb.body.contains("nodes"));
+  EXPECT_TRUE(hb.body["members_revision"].is_number_integer());
+  EXPECT_TRUE(hb.body["revision"].is_number_integer());
   EXPECT_EQ(ClusterNode(id)["processes"], procs);
   EXPECT_EQ(ClusterNode(core_.id)["processes"], json::array());
   EXPECT_EQ(State(id), "up");
@@ -747,6 +750,69 @@ TEST_F(PrimaryTest, WatchBehindTheRevisionAnswersAtOnce) {
   r = Core("GET", "/v1/watch?after=" + std::to_string(rev) + "&timeout_ms=0");
   EXPECT_EQ(r.body["revision"], rev);
   EXPECT_EQ(Core("GET", "/v1/watch?after=abc").status, 400);
+}
+
+TEST_F(PrimaryTest, ANodeScopedWatchWakesOnlyForWhatConcernsThatNode) {
+  std::string a = Attach("10.0.0.2");
+  std::string b = Attach("10.0.0.3");
+  int64_t rev = Rev();
+  std::optional<Reply> wa, wb;
+  auto watch = [&](const std::string& id, std::optional<Reply>* out) {
+    out->reset();
+    Start("GET", "/v1/watch?after=" + std::to_string(Rev()) + "&timeout_ms=5000&node=" + id, "",
+          id, out);
+  };
+  watch(a, &wa);
+  watch(b, &wb);
+  // Apps, instances, config: nobody's own scope.
+  ASSERT_EQ(Core("POST", "/v1/config/set", {{"component", "c"}, {"key", "k"}, {"value", 1}}).status,
+            200);
+  ASSERT_EQ(Call("PUT", "/v1/docs/app/web", R"({"value":{"x":1}})", a).status, 200);
+  EXPECT_GT(Rev(), rev);
+  EXPECT_FALSE(wa.has_value());
+  EXPECT_FALSE(wb.has_value());
+  // A role change of b wakes b only.
+  ASSERT_EQ(Core("POST", "/v1/nodes/roles", {{"node", b}, {"add", {"redis"}}}).status, 200);
+  EXPECT_FALSE(wa.has_value());
+  ASSERT_TRUE(wb.has_value());
+  EXPECT_EQ(wb->body["revision"], Rev());
+  // A removal wakes everyone (servers must drop the removed node's certificate).
+  watch(b, &wb);
+  std::string c = Attach("10.0.0.4");
+  EXPECT_FALSE(wa.has_value());  // a join does not
+  ASSERT_EQ(Core("POST", "/v1/nodes/remove", {{"node", c}}).status, 200);
+  EXPECT_TRUE(wa.has_value());
+  EXPECT_TRUE(wb.has_value());
+  // A scoped watch behind its node's scope answers at once; one ahead waits out its deadline.
+  Reply r = Call("GET", "/v1/watch?after=0&timeout_ms=5000&node=" + b, "", b);
+  EXPECT_EQ(r.status, 200);
+  watch(a, &wa);
+  clock_.advance(Millis(5000));
+  service_->ExpireWatches();
+  ASSERT_TRUE(wa.has_value());
+  EXPECT_EQ(wa->body["revision"], Rev());
+}
+
+TEST_F(PrimaryTest, MembersListsIdsAndMovesOnlyWhenTheSetChanges) {
+  std::string a = Attach("10.0.0.2");
+  Reply m = Call("GET", "/v1/members", "", a);
+  ASSERT_EQ(m.status, 200) << m.body.dump();
+  ASSERT_EQ(m.body["nodes"].size(), 2u);
+  int64_t members = m.body["revision"];
+  Reply hb = Call("POST", "/v1/heartbeat", "{}", a);
+  EXPECT_EQ(hb.body["members_revision"], members);
+  ASSERT_EQ(Core("POST", "/v1/nodes/roles", {{"node", a}, {"add", {"redis"}}}).status, 200);
+  ASSERT_EQ(Core("POST", "/v1/config/set", {{"component", "c"}, {"key", "k"}, {"value", 1}}).status,
+            200);
+  hb = Call("POST", "/v1/heartbeat", "{}", a);
+  EXPECT_EQ(hb.body["members_revision"], members);  // same members: nothing to fetch
+  std::string b = Attach("10.0.0.3");
+  hb = Call("POST", "/v1/heartbeat", "{}", a);
+  EXPECT_GT(hb.body["members_revision"].get<int64_t>(), members);
+  m = Call("GET", "/v1/members", "", a);
+  EXPECT_EQ(m.body["nodes"].size(), 3u);
+  EXPECT_EQ(m.body["revision"], hb.body["members_revision"]);
+  EXPECT_EQ(Call("GET", "/v1/members", "", "").status, 401);
 }
 
 // ---- config and history ---------------------------------------------------------------

@@ -8,6 +8,7 @@
 #include "common/layout.h"
 #include "common/log.h"
 #include "common/signals.h"
+#include "primary/cached_store.h"
 #include "primary/primary.h"
 #include "roles/roles.h"
 
@@ -36,7 +37,9 @@ int RunPrimary(const PrimaryConfig& config) {
              layout.pki_dir());
     return 1;
   }
-  PrimaryService service(config, **store, RealClock::instance());
+  // Heartbeats read nodes and settings from memory (see cached_store.h).
+  CachedStore cached(**store);
+  PrimaryService service(config, cached, RealClock::instance());
   HttpsServer server(ServerTls{*ca, *cert, *key, *ca},
                      [&](const HttpRequest& req, Responder r) { service.Handle(req, std::move(r)); });
   if (auto s = server.Start(config.ip, kPrimaryPort); !s) {
