@@ -97,6 +97,13 @@ class Browser:
         card = self.d.find_element(By.CSS_SELECTOR, f"article[data-ip='{ip}']")
         return card.find_element(By.CSS_SELECTOR, "[role=status]").text
 
+    def card_says(self, ip, text):
+        """The card's status line once it contains `text`; raises with what it says instead."""
+        said = self.card_status(ip)
+        if text not in said:
+            raise AssertionError(f"the card of {ip} says {said!r}")
+        return said
+
 
 def test_console_nodes_roles_apps_and_a_developers_view(cluster):
     core = cluster.core(1, API)
@@ -139,11 +146,11 @@ def test_console_nodes_roles_apps_and_a_developers_view(cluster):
 
         # Checking a role box adds the role, as `kato role add -n` does.
         b.click_role(data.ip, "router")
-        wait_for("router added (the page)", lambda: "router added" in b.card_status(data.ip), timeout=120)
+        wait_for("router added (the page)", lambda: b.card_says(data.ip, "router added"), timeout=120)
         assert "router" in data.json("info")["roles"]["assigned"]
         b.shot("cluster-nodes-role-added")
         b.click_role(data.ip, "router")
-        wait_for("router removed (the page)", lambda: "router removed" in b.card_status(data.ip), timeout=60)
+        wait_for("router removed (the page)", lambda: b.card_says(data.ip, "router removed"), timeout=60)
         assert "router" not in data.json("info")["roles"]["assigned"]
         # A refused change shows the agent's error and leaves the box as it was.
         b.click_role(data.ip, "primary")
