@@ -15,6 +15,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <future>
+#include <thread>
 
 #include <poll.h>
 
@@ -294,9 +296,52 @@ Result<Request> BuildRequest(const std::string& host, int port, const std::strin
   return req;
 }
 
+// The event loop of every client connection in this process, run by one
+// thread of its own: a call starts its operations there and waits for them.
+// A kept connection then costs one descriptor (its socket), not an event loop
+// of its own (epoll, eventfd, timerfd), so a process holds thousands.
+// Never destroyed (calls may run at exit); calls must not come from its thread
+// (its handlers are the client's own and make none).
+class ClientLoop {
+ public:
+  static ClientLoop& Get() {
+    static auto* loop = new ClientLoop;
+    return *loop;
+  }
+  net::io_context& ioc() { return ioc_; }
+
+  // Runs `start(done)` on the loop's thread and returns once `done` has been
+  // called (start's operations are all complete). Every operation has a
+  // deadline (the streams' timers), so this returns in bounded time.
+  template <class Start>
+  void Run(Start start) {
+    // Shared: the loop's thread may still be in set_value when this returns.
+    auto finished = std::make_shared<std::promise<void>>();
+    auto future = finished->get_future();
+    net::post(ioc_, [&start, finished] { start([finished] { finished->set_value(); }); });
+    future.wait();
+  }
+
+ private:
+  ClientLoop()
+      : guard_(net::make_work_guard(ioc_)), thread_([this] {
+          for (;;) {
+            try {
+              ioc_.run();
+              return;
+            } catch (const std::exception& e) {
+              LogError("HTTP client event loop: {}", e.what());
+            }
+          }
+        }) {}
+  net::io_context ioc_{1};
+  net::executor_work_guard<net::io_context::executor_type> guard_;
+  std::thread thread_;  // runs as long as the process: the loop is never destroyed
+};
+
 // Resolves `host` and connects `stream` to it before the deadline.
 // From `local_ip` when it is not empty.
-Status Connect(net::io_context& ioc, beast::tcp_stream& stream, const std::string& host, int port,
+Status Connect(beast::tcp_stream& stream, const std::string& host, int port,
                const CallDeadline& d, const std::string& local_ip = "") {
   beast::error_code ec;
   std::vector<tcp::endpoint> endpoints;
@@ -310,11 +355,14 @@ Status Connect(net::io_context& ioc, beast::tcp_stream& stream, const std::strin
     sock.open(local.is_v4() ? tcp::v4() : tcp::v6(), ec);
     if (!ec) sock.bind(tcp::endpoint(local, 0), ec);
     if (ec) return Err("cannot connect from " + local_ip + ": " + ec.message());
-    stream.expires_after(d.Remaining());
-    stream.async_connect(tcp::endpoint(address, static_cast<unsigned short>(port)),
-                         [&](beast::error_code e) { ec = e; });
-    ioc.run();
-    ioc.restart();
+    const tcp::endpoint to(address, static_cast<unsigned short>(port));
+    ClientLoop::Get().Run([&](auto done) {
+      stream.expires_after(d.Remaining());
+      stream.async_connect(to, [&ec, done](beast::error_code e) {
+        ec = e;
+        done();
+      });
+    });
     if (ec == beast::error::timeout) return d.TimedOut();
     if (ec) return Err("cannot connect to " + d.where + ": " + ec.message());
     return Ok();
@@ -322,6 +370,7 @@ Status Connect(net::io_context& ioc, beast::tcp_stream& stream, const std::strin
   if (!ec) {
     endpoints.emplace_back(address, static_cast<unsigned short>(port));
   } else {
+    net::io_context ioc;  // a lookup of its own, bounded by run_for
     tcp::resolver resolver(ioc);
     bool resolved = false;
     resolver.async_resolve(host, std::to_string(port),
@@ -335,10 +384,13 @@ Status Connect(net::io_context& ioc, beast::tcp_stream& stream, const std::strin
     if (!resolved) return d.TimedOut();
     if (ec) return Err("cannot resolve " + host + ": " + ec.message());
   }
-  stream.expires_after(d.Remaining());
-  stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
-  ioc.run();
-  ioc.restart();
+  ClientLoop::Get().Run([&](auto done) {
+    stream.expires_after(d.Remaining());
+    stream.async_connect(endpoints, [&ec, done](beast::error_code e, const tcp::endpoint&) {
+      ec = e;
+      done();
+    });
+  });
   if (ec == beast::error::timeout) return d.TimedOut();
   if (ec) return Err("cannot connect to " + d.where + ": " + ec.message());
   return Ok();
@@ -354,8 +406,8 @@ struct ExchangeOutcome {
 
 // Sends `req` on a connected stream and reads the response.
 template <class Stream>
-Result<HttpResponse> Exchange(net::io_context& ioc, Stream& stream, const Request& req,
-                              const CallDeadline& d, ExchangeOutcome* outcome = nullptr) {
+Result<HttpResponse> Exchange(Stream& stream, const Request& req, const CallDeadline& d,
+                              ExchangeOutcome* outcome = nullptr) {
   beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
   // Write and read at once: a server may answer early (413) and close while
   // the body is still being sent; the answer is what the caller needs.
@@ -365,18 +417,23 @@ Result<HttpResponse> Exchange(net::io_context& ioc, Stream& stream, const Reques
   beast::flat_buffer buffer;
   beast::error_code write_ec, read_ec;
   bool write_done = false;
-  lowest.expires_after(d.Remaining());
-  http::async_write(stream, req, [&](beast::error_code e, size_t) {
-    write_ec = e;
-    write_done = true;
+  ClientLoop::Get().Run([&](auto done) {
+    auto pending = std::make_shared<int>(2);  // both handlers run on the loop's thread
+    auto finish = [pending, done] {
+      if (--*pending == 0) done();
+    };
+    lowest.expires_after(d.Remaining());
+    http::async_write(stream, req, [&, finish](beast::error_code e, size_t) {
+      write_ec = e;
+      write_done = true;
+      finish();
+    });
+    http::async_read(stream, buffer, parser, [&, finish](beast::error_code e, size_t) {
+      read_ec = e;
+      if (!write_done) lowest.cancel();
+      finish();
+    });
   });
-  http::async_read(stream, buffer, parser, [&](beast::error_code e, size_t) {
-    read_ec = e;
-    if (!write_done) lowest.cancel();
-  });
-  ioc.restart();
-  ioc.run();
-  ioc.restart();
   if (read_ec) {
     if (read_ec == beast::error::timeout || write_ec == beast::error::timeout) return d.TimedOut();
     if (outcome) outcome->nothing_received = !parser.got_some();
@@ -405,11 +462,10 @@ Result<HttpResponse> Exchange(net::io_context& ioc, Stream& stream, const Reques
   return out;
 }
 
-// A TLS connection to one server. Calls are synchronous: each connection runs
-// its own io_context on the calling thread.
+// A TLS connection to one server, on the client's event loop.
 struct TlsConnection {
-  explicit TlsConnection(std::shared_ptr<ssl::context> c) : ctx(std::move(c)), stream(ioc, *ctx) {}
-  net::io_context ioc;  // first: destroyed last, after everything that refers to it
+  explicit TlsConnection(std::shared_ptr<ssl::context> c)
+      : ctx(std::move(c)), stream(ClientLoop::Get().ioc(), *ctx) {}
   std::shared_ptr<ssl::context> ctx;
   TlsStream stream;
 };
@@ -488,13 +544,16 @@ Status OpenTls(TlsConnection& c, const ClientTls& tls, const std::string& host, 
       return Err("cannot check the certificate of " + d.where + " against '" + tls.verify_host + "'");
   }
   beast::tcp_stream& lowest = beast::get_lowest_layer(c.stream);
-  KATO_TRY(Connect(c.ioc, lowest, host, port, d, tls.local_ip));
+  KATO_TRY(Connect(lowest, host, port, d, tls.local_ip));
 
   beast::error_code ec;
-  lowest.expires_after(d.Remaining());
-  c.stream.async_handshake(ssl::stream_base::client, [&](beast::error_code e) { ec = e; });
-  c.ioc.run();
-  c.ioc.restart();
+  ClientLoop::Get().Run([&](auto done) {
+    lowest.expires_after(d.Remaining());
+    c.stream.async_handshake(ssl::stream_base::client, [&ec, done](beast::error_code e) {
+      ec = e;
+      done();
+    });
+  });
   if (ec == beast::error::timeout) return d.TimedOut();
   if (pin.mismatch) {
     return Err("server at " + d.where +
@@ -533,7 +592,7 @@ Result<HttpResponse> PinnedCall(const ClientTls& tls, const std::string& host, i
   SSL_CTX_set_cert_verify_callback((*made)->native_handle(), VerifyPinned, &pin);
   TlsConnection c(*made);
   KATO_TRY(OpenTls(c, tls, host, port, d, pin));
-  auto out = Exchange(c.ioc, c.stream, req, d);
+  auto out = Exchange(c.stream, req, d);
   if (out) out->peer_ca_pem = pin.ca_pem;
   return out;
 }
@@ -574,7 +633,7 @@ Result<HttpResponse> Call(const ClientTls& tls, const std::string& host, int por
     }
     stat_calls.fetch_add(1, std::memory_order_relaxed);
     ExchangeOutcome outcome;
-    auto out = Exchange(c->ioc, c->stream, *req, d, &outcome);
+    auto out = Exchange(c->stream, *req, d, &outcome);
     // The server closed a reused connection before answering (it had timed
     // out on its side): the request was not handled; send it on a new one.
     if (!out && reused && outcome.nothing_received && attempt == 0 &&
@@ -593,10 +652,9 @@ Result<HttpResponse> PlainCall(const std::string& host, int port, const std::str
   auto req = BuildRequest(host, port, method, target, body, headers);
   if (!req) return std::move(req).take_error();
   const CallDeadline d(host, port, timeout);
-  net::io_context ioc;  // first: destroyed last, after everything that refers to it
-  beast::tcp_stream stream(ioc);
-  KATO_TRY(Connect(ioc, stream, host, port, d));
-  return Exchange(ioc, stream, *req, d);
+  beast::tcp_stream stream(ClientLoop::Get().ioc());
+  KATO_TRY(Connect(stream, host, port, d));
+  return Exchange(stream, *req, d);
 }
 
 }  // namespace
