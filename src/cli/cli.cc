@@ -563,7 +563,7 @@ int RunCli(int argc, char** argv) {
   push->add_option("--path", app_path, "the app's directory")->required();
   push->add_option("--command", app_command, "how to start it (default: the Procfile's web: line, else the buildpack's)");
   push->add_option("--buildpack", app_buildpack, "stage with this buildpack (`kato buildpack list`; default: the first that detects the app)");
-  push->add_option("--instances", app_instances, "how many instances")->check(CLI::Range(1, 64));
+  push->add_option("--instances", app_instances, "how many instances")->check(CLI::Range(1, 10000));
   push->add_option("--memory", app_memory, "memory limit of each instance, MB")->check(CLI::Range(16, 16384));
   push->add_option("--disk", app_disk, "disk space of each instance (app, home, tmp), MB; default 1024")
       ->check(CLI::Range(64, 65536));
@@ -663,7 +663,7 @@ int RunCli(int argc, char** argv) {
   int scale_to = 0;
   auto* ascale = appc->add_subcommand("scale", "set the number of instances");
   ascale->add_option("NAME", app_name, "the app")->required();
-  ascale->add_option("N", scale_to, "instances")->required()->check(CLI::Range(0, 64));
+  ascale->add_option("N", scale_to, "instances")->required()->check(CLI::Range(0, 10000));
   add_json(ascale);
   ascale->callback([&] {
     run = [&]() -> int {

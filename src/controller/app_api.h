@@ -126,7 +126,7 @@ class ControllerApi {
     std::string admin_token_hash;  // SHA-256 hex of the admin token
     std::string version;
     size_t max_bits_bytes = 64u << 20;
-    int max_instances = 64;
+    int max_instances = 10000;  // per app (a scale-up across thousands of DEAs)
     int max_memory_mb = 16384;
     int max_disk_mb = 65536;
     // Fetches the tail of one instance's log from its DEA: {"end_offset", "text"}

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 namespace kato {
@@ -89,6 +90,24 @@ Result<bool> HollowNode::Watch(Millis timeout) {
   bool changed = rev != watched_;
   watched_ = rev;
   return changed;
+}
+
+bool HollowNode::is_dea() const {
+  return std::find(roles_.begin(), roles_.end(), "dea") != roles_.end();
+}
+
+Result<json> HollowNode::Assignments() {
+  auto j = Call("GET", "/v1/docs/assignment", "", Millis(10000));
+  if (!j) return Err(j.error());
+  if (!j->is_array()) return Err("the core sent assignments that are not a list");
+  return j;
+}
+
+Status HollowNode::Report(const json& instances, int memory_mb) {
+  auto j = Call("POST", "/v1/report",
+                json{{"memory_mb", memory_mb}, {"instances", instances}}.dump(), Millis(5000));
+  if (!j) return Err(j.error());
+  return Ok();
 }
 
 Status HollowNode::Leave() {

@@ -42,6 +42,13 @@ class HollowNode {
   // Leaves the cluster (as `kato node detach`).
   Status Leave();
 
+  // As a DEA: whether the node has the role, the cluster's assignments (every
+  // node's, as DEAs read them), and a report of this node's instances (each
+  // {"instance_id", "app", "index", "version", "state", ...}).
+  bool is_dea() const;
+  Result<nlohmann::json> Assignments();
+  Status Report(const nlohmann::json& instances, int memory_mb);
+
   const std::string& id() const { return id_; }
   const std::string& ip() const { return ip_; }
   // The roles as the primary last said.

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -29,6 +30,9 @@ int main(int argc, char** argv) {
   app.add_option("--first-ip", o.first_ip, "the first node's address; the others follow")
       ->capture_default_str();
   app.add_option("--data-dir", o.data_dir, "keep each node's certificate and key in DIR/IP/");
+  app.add_option("--dea-memory-mb", o.dea_memory_mb, "the memory each simulated DEA offers")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
   app.add_option("--heartbeat-threads", o.heartbeat_threads, "threads sending the heartbeats")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
@@ -54,15 +58,20 @@ int main(int argc, char** argv) {
     std::cerr << "kato-sim: " << s.error() << "\n";
     return 2;
   }
-  // A kept connection per node for heartbeats and one for its watch.
+  // A kept connection per node for heartbeats and one for its watch (a
+  // socket each, on the client's one event loop). Root may raise the hard limit.
+  const rlim_t need = static_cast<rlim_t>(o.nodes) * 2 + 1024;
   rlimit nofile{};
-  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
-    nofile.rlim_cur = nofile.rlim_max;
-    (void)::setrlimit(RLIMIT_NOFILE, &nofile);
-    if (nofile.rlim_cur < static_cast<rlim_t>(o.nodes) * 2 + 64) {
-      std::cerr << "kato-sim: " << o.nodes << " nodes need " << o.nodes * 2 + 64
-                << " open files; the limit is " << nofile.rlim_cur << " (ulimit -n)\n";
-      return 2;
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < need) {
+    rlimit want{std::max(nofile.rlim_cur, need), std::max(nofile.rlim_max, need)};
+    if (::setrlimit(RLIMIT_NOFILE, &want) != 0) {
+      nofile.rlim_cur = nofile.rlim_max;
+      (void)::setrlimit(RLIMIT_NOFILE, &nofile);
+      if (nofile.rlim_cur < need) {
+        std::cerr << "kato-sim: " << o.nodes << " nodes need " << need
+                  << " open files; the limit is " << nofile.rlim_cur << " (ulimit -n)\n";
+        return 2;
+      }
     }
   }
   SetHttpsIdleConnections(static_cast<size_t>(o.nodes) * 2 + 64);
@@ -83,7 +92,8 @@ int main(int argc, char** argv) {
   auto st = sim.stats();
   std::cout << "stopping: " << st.heartbeats << " heartbeats (" << st.heartbeat_errors
             << " failed, slowest " << st.heartbeat_ms_max << " ms), " << st.wakeups
-            << " watch wake-ups" << std::endl;
+            << " watch wake-ups, " << st.instances << " instances reported running ("
+            << st.report_errors << " failed reads or reports)" << std::endl;
   if (auto s = sim.Stop(); !s) {
     std::cerr << "kato-sim: " << s.error() << "\n";
     return 1;

@@ -3,6 +3,8 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "common/fs.h"
@@ -12,11 +14,18 @@
 
 namespace kato {
 
+using json = nlohmann::json;
+
 struct Simulation::Node {
   explicit Node(HollowNode n) : node(std::move(n)) {}
   HollowNode node;
   std::mutex mu;      // one heartbeat at a time (the schedule's or a watch's)
   bool gone = false;  // the cluster removed it; guarded by mu
+  // As a DEA: its instances (from the last read of the assignments) and when
+  // each was first seen; reported at once when they change, and every half
+  // heartbeat interval (the controller counts a DEA down after 1.5 s without).
+  json instances = json::array();
+  std::map<std::string, int64_t> since_ms;
 };
 
 Status CheckSimOptions(const SimOptions& o) {
@@ -95,32 +104,38 @@ bool Simulation::WaitUntil(SteadyTime t) {
   return !stopping_;
 }
 
-void Simulation::HeartbeatLoop(int which) {
+void Simulation::HeartbeatLoop(int which, int threads) {
   // Node i beats at i/N of every interval: the load is even, as real nodes' is.
+  // Rounds are half an interval: a node heartbeats every other one, a DEA
+  // also reports its instances in each.
   const auto start = std::chrono::steady_clock::now();
   const auto n = static_cast<int64_t>(nodes_.size());
-  const auto interval = std::chrono::duration_cast<std::chrono::microseconds>(opt_.heartbeat);
+  const auto half = std::chrono::duration_cast<std::chrono::microseconds>(opt_.heartbeat) / 2;
   for (int64_t round = 0;; ++round) {
-    for (int64_t i = which; i < n; i += opt_.heartbeat_threads) {
-      auto due = start + interval * round + interval * i / n;
+    for (int64_t i = which; i < n; i += threads) {
+      auto due = start + half * round + half * i / n;
       if (!WaitUntil(due)) return;
       Node& node = *nodes_[static_cast<size_t>(i)];
       std::lock_guard lock(node.mu);
       if (node.gone) continue;
-      auto t0 = std::chrono::steady_clock::now();
-      auto s = node.node.Heartbeat();
-      auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                    std::chrono::steady_clock::now() - t0)
-                    .count();
-      int64_t prev = slowest_us_.load();
-      while (us > prev && !slowest_us_.compare_exchange_weak(prev, us)) {
+      if (round % 2 == 0) {
+        auto t0 = std::chrono::steady_clock::now();
+        auto s = node.node.Heartbeat();
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                      std::chrono::steady_clock::now() - t0)
+                      .count();
+        int64_t prev = slowest_us_.load();
+        while (us > prev && !slowest_us_.compare_exchange_weak(prev, us)) {
+        }
+        if (s) {
+          heartbeats_.fetch_add(1);
+        } else {
+          errors_.fetch_add(1);
+          if (s.error().find("removed") != std::string::npos) node.gone = true;
+        }
       }
-      if (s) {
-        heartbeats_.fetch_add(1);
-      } else {
-        errors_.fetch_add(1);
-        if (s.error().find("removed") != std::string::npos) node.gone = true;
-      }
+      if (!node.gone && node.node.is_dea() && !node.node.Report(node.instances, opt_.dea_memory_mb))
+        report_errors_.fetch_add(1);
     }
   }
 }
@@ -147,6 +162,73 @@ void Simulation::WatchLoop(Node& node) {
   }
 }
 
+void Simulation::DeaRound() {
+  // One read serves every simulated DEA (a real DEA reads the same list).
+  Node* reader = nullptr;
+  for (auto& n : nodes_) {
+    std::lock_guard lock(n->mu);
+    if (!n->gone) {
+      reader = n.get();
+      break;
+    }
+  }
+  if (!reader) return;
+  auto list = reader->node.Assignments();
+  if (!list) {
+    report_errors_.fetch_add(1);
+    return;
+  }
+  std::map<std::string, std::vector<const json*>> by_node;
+  for (const auto& doc : *list) {
+    if (!doc.is_object() || !doc.contains("value") || !doc["value"].is_object()) continue;
+    const json& a = doc["value"];
+    if (a.contains("node_id") && a["node_id"].is_string())
+      by_node[a["node_id"].get<std::string>()].push_back(&a);
+  }
+  uint64_t running = 0;
+  const int64_t now = RealClock::instance().wall_ms();
+  for (auto& n : nodes_) {
+    std::lock_guard lock(n->mu);
+    if (n->gone || !n->node.is_dea()) continue;
+    json instances = json::array();
+    std::map<std::string, int64_t> since;
+    for (const json* a : by_node[n->node.id()]) {
+      std::string id = a->value("instance_id", "");
+      if (id.empty()) continue;
+      auto was = n->since_ms.find(id);
+      since[id] = was == n->since_ms.end() ? now : was->second;
+      int index = a->value("index", 0);
+      instances.push_back({{"instance_id", id},
+                           {"app", a->value("app", "")},
+                           {"index", index},
+                           {"version", a->value("version", static_cast<int64_t>(0))},
+                           {"state", "RUNNING"},
+                           {"port", 20000 + (index % 40000)},  // nothing listens: a hollow DEA
+                           {"since_ms", since[id]},
+                           {"memory_mb", a->value("memory_mb", 0)},
+                           {"message", ""}});
+    }
+    running += instances.size();
+    if (instances == n->instances) continue;
+    n->instances = std::move(instances);
+    n->since_ms = std::move(since);
+    // At once: the controller confirms a placement when the DEA reports it.
+    if (!n->node.Report(n->instances, opt_.dea_memory_mb)) report_errors_.fetch_add(1);
+  }
+  instances_ = running;
+}
+
+void Simulation::DeaLoop() {
+  while (WaitUntil(std::chrono::steady_clock::now() + opt_.dea_round)) {
+    bool any = false;
+    for (auto& n : nodes_) {
+      std::lock_guard lock(n->mu);
+      if ((any = !n->gone && n->node.is_dea())) break;
+    }
+    if (any) DeaRound();
+  }
+}
+
 void Simulation::Start() {
   // A watch thread per node, as an agent has: small stacks (a call needs little).
   pthread_attr_t attr;
@@ -154,8 +236,11 @@ void Simulation::Start() {
   pthread_attr_setstacksize(&attr, 256 * 1024);
   pthread_setattr_default_np(&attr);
   pthread_attr_destroy(&attr);
-  for (int i = 0; i < opt_.heartbeat_threads; ++i)
-    threads_.emplace_back([this, i] { HeartbeatLoop(i); });
+  // Thread `which` beats nodes which, which + threads, ...: never more threads than nodes.
+  const int beaters = std::min(opt_.heartbeat_threads, static_cast<int>(nodes_.size()));
+  for (int i = 0; i < beaters; ++i)
+    threads_.emplace_back([this, beaters, i] { HeartbeatLoop(i, beaters); });
+  threads_.emplace_back([this] { DeaLoop(); });
   for (auto& n : nodes_) threads_.emplace_back([this, node = n.get()] { WatchLoop(*node); });
 }
 
@@ -184,8 +269,9 @@ Status Simulation::Stop() {
 }
 
 Simulation::Stats Simulation::stats() const {
-  return Stats{heartbeats_.load(), errors_.load(), wakeups_.load(),
-               static_cast<double>(slowest_us_.load()) / 1000.0};
+  return Stats{heartbeats_.load(), errors_.load(),
+               wakeups_.load(),    static_cast<double>(slowest_us_.load()) / 1000.0,
+               instances_.load(),  report_errors_.load()};
 }
 
 }  // namespace kato

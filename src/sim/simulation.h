@@ -1,8 +1,12 @@
 // Simulation: kato-sim's N hollow nodes in one process. They join with the
 // real token (in parallel), then heartbeat once a second each, spread evenly
 // over the second, and each watches its own scope of the cluster (a change
-// there makes it heartbeat at once, as an agent does). Stop ends every thread
-// (joined) and then the nodes leave the cluster.
+// there makes it heartbeat at once, as an agent does). Nodes with the dea
+// role act as DEAs that start nothing: each round one read of the cluster's
+// assignments, and every DEA whose share changed reports its instances as
+// RUNNING at once; each DEA also reports twice per heartbeat interval (an
+// empty report at first, which makes it a place for instances).
+// Stop ends every thread (joined) and then the nodes leave the cluster.
 #pragma once
 
 #include <atomic>
@@ -31,6 +35,8 @@ struct SimOptions {
   Millis watch_timeout{15000};
   int join_threads = 8;
   int heartbeat_threads = 4;
+  Millis dea_round{250};      // how often the DEAs read their assignments (as real ones)
+  int dea_memory_mb = 16384;  // what each simulated DEA offers
 };
 
 // Checks the options (addresses, counts); the error names the bad value.
@@ -57,14 +63,18 @@ class Simulation {
     uint64_t heartbeat_errors = 0;  // refused or unanswered
     uint64_t wakeups = 0;           // watches that saw a change of their node's scope
     double heartbeat_ms_max = 0;    // slowest heartbeat so far
+    uint64_t instances = 0;         // reported running by the simulated DEAs, last round
+    uint64_t report_errors = 0;     // assignment reads and reports that failed
   };
   Stats stats() const;
   int joined() const;
 
  private:
   struct Node;
-  void HeartbeatLoop(int which);
+  void HeartbeatLoop(int which, int threads);
   void WatchLoop(Node& node);
+  void DeaLoop();
+  void DeaRound();
   Status SaveIdentity(const HollowNode& node);
   bool WaitUntil(SteadyTime t);  // false when stopping
 
@@ -75,7 +85,7 @@ class Simulation {
   std::condition_variable cv_;
   bool stopping_ = false;  // guarded by mu_
   bool stopped_ = false;   // guarded by mu_
-  std::atomic<uint64_t> heartbeats_{0}, errors_{0}, wakeups_{0};
+  std::atomic<uint64_t> heartbeats_{0}, errors_{0}, wakeups_{0}, instances_{0}, report_errors_{0};
   std::atomic<int64_t> slowest_us_{0};
 };
 

@@ -176,6 +176,62 @@ TEST_F(SimulationTest, NodesJoinHeartbeatFollowTheirRolesAndLeave) {
   EXPECT_TRUE(sim.Stop().ok());  // idempotent
 }
 
+// Simulated DEAs: an empty report first (a place for instances), then their
+// share of the assignments as RUNNING, and nothing of another node's.
+TEST_F(SimulationTest, SimulatedDeasReportTheirAssignmentsAsRunning) {
+  SimOptions o = Options(3);
+  o.roles = {"dea"};
+  o.dea_round = Millis(50);
+  Simulation sim(o);
+  ASSERT_TRUE(sim.Join(nullptr).ok());
+  sim.Start();
+  std::vector<std::string> deas;
+  const json cluster = Cluster();
+  for (const auto& n : cluster["nodes"])
+    if (n["id"] != core_id_) deas.push_back(n["id"]);
+  ASSERT_EQ(deas.size(), 3u) << cluster.dump();
+  auto report = [&](const std::string& id) {
+    auto r = HttpsCall(core_tls_, kCoreIp, server_->port(), "GET", "/v1/docs/instances/" + id, "",
+                       Millis(5000));
+    if (!r.ok() || r->status != 200) return json();
+    return json::parse(r->body, nullptr, false)["value"];
+  };
+  ASSERT_TRUE(WaitFor([&] {
+    for (const auto& id : deas)
+      if (!report(id).is_object()) return false;
+    return true;
+  })) << "every DEA reports, with no instance yet";
+  EXPECT_TRUE(report(deas[0])["instances"].empty());
+  EXPECT_EQ(report(deas[0])["memory_mb"], o.dea_memory_mb);
+
+  for (int i = 0; i < 2; ++i) {
+    std::string id = "inst" + std::to_string(i);
+    Core("PUT", "/v1/docs/assignment/web/" + std::to_string(i) + "/" + id,
+         {{"value",
+           {{"app", "web"},
+            {"index", i},
+            {"version", 3},
+            {"node_id", deas[1]},
+            {"instance_id", id}}}});
+  }
+  ASSERT_TRUE(WaitFor([&] { return report(deas[1])["instances"].size() == 2; }));
+  json inst = report(deas[1])["instances"][0];
+  EXPECT_EQ(inst["state"], "RUNNING");
+  EXPECT_EQ(inst["app"], "web");
+  EXPECT_EQ(inst["version"], 3);
+  const int64_t since = inst["since_ms"];
+  EXPECT_TRUE(report(deas[0])["instances"].empty());
+  EXPECT_TRUE(WaitFor([&] { return sim.stats().instances == 2; }));
+
+  // An unassigned instance leaves the report; the other keeps its start time.
+  Core("DELETE", "/v1/docs/assignment/web/1/inst1");
+  ASSERT_TRUE(WaitFor([&] { return report(deas[1])["instances"].size() == 1; }));
+  EXPECT_EQ(report(deas[1])["instances"][0]["instance_id"], "inst0");
+  EXPECT_EQ(report(deas[1])["instances"][0]["since_ms"], since);
+  EXPECT_EQ(sim.stats().report_errors, 0u);
+  ASSERT_TRUE(sim.Stop().ok());
+}
+
 TEST_F(SimulationTest, ABadTokenIsRefusedWithTheCoresReason) {
   SimOptions o = Options(3);
   o.token = JoinToken{token_.ca_hash, RandomHex(32)}.str();
