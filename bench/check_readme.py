@@ -3,7 +3,7 @@
 results files (results.json, results_attach.json, results_run_a.json,
 apps_results.json, lb_results.json, tenant_results.json, router_streams_results.json,
 harbor_results.json, services_results.json, filesystem_results.json,
-staging_results.json, console_results.json): each
+staging_results.json, console_results.json, scale_results.json): each
 table row named below must hold exactly the listed
 numbers, in order, after its label, and each sentence below must appear
 verbatim. Exits 1 naming every mismatch. Run by ctest (bench_readme).
@@ -237,6 +237,22 @@ def console_rows(r):
             "during the guessing": [str(gu["ok"]), str(gu["of"]), f1(gu["median_ms"])]}
 
 
+def scale_rows(r):
+    """The control-plane table: per size, primary and controller CPU (% of a
+    core), primary memory (MiB), status --all median and p90 (ms), connections
+    to the primary, and the join time (none without simulated nodes)."""
+    rows = {}
+    for k, m in r["sizes"].items():
+        label = "no simulated node" if k == "0" else f"{thousands(int(k))} nodes"
+        st = m["status_all"]
+        row = [f1(m["primary_cpu_pct"]), f1(m["controller_cpu_pct"]), f1(m["primary_rss_mib"]),
+               f1(st["median_ms"]), f1(st["p90_ms"]), thousands(m["connections_to_primary"])]
+        if "join_s" in m:
+            row.append(f1(m["join_s"]))
+        rows[label] = row
+    return rows
+
+
 def sentences(attach, run_a, apps, lb):
     """Figures quoted in running text."""
     fo, push = apps["failover"], apps["push"]
@@ -336,6 +352,8 @@ def main():
     errors += check_rows(lines, services_rows(load("services_results.json")), s, e, "Data services")
     s, e = section_bounds(lines, "# Filesystem service: sshfs vs the instance's local disk", "# ")
     errors += check_rows(lines, filesystem_rows(load("filesystem_results.json")), s, e, "Filesystem")
+    s, e = section_bounds(lines, "# Control plane at scale: kato-sim's nodes on one core", "# ")
+    errors += check_rows(lines, scale_rows(load("scale_results.json")), s, e, "Control plane")
     s, e = section_bounds(lines, "# Staging: push-to-serving per buildpack", "# ")
     errors += check_rows(lines, staging_rows(load("staging_results.json")), s, e, "Staging")
     s, e = section_bounds(lines, "# Management Console: first paint, Cluster Nodes at 20 nodes, "

@@ -26,7 +26,10 @@ template <class Conn>
 class IdlePool {
  public:
   struct Limits {
-    Millis max_idle{4000};
+    // Under the servers' 10 s idle drop (HttpServer), and well over a 1 s
+    // heartbeat even when the server answers slowly: a connection dropped
+    // here costs the server a new handshake when it is busiest.
+    Millis max_idle{8000};
     size_t per_key = 8;
     size_t total = 256;
   };
