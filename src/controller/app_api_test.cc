@@ -254,7 +254,7 @@ TEST_F(AppApiTest, BadInputChangesNothing) {
       {"POST", "/v2/apps", R"({"name":"Bad_Name"})", 400, "not valid"},
       {"POST", "/v2/apps", R"({"name":""})", 400, "not valid"},
       {"POST", "/v2/apps", R"({"name":"x","instances":"3"})", 400, "whole number"},
-      {"POST", "/v2/apps", R"({"name":"x","instances":1000})", 400, "between"},
+      {"POST", "/v2/apps", R"({"name":"x","instances":10001})", 400, "between"},
       {"POST", "/v2/apps", R"({"name":"x","memory":1})", 400, "memory"},
       {"POST", "/v2/apps", R"({"name":"x","disk":10})", 400, "disk must be between 64"},
       {"POST", "/v2/apps", R"({"name":"x","disk":"big"})", 400, "whole number"},
