@@ -225,6 +225,20 @@ Result<bool> RemoteStore::DeleteDoc(const std::string& kind, const std::string& 
   return true;
 }
 
+Status RemoteStore::WriteDocs(const std::vector<DocWrite>& writes) {
+  KATO_TRY(CheckDocWrites(writes));
+  if (writes.empty()) return Ok();
+  json list = json::array();
+  for (const DocWrite& w : writes) {
+    json one{{"kind", w.kind}, {"key", w.key}};
+    if (w.value_json) one["value"] = json::parse(*w.value_json);
+    else one["delete"] = true;
+    list.push_back(std::move(one));
+  }
+  auto r = client_.Call("POST", "/v1/docs", json{{"writes", list}}.dump());
+  return r ? Ok() : Status(Err(r.error()));
+}
+
 Result<bool> RemoteStore::AcquireLease(const std::string& name, const std::string& holder,
                                        int64_t, int64_t ttl_ms) {
   auto j = ParsedCall(client_, "POST", "/v1/lease/" + name,

@@ -70,6 +70,8 @@ class RemoteStore final : public Store {
   Result<std::vector<std::pair<std::string, std::string>>> ListDocs(
       const std::string& kind) override;
   Result<bool> DeleteDoc(const std::string& kind, const std::string& key) override;
+  // One POST /v1/docs: the request must fit the primary's body limit (1 MiB).
+  Status WriteDocs(const std::vector<DocWrite>& writes) override;
   // Leases use the primary's clock: now_ms is ignored.
   Result<bool> AcquireLease(const std::string& name, const std::string& holder, int64_t now_ms,
                             int64_t ttl_ms) override;

@@ -291,16 +291,18 @@ void HealthManager::EvaluateApp(const AppSpec& app, AppState& state,
     missing.push_back(i);
   }
 
-  std::string unplaceable;
-  for (int i : missing) {
-    auto placement = Place(app, {i}, deas, placed);
-    if (!placement.ok()) {
-      // Every index of an app needs the same memory: if this one fits nowhere, neither
-      // does the next, so the rest wait for the next Evaluate().
-      unplaceable = placement.error();
-      break;
-    }
-    const std::string& node = placement->front().dea_node_id;
+  // Indices that lost their instance on a DEA that went down: why they start again.
+  std::set<int> failed_over;
+  for (const auto& [id, record] : deas_) {
+    if (IsUp(record, now)) continue;
+    for (const InstanceReport& r : record.instances)
+      if (r.app == app.name && HoldsResources(r)) failed_over.insert(r.index);
+  }
+  PlacementPlan plan = PlaceWhatFits(app, missing, deas, placed);
+  const std::string& unplaceable = plan.unplaceable;
+  for (const Placement& p : plan.placed) {
+    const int i = p.index;
+    const std::string& node = p.dea_node_id;
     PendingStart pending{node, app.version, now, {}};
     for (const InstanceReport& r : deas_.at(node).instances) {
       if (r.app == app.name && r.app_version == app.version && r.index == i) {
@@ -310,11 +312,13 @@ void HealthManager::EvaluateApp(const AppSpec& app, AppState& state,
     state.pending[i] = std::move(pending);
 
     std::string reason = "starting missing instance";
-    for (const auto& [id, record] : deas_) {
-      if (IsUp(record, now)) continue;
-      for (const InstanceReport& r : record.instances) {
-        if (r.app == app.name && r.index == i && HoldsResources(r)) {
-          reason = "DEA " + record.info.ip + " stopped heartbeating";
+    if (failed_over.count(i)) {
+      for (const auto& [id, record] : deas_) {
+        if (IsUp(record, now)) continue;
+        for (const InstanceReport& r : record.instances) {
+          if (r.app == app.name && r.index == i && HoldsResources(r)) {
+            reason = "DEA " + record.info.ip + " stopped heartbeating";
+          }
         }
       }
     }

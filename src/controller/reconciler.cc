@@ -100,12 +100,16 @@ void Reconciler::Round(bool leader) {
   shadow_health_.clear();
 
   std::vector<Assignment> assigned = ParseAssignments(*docs);
+  // The round's writes go to the store together (WriteBatches): one round
+  // trip per kWritesPerBatch, however many instances a scale-up places.
+  std::vector<DocWrite> writes;
   std::set<std::string> deleted;
   auto remove = [&](const Assignment& a, const std::string& why) {
     if (!deleted.insert(a.key).second) return;
     LogInfo("controller: unassign {}/{} {} ({})", a.app, a.index, a.instance_id, why);
-    (void)store_.DeleteDoc("assignment", a.key);
+    writes.push_back({"assignment", a.key, std::nullopt});
   };
+  std::map<std::string, int> started;  // app -> instances assigned this round
   for (const auto& action : hm_.Evaluate(specs)) {
     if (action.kind == Action::kStart) {
       std::string id = RandomHex(8);
@@ -118,9 +122,9 @@ void Reconciler::Round(bool leader) {
              {"node_id", action.dea_node_id},
              {"instance_id", id},
              {"assigned_ms", clock_.wall_ms()}};
-      LogInfo("controller: start {} on {} ({})", key, action.dea_node_id, action.reason);
-      if (auto s = store_.PutDoc("assignment", key, a.dump()); !s)
-        LogWarn("controller: {}", s.error());
+      if (++started[action.app] <= kLoggedStarts)
+        LogInfo("controller: start {} on {} ({})", key, action.dea_node_id, action.reason);
+      writes.push_back({"assignment", key, a.dump()});
       continue;
     }
     // A DEA stops whatever is not assigned to it: a stop is a removed assignment.
@@ -162,6 +166,21 @@ void Reconciler::Round(bool leader) {
     else if (a.assigned_ms < newest[{a.app, a.index}] &&
              (!reported.count(a.instance_id) || reported[a.instance_id] != "RUNNING"))
       remove(a, "replaced");
+  }
+  for (const auto& [app, n] : started)
+    if (n > kLoggedStarts)
+      LogInfo("controller: start {} instances of {} ({} more not logged one by one)", n, app,
+              n - kLoggedStarts);
+  WriteBatches(writes);
+}
+
+void Reconciler::WriteBatches(const std::vector<DocWrite>& writes) {
+  for (size_t i = 0; i < writes.size(); i += kWritesPerBatch) {
+    size_t end = std::min(writes.size(), i + kWritesPerBatch);
+    std::vector<DocWrite> batch(writes.begin() + i, writes.begin() + end);
+    // A failed batch is not retried here: the next round sees what is missing.
+    if (auto s = store_.WriteDocs(batch); !s)
+      LogWarn("controller: {} assignment writes failed: {}", batch.size(), s.error());
   }
 }
 

@@ -31,6 +31,11 @@ namespace kato {
 
 class Reconciler {
  public:
+  // Writes per Store::WriteDocs call: about 250 KB to the primary (under its 1 MiB limit).
+  static constexpr size_t kWritesPerBatch = 1000;
+  // Starts of one app logged one by one in a round; beyond, one line sums them up.
+  static constexpr int kLoggedStarts = 20;
+
   Reconciler(Store& store, const Clock& clock, HealthOptions options = {})
       : store_(store), clock_(clock), hm_(clock, options) {}
 
@@ -43,6 +48,7 @@ class Reconciler {
   std::vector<DeaInfo> Deas() const { return hm_.Deas(); }
 
  private:
+  void WriteBatches(const std::vector<DocWrite>& writes);
   void Observe(const std::vector<NodeRecord>& nodes,
                const std::vector<std::pair<std::string, std::string>>& reports);
 

@@ -31,11 +31,12 @@ class ReconcilerTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
   }
 
-  void PutApp(int instances, int64_t version, const std::string& droplet = "abc") {
+  void PutApp(int instances, int64_t version, const std::string& droplet = "abc",
+              int memory_mb = 128) {
     AppRecord a;
     a.name = "web";
     a.instances = instances;
-    a.memory_mb = 128;
+    a.memory_mb = memory_mb;
     a.version = version;
     a.droplet_sha256 = droplet;
     ASSERT_TRUE(store_->PutDoc("app", "web", AppToJson(a)).ok());
@@ -98,6 +99,33 @@ TEST_F(ReconcilerTest, AssignsOneInstancePerIndexSpreadOverDeas) {
   auto a = Assignments();
   ASSERT_EQ(a.size(), 2u);
   EXPECT_NE(a[0]["node_id"], a[1]["node_id"]);
+  EXPECT_EQ(reconciler_->Health("web").first, "RUNNING");
+}
+
+TEST_F(ReconcilerTest, AScaleUpIsPlacedInOneRoundWithBatchedWrites) {
+  PutApp(2500, 1, "abc", 1);
+  for (int round = 0; round < 20 && Assignments().empty(); ++round) {
+    Report("RUNNING");
+    reconciler_->SetLastReports(reports_);
+    int64_t before = *store_->Revision();
+    reconciler_->Round(true);
+    if (!Assignments().empty()) {
+      // 2,500 assignments in batches of Reconciler::kWritesPerBatch: three writes.
+      EXPECT_EQ(*store_->Revision() - before, 3);
+      break;
+    }
+    clock_.advance(Millis(250));
+  }
+  auto a = Assignments();
+  ASSERT_EQ(a.size(), 2500u);
+  std::map<std::string, int> per_dea;
+  std::set<int> indices;
+  for (const auto& x : a) ++per_dea[x["node_id"]], indices.insert(x["index"].get<int>());
+  EXPECT_EQ(indices.size(), 2500u);
+  EXPECT_EQ(per_dea["dea-a"], 1250);
+  EXPECT_EQ(per_dea["dea-b"], 1250);
+  Run(1000);
+  EXPECT_EQ(Assignments().size(), 2500u);
   EXPECT_EQ(reconciler_->Health("web").first, "RUNNING");
 }
 

@@ -27,9 +27,10 @@ bool Better(const Load& a, const Load& b) {
 
 }  // namespace
 
-Result<std::vector<Placement>> Place(const AppSpec& app, const std::vector<int>& indices,
-                                     const std::vector<DeaInfo>& deas,
-                                     const std::vector<InstanceReport>& running) {
+PlacementPlan PlaceWhatFits(const AppSpec& app, const std::vector<int>& indices,
+                            const std::vector<DeaInfo>& deas,
+                            const std::vector<InstanceReport>& running) {
+  PlacementPlan plan;
   std::vector<Load> loads;
   std::map<std::string, size_t> by_node;
   for (const DeaInfo& dea : deas) {
@@ -37,10 +38,11 @@ Result<std::vector<Placement>> Place(const AppSpec& app, const std::vector<int>&
     by_node[dea.node_id] = loads.size();
     loads.push_back(Load{&dea});
   }
-  if (indices.empty()) return std::vector<Placement>{};
+  if (indices.empty()) return plan;
   if (loads.empty()) {
-    return Err("no DEA is up to run app '" + app.name +
-               "'; start a node with the dea role or bring a stopped one back");
+    plan.unplaceable = "no DEA is up to run app '" + app.name +
+                       "'; start a node with the dea role or bring a stopped one back";
+    return plan;
   }
   for (const InstanceReport& r : running) {
     auto it = by_node.find(r.dea_node_id);
@@ -50,7 +52,7 @@ Result<std::vector<Placement>> Place(const AppSpec& app, const std::vector<int>&
     if (r.app == app.name) ++load.of_app;
   }
 
-  std::vector<Placement> placements;
+  plan.placed.reserve(indices.size());
   for (int index : indices) {
     Load* best = nullptr;
     for (Load& load : loads) {
@@ -65,15 +67,25 @@ Result<std::vector<Placement>> Place(const AppSpec& app, const std::vector<int>&
           roomiest = &load;
         }
       }
-      return Err("no DEA can fit instance " + std::to_string(index) + " of app '" + app.name +
-                 "' (needs " + std::to_string(app.memory_mb) + " MB; the most free on any DEA is " +
-                 std::to_string(roomiest->free_mb()) + " MB on " + roomiest->dea->ip + ")");
+      plan.unplaceable = "no DEA can fit instance " + std::to_string(index) + " of app '" +
+                         app.name + "' (needs " + std::to_string(app.memory_mb) +
+                         " MB; the most free on any DEA is " +
+                         std::to_string(roomiest->free_mb()) + " MB on " + roomiest->dea->ip + ")";
+      return plan;
     }
     best->used_mb += app.memory_mb;
     ++best->of_app;
-    placements.push_back(Placement{index, best->dea->node_id});
+    plan.placed.push_back(Placement{index, best->dea->node_id});
   }
-  return placements;
+  return plan;
+}
+
+Result<std::vector<Placement>> Place(const AppSpec& app, const std::vector<int>& indices,
+                                     const std::vector<DeaInfo>& deas,
+                                     const std::vector<InstanceReport>& running) {
+  PlacementPlan plan = PlaceWhatFits(app, indices, deas, running);
+  if (!plan.unplaceable.empty()) return Err(plan.unplaceable);
+  return std::move(plan.placed);
 }
 
 }  // namespace kato

@@ -30,6 +30,19 @@ struct Placement {
 // True for the instance states that hold memory on their DEA and count for spreading.
 bool HoldsResources(const InstanceReport& instance);
 
+// What PlaceWhatFits could place: the first indices in order, up to the first
+// that fits on no DEA; `unplaceable` says why that one did not ("" when all did).
+struct PlacementPlan {
+  std::vector<Placement> placed;
+  std::string unplaceable;
+};
+
+// Places `indices` of `app` in the order given, as Place, stopping at the first that
+// does not fit (every index of an app needs the same memory: the rest would not either).
+PlacementPlan PlaceWhatFits(const AppSpec& app, const std::vector<int>& indices,
+                            const std::vector<DeaInfo>& deas,
+                            const std::vector<InstanceReport>& running);
+
 // Places `indices` of `app`, in the order given. `running` holds the instances
 // already on the DEAs (any app; instances on unknown DEAs and in other states than
 // STARTING/RUNNING are ignored); each counts with its own memory_mb.

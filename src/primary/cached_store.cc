@@ -187,6 +187,12 @@ Result<bool> CachedStore::DeleteDoc(const std::string& kind, const std::string& 
   return r;
 }
 
+Status CachedStore::WriteDocs(const std::vector<DocWrite>& writes) {
+  auto s = inner_.WriteDocs(writes);
+  Drop(kRevision);
+  return s;
+}
+
 Result<bool> CachedStore::AcquireLease(const std::string& name, const std::string& holder,
                                        int64_t now_ms, int64_t ttl_ms) {
   auto r = inner_.AcquireLease(name, holder, now_ms, ttl_ms);

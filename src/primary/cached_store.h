@@ -50,6 +50,7 @@ class CachedStore final : public Store {
   Result<std::vector<std::pair<std::string, std::string>>> ListDocs(
       const std::string& kind) override;
   Result<bool> DeleteDoc(const std::string& kind, const std::string& key) override;
+  Status WriteDocs(const std::vector<DocWrite>& writes) override;
   Result<bool> AcquireLease(const std::string& name, const std::string& holder, int64_t now_ms,
                             int64_t ttl_ms) override;
   Status ReleaseLease(const std::string& name, const std::string& holder) override;

@@ -71,6 +71,8 @@ TEST_F(CachedStoreTest, EveryWriteMovesTheRevisionSeen) {
   EXPECT_TRUE(moved());
   ASSERT_TRUE(*cached_->DeleteDoc("app", "web"));
   EXPECT_TRUE(moved());
+  ASSERT_TRUE(cached_->WriteDocs({{"app", "web", "{}"}, {"app", "api", "{}"}}).ok());
+  EXPECT_TRUE(moved());
   ASSERT_TRUE(cached_->SetConfig(ConfigEntry{"dea", "x", "1"}).ok());
   EXPECT_TRUE(moved());
   ASSERT_TRUE(cached_->PutNode(Node("a", "127.0.0.2")).ok());

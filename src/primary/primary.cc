@@ -676,6 +676,30 @@ struct PrimaryService::Impl {
     return ErrorReply(405, "method " + method + " not allowed on documents");
   }
 
+  // POST /v1/docs {"writes": [{"kind", "key", "value"} or {"kind", "key", "delete": true}]}:
+  // several document writes in one transaction (the controller's placements).
+  HttpResponse WriteDocs(const json& body) {
+    if (!body.contains("writes") || !body["writes"].is_array())
+      return ErrorReply(400, "POST /v1/docs needs {\"writes\": [...]}");
+    std::vector<DocWrite> writes;
+    for (const json& w : body["writes"]) {
+      if (!w.is_object()) return ErrorReply(400, "each write is an object");
+      std::string kind = Str(w, "kind"), key = Str(w, "key");
+      if (!IsDocName(kind, false) || !IsDocName(key, true))
+        return ErrorReply(400, "bad document name '" + kind + "/" + key + "'");
+      if (kind == "instances")
+        return ErrorReply(403, "instance reports are read-only here: each node reports its own "
+                               "with POST /v1/report");
+      bool del = w.contains("delete") && w["delete"] == true;
+      if (del == w.contains("value"))
+        return ErrorReply(400, "write " + kind + "/" + key + " needs a value or \"delete\": true");
+      writes.push_back({kind, key, del ? std::nullopt : std::optional(w["value"].dump())});
+    }
+    std::lock_guard lock(mu);
+    if (auto st = store.WriteDocs(writes); !st) return ErrorReply(400, st.error());
+    return JsonReply(200, {{"written", writes.size()}, {"revision", Revision()}});
+  }
+
   // /v1/lease/NAME: POST {"holder", "ttl_ms"} takes or renews the lease (the
   // primary's clock decides expiry), DELETE {"holder"} gives it up, GET reads it.
   HttpResponse Lease(const std::string& method, const std::string& name, const json& body) {
@@ -902,6 +926,8 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
     r = d.UpdateNode(body);
   } else if (path.rfind("/v1/config/", 0) == 0 && req.method == "POST") {
     r = d.Config(path.substr(11), body);
+  } else if (path == "/v1/docs" && req.method == "POST") {
+    r = d.WriteDocs(body);
   } else if (path.rfind("/v1/docs/", 0) == 0) {
     r = d.Docs(req.method, path.substr(9), body);
   } else if (path.rfind("/v1/lease/", 0) == 0) {

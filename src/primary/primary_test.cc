@@ -943,6 +943,38 @@ TEST_F(PrimaryTest, ANodeReportsOnlyItsOwnInstances) {
   EXPECT_EQ(Call("GET", "/v1/docs/instances/" + a, "", b).body["value"]["instances"], instances);
 }
 
+TEST_F(PrimaryTest, SeveralDocumentWritesGoInOneRequestAndOneRevision) {
+  std::string a = Attach("10.0.0.2", {"controller"});
+  ASSERT_EQ(Call("PUT", "/v1/docs/assignment/web/0/x", R"({"value":{"i":0}})", a).status, 200);
+  int64_t rev = Rev();
+  json writes = json::array({{{"kind", "assignment"}, {"key", "web/1/y"}, {"value", {{"i", 1}}}},
+                             {{"kind", "assignment"}, {"key", "web/0/x"}, {"delete", true}}});
+  Reply r = Call("POST", "/v1/docs", json{{"writes", writes}}.dump(), a);
+  ASSERT_EQ(r.status, 200) << r.error();
+  EXPECT_EQ(r.body["written"], 2);
+  EXPECT_EQ(Rev(), rev + 1);
+  EXPECT_EQ(Call("GET", "/v1/docs/assignment/web/0/x", "", a).status, 404);
+  EXPECT_EQ(Call("GET", "/v1/docs/assignment/web/1/y", "", a).body["value"]["i"], 1);
+  // One bad write refuses the whole request, and nothing changes.
+  rev = Rev();
+  for (const json& bad : {
+           json{{"kind", "assignment"}, {"key", "../x"}, {"value", 1}},
+           json{{"kind", "assignment"}, {"key", "web/2/z"}},                              // neither
+           json{{"kind", "assignment"}, {"key", "web/2/z"}, {"value", 1}, {"delete", true}},  // both
+           json{{"kind", "instances"}, {"key", a}, {"value", json::object()}},  // reports: refused
+           json("not an object")}) {
+    SCOPED_TRACE(bad.dump());
+    json two = json::array({{{"kind", "assignment"}, {"key", "web/3/w"}, {"value", 3}}, bad});
+    Reply refused = Call("POST", "/v1/docs", json{{"writes", two}}.dump(), a);
+    EXPECT_GE(refused.status, 400);
+    EXPECT_LT(refused.status, 500);
+  }
+  EXPECT_EQ(Call("POST", "/v1/docs", R"({"writes":{}})", a).status, 400);
+  EXPECT_EQ(Call("POST", "/v1/docs", "{}", a).status, 400);
+  EXPECT_EQ(Rev(), rev);
+  EXPECT_EQ(Call("GET", "/v1/docs/assignment/web/3/w", "", a).status, 404);
+}
+
 TEST_F(PrimaryTest, HistoryNeverKeepsASecretAClientSends) {
   const std::string secret = RandomHex(32);
   json audit = {{"node", "10.0.0.7"},

@@ -499,6 +499,26 @@ class PgStore final : public Store {
     return deleted;
   }
 
+  Status WriteDocs(const std::vector<DocWrite>& writes) override {
+    KATO_TRY(CheckDocWrites(writes));
+    if (writes.empty()) return Ok();
+    std::lock_guard lock(mu_);
+    return Write("cannot write " + std::to_string(writes.size()) + " documents",
+                 [&](Txn& t) -> Status {
+                   for (const DocWrite& w : writes) {
+                     if (w.value_json)
+                       t.Exec(
+                           "INSERT INTO docs (kind, key, value_json) VALUES ($1, $2, $3) "
+                           "ON CONFLICT (kind, key) DO UPDATE SET value_json = "
+                           "excluded.value_json",
+                           w.kind, w.key, *w.value_json);
+                     else
+                       t.Exec("DELETE FROM docs WHERE kind = $1 AND key = $2", w.kind, w.key);
+                   }
+                   return Ok();
+                 });
+  }
+
   Result<bool> AcquireLease(const std::string& name, const std::string& holder, int64_t now_ms,
                             int64_t ttl_ms) override {
     if (name.empty() || holder.empty()) return Err("a lease needs a name and a holder");

@@ -598,6 +598,25 @@ class SqliteStore final : public Store {
     return deleted;
   }
 
+  Status WriteDocs(const std::vector<DocWrite>& writes) override {
+    KATO_TRY(CheckDocWrites(writes));
+    if (writes.empty()) return Ok();
+    std::lock_guard lock(mu_);
+    return Write([&]() -> Status {
+      for (const DocWrite& w : writes) {
+        if (w.value_json)
+          KATO_TRY(Exec("cannot write document " + w.kind + "/" + w.key,
+                        "INSERT INTO docs (kind, key, value_json) VALUES (?, ?, ?) "
+                        "ON CONFLICT (kind, key) DO UPDATE SET value_json = excluded.value_json",
+                        w.kind, w.key, *w.value_json));
+        else
+          KATO_TRY(Exec("cannot delete document " + w.kind + "/" + w.key,
+                        "DELETE FROM docs WHERE kind = ? AND key = ?", w.kind, w.key));
+      }
+      return Ok();
+    });
+  }
+
   Result<bool> AcquireLease(const std::string& name, const std::string& holder, int64_t now_ms,
                             int64_t ttl_ms) override {
     if (name.empty() || holder.empty()) return Err("a lease needs a name and a holder");

@@ -7,10 +7,24 @@
 #include <cerrno>
 #include <cstring>
 
+#include <nlohmann/json.hpp>
+
 #include "common/fs.h"
 #include "common/layout.h"
 
 namespace kato {
+
+Status CheckDocWrites(const std::vector<DocWrite>& writes) {
+  if (writes.size() > kMaxDocWrites)
+    return Err("too many document writes at once (" + std::to_string(writes.size()) +
+               "; at most " + std::to_string(kMaxDocWrites) + ")");
+  for (const DocWrite& w : writes) {
+    if (w.kind.empty() || w.key.empty()) return Err("a document needs a kind and a key");
+    if (w.value_json && !nlohmann::json::accept(*w.value_json))
+      return Err("document " + w.kind + "/" + w.key + " is not valid JSON");
+  }
+  return Ok();
+}
 
 Result<bool> IsEmptyStore(Store& store) {
   auto snap = store.Dump();

@@ -59,6 +59,14 @@ struct LeaseRecord {
   bool operator==(const LeaseRecord&) const = default;
 };
 
+// One change of Store::WriteDocs: a put of value_json, or a delete when it
+// has none.
+struct DocWrite {
+  std::string kind, key;
+  std::optional<std::string> value_json;
+  bool operator==(const DocWrite&) const = default;
+};
+
 // Everything a store holds, for copying a whole cluster state from one store
 // to another (CopyStore). Lists are in a fixed order (by key, id or name), so
 // two snapshots of equal states compare equal.
@@ -124,6 +132,10 @@ class Store {
       const std::string& kind) = 0;
   // Ok(false) when there was no such document.
   virtual Result<bool> DeleteDoc(const std::string& kind, const std::string& key) = 0;
+  // Applies `writes` in order in one transaction: all of them or none, with
+  // one revision bump (none when nothing changed). Deleting a document that
+  // is not there is no error. Checked first with CheckDocWrites.
+  virtual Status WriteDocs(const std::vector<DocWrite>& writes) = 0;
 
   // Leases. AcquireLease takes or renews lease `name` for `holder` until
   // now_ms + ttl_ms: Ok(true) when `holder` holds it afterwards (it was free,
@@ -149,6 +161,11 @@ class Store {
   // snapshot's: all or nothing. Refused when the store is not empty.
   virtual Status Load(const StoreSnapshot& snapshot) = 0;
 };
+
+// Why `writes` cannot be applied (an empty kind or key, a value that is not
+// JSON, more than kMaxDocWrites), naming the first bad one; Ok otherwise.
+inline constexpr size_t kMaxDocWrites = 20000;
+Status CheckDocWrites(const std::vector<DocWrite>& writes);
 
 // SQLite in WAL mode at `path` (created with its schema when missing; the
 // schema has a version so later releases can migrate it).

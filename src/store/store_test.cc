@@ -525,6 +525,42 @@ TEST_P(StoreTest, DocsPutGetListDeleteBumpRevision) {
   EXPECT_EQ(*s.Revision(), r1);  // refused writes change nothing
 }
 
+TEST_P(StoreTest, WriteDocsAppliesAllInOneRevision) {
+  Store& s = *store_;
+  ASSERT_TRUE(s.PutDoc("assignment", "web/0/a", R"({"node":"n1"})").ok());
+  int64_t r0 = *s.Revision();
+  std::vector<DocWrite> writes;
+  for (int i = 1; i <= 1500; ++i)
+    writes.push_back({"assignment", "web/" + std::to_string(i) + "/x", R"({"node":"n2"})"});
+  writes.push_back({"assignment", "web/0/a", std::nullopt});
+  writes.push_back({"assignment", "web/9999/gone", std::nullopt});  // not there: no error
+  writes.push_back({"assignment", "web/1/x", R"({"node":"n3"})"});    // in order: the last wins
+  ASSERT_TRUE(s.WriteDocs(writes).ok());
+  EXPECT_EQ(*s.Revision(), r0 + 1);
+  auto docs = s.ListDocs("assignment");
+  ASSERT_TRUE(docs.ok());
+  EXPECT_EQ(docs->size(), 1500u);
+  EXPECT_FALSE(s.GetDoc("assignment", "web/0/a")->has_value());
+  EXPECT_EQ(**s.GetDoc("assignment", "web/1/x"), R"({"node":"n3"})");
+  // Deleting only what is not there changes nothing, not even the revision.
+  ASSERT_TRUE(s.WriteDocs({{"assignment", "nope/0/x", std::nullopt}}).ok());
+  ASSERT_TRUE(s.WriteDocs({}).ok());
+  EXPECT_EQ(*s.Revision(), r0 + 1);
+}
+
+TEST_P(StoreTest, WriteDocsWithOneBadWriteChangesNothing) {
+  Store& s = *store_;
+  int64_t r0 = *s.Revision();
+  std::vector<DocWrite> writes{{"app", "a", "1"}, {"app", "b", "{not json"}};
+  auto st = s.WriteDocs(writes);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().find("app/b is not valid JSON"), std::string::npos) << st.error();
+  EXPECT_FALSE(s.WriteDocs({{"app", "", "1"}}).ok());
+  EXPECT_FALSE(s.WriteDocs(std::vector<DocWrite>(kMaxDocWrites + 1, {"app", "a", "1"})).ok());
+  EXPECT_EQ(*s.Revision(), r0);
+  EXPECT_FALSE(s.GetDoc("app", "a")->has_value());
+}
+
 TEST_F(DocsTest, UpgradesAVersion1Store) {
   {
     sqlite3* db = nullptr;
