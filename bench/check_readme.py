@@ -253,6 +253,19 @@ def scale_rows(r):
     return rows
 
 
+def placement_rows(r):
+    """The scheduling table: per run and the median, placed s, placements/s and
+    all RUNNING s."""
+    rows = {}
+    for i, m in enumerate(r["runs"]):
+        rows[f"run {i + 1}"] = [f"{m['placed_s']:.3f}", thousands(m["placements_per_s"]),
+                                f"{m['running_s']:.3f}"]
+    m = r["median"]
+    rows["median"] = [f"{m['placed_s']:.3f}", thousands(round(m["placements_per_s"])),
+                      f"{m['running_s']:.3f}"]
+    return rows
+
+
 def sentences(attach, run_a, apps, lb):
     """Figures quoted in running text."""
     fo, push = apps["failover"], apps["push"]
@@ -354,6 +367,10 @@ def main():
     errors += check_rows(lines, filesystem_rows(load("filesystem_results.json")), s, e, "Filesystem")
     s, e = section_bounds(lines, "# Control plane at scale: kato-sim's nodes on one core", "# ")
     errors += check_rows(lines, scale_rows(load("scale_results.json")), s, e, "Control plane")
+    s, e = section_bounds(lines, "# Scheduling at scale: 10,000 instances on 1,000 simulated DEAs",
+                          "# ")
+    errors += check_rows(lines, placement_rows(load("placement_results.json")), s, e,
+                         "Scheduling")
     s, e = section_bounds(lines, "# Staging: push-to-serving per buildpack", "# ")
     errors += check_rows(lines, staging_rows(load("staging_results.json")), s, e, "Staging")
     s, e = section_bounds(lines, "# Management Console: first paint, Cluster Nodes at 20 nodes, "

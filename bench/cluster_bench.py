@@ -203,6 +203,18 @@ class Cluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def stop_sim(sim, sim_log):
+    """Stops a kato-sim process (SIGTERM: its nodes leave) and logs its summary line."""
+    sim.send_signal(signal.SIGTERM)
+    try:
+        rest = sim.communicate(timeout=600)[0]
+        log(f"  kato-sim: {' '.join(rest.split())[:300]}")
+    except subprocess.TimeoutExpired:
+        sim.kill()
+        sim.wait()
+    sim_log.close()
+
+
 def leftover_pids(root):
     pids = []
     for d in os.listdir("/proc"):

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from cluster_bench import Cluster, cpu_ms, log, rss_mib, stats, wait_for  # noqa: E402
+from cluster_bench import (Cluster, cpu_ms, log, rss_mib, stats, stop_sim,  # noqa: E402
+                           wait_for)
 
 GOALS = {"status_all_ms_at_1000": 1000.0, "primary_cpu_pct_at_5000": 25.0}
 
@@ -113,14 +113,7 @@ def run_size(bins, core, token, n, args):
             f"status --all median {m['status_all'].get('median_ms')} ms")
         return m
     finally:
-        sim.send_signal(signal.SIGTERM)
-        try:
-            rest = sim.communicate(timeout=600)[0]
-            log(f"  kato-sim: {' '.join(rest.split())[:200]}")
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait()
-        sim_log.close()
+        stop_sim(sim, sim_log)
 
 
 def main():

@@ -87,7 +87,9 @@ Result<json> ParsedCall(ClusterClient& c, const std::string& method, const std::
   return j;
 }
 
-NodeRecord NodeFrom(const json& n) {
+}  // namespace
+
+NodeRecord NodeFromJson(const json& n) {
   NodeRecord r;
   r.id = n.value("id", "");
   r.ip = n.value("ip", "");
@@ -99,8 +101,6 @@ NodeRecord NodeFrom(const json& n) {
       if (x.is_string()) r.roles.push_back(x.get<std::string>());
   return r;
 }
-
-}  // namespace
 
 Result<int64_t> RemoteStore::Revision() {
   auto j = ParsedCall(client_, "GET", "/v1/watch?after=-1&timeout_ms=0");
@@ -127,7 +127,7 @@ Result<std::vector<NodeRecord>> RemoteStore::ListNodes() {
   if (!j) return Err(j.error());
   std::vector<NodeRecord> out;
   if (j->contains("nodes") && (*j)["nodes"].is_array())
-    for (const auto& n : (*j)["nodes"]) out.push_back(NodeFrom(n));
+    for (const auto& n : (*j)["nodes"]) out.push_back(NodeFromJson(n));
   return out;
 }
 

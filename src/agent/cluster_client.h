@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <mutex>
 #include <string>
 
@@ -40,6 +41,9 @@ class ClusterClient {
  private:
   std::string data_dir_;
 };
+
+// A node as the primary's /v1/cluster lists it (missing fields are empty).
+NodeRecord NodeFromJson(const nlohmann::json& node);
 
 class RemoteStore final : public Store {
  public:

@@ -289,6 +289,7 @@ json AppView(Ctx& c, const AppRecord& a, bool with_instances) {
   int running = 0;
   for (const auto& i : inst) running += i["state"] == "RUNNING";
   j["running"] = running;
+  j["placed"] = inst.size();  // instances assigned to a DEA, in any state
   if (with_instances) j["instance_list"] = inst;
   return j;
 }

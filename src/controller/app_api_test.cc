@@ -145,6 +145,7 @@ TEST_F(AppApiTest, InstancesJoinAssignmentsWithReports) {
   EXPECT_EQ(j["instance_list"][0]["port"], 61001);
   EXPECT_EQ(j["instance_list"][1]["state"], "STARTING");  // assigned, not reported yet
   EXPECT_EQ(j["running"], 1);
+  EXPECT_EQ(j["placed"], 2);
 }
 
 TEST_F(AppApiTest, BitsAreStoredByContentAndBumpTheVersion) {

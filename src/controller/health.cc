@@ -24,6 +24,16 @@ bool HealthManager::IsUp(const DeaRecord& dea, SteadyTime now) const {
   return now - dea.last_seen <= options_.dea_grace;
 }
 
+std::string HealthManager::MassSilence(SteadyTime now) const {
+  if (deas_.size() < options_.mass_silence_min_deas) return "";
+  size_t down = 0;
+  for (const auto& [id, record] : deas_) down += !IsUp(record, now);
+  if (down * 2 <= deas_.size()) return "";
+  return std::to_string(down) + " of " + std::to_string(deas_.size()) +
+         " DEAs stopped reporting at once: failover is paused until most are heard again (an "
+         "overloaded or cut-off core is likelier than that many failed machines)";
+}
+
 void HealthManager::ObserveDea(const DeaInfo& dea, std::vector<InstanceReport> instances) {
   const SteadyTime now = clock_.now();
   auto [it, inserted] = deas_.try_emplace(dea.node_id);
@@ -151,6 +161,8 @@ std::vector<Action> HealthManager::Evaluate(const std::vector<AppSpec>& apps) {
   const SteadyTime now = clock_.now();
   std::vector<Action> actions;
   if (now - started_at_ < options_.dea_grace) return actions;
+  paused_ = MassSilence(now);
+  if (!paused_.empty()) return actions;
 
   std::map<std::string, const AppSpec*> desired;
   for (const AppSpec& app : apps) desired[app.name] = &app;

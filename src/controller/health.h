@@ -55,6 +55,11 @@ struct HealthOptions {
   Millis backoff_max{60000};
   int flapping_crashes = 5;
   Millis flapping_window{120000};
+  // Mass silence: when at least this many DEAs are known and more than half of them
+  // are down at once, the fault is more likely the control plane's (an overloaded or
+  // cut-off core, a controller partitioned from the DEAs) than theirs. Then nothing
+  // fails over: Evaluate() returns no action until most DEAs are heard again.
+  size_t mass_silence_min_deas = 10;
 };
 
 struct AppHealthStatus {
@@ -94,6 +99,9 @@ class HealthManager {
   // missing instances are started at the next Evaluate().
   void Reset(const std::string& app);
 
+  // Why failover is paused as of the last Evaluate() (see mass_silence_min_deas), or "".
+  const std::string& FailoverPaused() const { return paused_; }
+
   // Every known DEA by node id, with `up` computed from its last heartbeat.
   std::vector<DeaInfo> Deas() const;
   // The instances of `app` reported by up DEAs, in any state, by index then id.
@@ -129,6 +137,8 @@ class HealthManager {
   };
 
   bool IsUp(const DeaRecord& dea, SteadyTime now) const;
+  // The mass-silence message when more than half of enough known DEAs are down, else "".
+  std::string MassSilence(SteadyTime now) const;
   void CountCrashes(const std::map<std::string, const AppSpec*>& desired, SteadyTime now);
   void ResolvePendingStarts(AppState& state, const std::string& app, SteadyTime now) const;
   void EvaluateApp(const AppSpec& app, AppState& state, const std::vector<DeaInfo>& deas,
@@ -143,6 +153,7 @@ class HealthManager {
   const Clock& clock_;
   HealthOptions options_;
   SteadyTime started_at_;
+  std::string paused_;  // FailoverPaused()
   std::map<std::string, DeaRecord> deas_;
   std::map<std::string, AppState> apps_;
   std::map<std::string, PendingStop> pending_stops_;  // by instance id

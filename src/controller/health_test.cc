@@ -235,6 +235,46 @@ TEST_F(HealthTest, DeaThatStopsHeartbeatingIsFailedOverToTheOthers) {
   EXPECT_THAT(Live("web"), SizeIs(6));
 }
 
+TEST_F(HealthTest, MostDeasFallingSilentAtOncePausesFailover) {
+  for (int i = 0; i < 10; ++i) AddDea("dea" + std::to_string(i));
+  AddApp("web", 20);
+  Boot();
+  Converge();
+  ASSERT_EQ(IndexCounts("web").size(), 20u);
+  // Six of ten at once: a core or a network fault, most likely. Nothing moves.
+  for (int i = 0; i < 6; ++i) deas_["dea" + std::to_string(i)].alive = false;
+  Wait(milliseconds(3000));
+  EXPECT_THAT(Evaluate(), IsEmpty());
+  EXPECT_THAT(hm_->FailoverPaused(), HasSubstr("6 of 10 DEAs stopped reporting at once"));
+  // They are heard again: their instances were never replaced, nothing to do.
+  for (int i = 0; i < 6; ++i) deas_["dea" + std::to_string(i)].alive = true;
+  EXPECT_THAT(Evaluate(), IsEmpty());
+  EXPECT_EQ(hm_->FailoverPaused(), "");
+  EXPECT_THAT(Live("web"), SizeIs(20));
+  // Five of ten is not more than half: those fail over as usual.
+  for (int i = 0; i < 5; ++i) deas_["dea" + std::to_string(i)].alive = false;
+  Wait(milliseconds(2000));
+  auto actions = Evaluate();
+  EXPECT_EQ(hm_->FailoverPaused(), "");
+  EXPECT_THAT(actions, SizeIs(10));
+  EXPECT_THAT(actions, Each(IsStart()));
+}
+
+TEST_F(HealthTest, ASmallClusterFailsOverWhateverTheShare) {
+  AddDea("dea1");
+  AddDea("dea2");
+  AddDea("dea3");
+  AddApp("web", 3);
+  Boot();
+  Converge();
+  deas_["dea1"].alive = false;
+  deas_["dea2"].alive = false;  // two of three, but fewer than mass_silence_min_deas known
+  Wait(milliseconds(2000));
+  auto actions = Evaluate();
+  EXPECT_EQ(hm_->FailoverPaused(), "");
+  EXPECT_THAT(actions, SizeIs(2));
+}
+
 TEST_F(HealthTest, ReturningDeaKeepsItsRunningInstanceOverAStartingReplacement) {
   AddDea("dea1");
   AddDea("dea2");

@@ -76,12 +76,11 @@ void Reconciler::Observe(const std::vector<NodeRecord>& nodes,
 
 void Reconciler::Round(bool leader) {
   auto apps = store_.ListDocs("app");
-  auto cluster = store_.ListNodes();
   auto reports = store_.ListDocs("instances");
   using Docs = std::vector<std::pair<std::string, std::string>>;
   auto docs = leader ? store_.ListDocs("assignment") : Result<Docs>(Docs{});
   // Never decide on a partial picture: a missing app would read as "delete it".
-  if (!apps || !cluster || !reports || !docs) return;
+  if (!apps || !reports || !docs) return;
   std::vector<AppSpec> specs;
   std::map<std::string, std::string> droplets;  // app -> its droplet's SHA-256
   for (const auto& [name, value] : *apps) {
@@ -90,7 +89,7 @@ void Reconciler::Round(bool leader) {
     specs.push_back({a->name, a->instances, a->memory_mb, a->state, a->version});
     droplets[a->name] = a->droplet_sha256;
   }
-  Observe(*cluster, *reports);
+  Observe(deas_, *reports);
   if (!leader) {
     HealthManager shadow = hm_;
     (void)shadow.Evaluate(specs);
@@ -99,6 +98,13 @@ void Reconciler::Round(bool leader) {
   }
   shadow_health_.clear();
 
+  auto actions = hm_.Evaluate(specs);
+  const std::string& paused = hm_.FailoverPaused();
+  if (paused != paused_) {
+    if (!paused.empty()) LogWarn("controller: {}", paused);
+    else LogInfo("controller: most DEAs are heard again: failover resumes");
+    paused_ = paused;
+  }
   std::vector<Assignment> assigned = ParseAssignments(*docs);
   // The round's writes go to the store together (WriteBatches): one round
   // trip per kWritesPerBatch, however many instances a scale-up places.
@@ -110,7 +116,7 @@ void Reconciler::Round(bool leader) {
     writes.push_back({"assignment", a.key, std::nullopt});
   };
   std::map<std::string, int> started;  // app -> instances assigned this round
-  for (const auto& action : hm_.Evaluate(specs)) {
+  for (const auto& action : actions) {
     if (action.kind == Action::kStart) {
       std::string id = RandomHex(8);
       std::string key = action.app + "/" + std::to_string(action.index) + "/" + id;
@@ -135,9 +141,11 @@ void Reconciler::Round(bool leader) {
   std::map<std::string, const AppSpec*> by_name;
   for (const auto& s : specs) by_name[s.name] = &s;
   std::map<std::string, bool> dea_up;  // DEAs the health manager knows
-  for (const auto& d : hm_.Deas()) dea_up[d.node_id] = d.up;
+  // While failover is paused, a silent DEA keeps its assignments.
+  if (paused_.empty())
+    for (const auto& d : hm_.Deas()) dea_up[d.node_id] = d.up;
   std::set<std::string> nodes;
-  for (const auto& n : *cluster) nodes.insert(n.id);
+  for (const auto& n : deas_) nodes.insert(n.id);
   std::map<std::string, std::string> reported;  // instance id -> state
   for (const auto& [node, value] : *reports) {
     json r = json::parse(value, nullptr, false);
@@ -160,7 +168,7 @@ void Reconciler::Round(bool leader) {
     else if (a.index < 0 || a.index >= app->second->instances || a.instance_id.empty())
       remove(a, "no such index");
     else if (!nodes.count(a.node_id))
-      remove(a, "its DEA left the cluster");
+      remove(a, "its DEA left the cluster or is no DEA any more");
     else if (dea_up.count(a.node_id) && !dea_up[a.node_id])
       remove(a, "its DEA is down");
     else if (a.assigned_ms < newest[{a.app, a.index}] &&
@@ -187,6 +195,7 @@ void Reconciler::WriteBatches(const std::vector<DocWrite>& writes) {
 std::pair<std::string, std::string> Reconciler::Health(const std::string& app) const {
   auto it = shadow_health_.find(app);
   auto h = it != shadow_health_.end() ? it->second : hm_.AppHealth(app);
+  if (!hm_.FailoverPaused().empty()) return {h.state, hm_.FailoverPaused()};
   return {h.state, h.message};
 }
 

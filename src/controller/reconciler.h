@@ -39,8 +39,13 @@ class Reconciler {
   Reconciler(Store& store, const Clock& clock, HealthOptions options = {})
       : store_(store), clock_(clock), hm_(clock, options) {}
 
-  // The primary's last_report_ms of each node: a DEA is alive while it moves.
-  void SetLastReports(std::map<std::string, int64_t> reports) { last_report_ = std::move(reports); }
+  // The cluster's DEAs (nodes with the dea role) and the primary's
+  // last_report_ms of each: a DEA is alive while it moves. Round() works on
+  // the last ones given (the owner reads them from the primary in one call).
+  void SetDeas(std::vector<NodeRecord> deas, std::map<std::string, int64_t> last_reports) {
+    deas_ = std::move(deas);
+    last_report_ = std::move(last_reports);
+  }
   void Round(bool leader);
   // The health manager's verdict on an app: {state, message}.
   std::pair<std::string, std::string> Health(const std::string& app) const;
@@ -56,8 +61,10 @@ class Reconciler {
   const Clock& clock_;
   HealthManager hm_;
   std::map<std::string, int64_t> seen_;         // last_report_ms already observed, per DEA
-  std::map<std::string, int64_t> last_report_;  // from SetLastReports
+  std::vector<NodeRecord> deas_;                // from SetDeas
+  std::map<std::string, int64_t> last_report_;  // from SetDeas
   std::map<std::string, AppHealthStatus> shadow_health_;  // a standby's verdicts
+  std::string paused_;  // the health manager's FailoverPaused() as last logged
 };
 
 }  // namespace kato

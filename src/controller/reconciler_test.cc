@@ -62,11 +62,21 @@ class ReconcilerTest : public ::testing::Test {
     }
   }
 
+  // What the controller's loop reads from the primary: the DEAs, their last reports.
+  void Feed() {
+    std::vector<NodeRecord> deas;
+    auto nodes = store_->ListNodes();
+    ASSERT_TRUE(nodes.ok());
+    for (const auto& n : *nodes)
+      if (std::find(n.roles.begin(), n.roles.end(), "dea") != n.roles.end()) deas.push_back(n);
+    reconciler_->SetDeas(deas, reports_);
+  }
+
   // Rounds every 250 ms of fake time for `ms`, the DEAs reporting `state` each time.
   void Run(int ms, const std::string& state = "RUNNING", std::set<std::string> down = {}) {
     for (int t = 0; t < ms; t += 250) {
       Report(state, down);
-      reconciler_->SetLastReports(reports_);
+      Feed();
       reconciler_->Round(true);
       clock_.advance(Millis(250));
     }
@@ -106,7 +116,7 @@ TEST_F(ReconcilerTest, AScaleUpIsPlacedInOneRoundWithBatchedWrites) {
   PutApp(2500, 1, "abc", 1);
   for (int round = 0; round < 20 && Assignments().empty(); ++round) {
     Report("RUNNING");
-    reconciler_->SetLastReports(reports_);
+    Feed();
     int64_t before = *store_->Revision();
     reconciler_->Round(true);
     if (!Assignments().empty()) {
@@ -135,7 +145,7 @@ TEST_F(ReconcilerTest, ARePushKeepsTheOldInstancesUntilTheNewOnesRun) {
   ASSERT_EQ(Assignments().size(), 2u);
   PutApp(2, 2);
   Report("RUNNING");  // old ones keep running while ...
-  reconciler_->SetLastReports(reports_);
+  Feed();
   reconciler_->Round(true);
   auto both = Assignments();
   ASSERT_EQ(both.size(), 4u);  // ... new ones start beside them
@@ -204,7 +214,7 @@ TEST_F(ReconcilerTest, AStandbyWritesNothingButJudgesHealth) {
   PutApp(2, 1);
   for (int t = 0; t < 3000; t += 250) {
     Report("RUNNING");
-    reconciler_->SetLastReports(reports_);
+    Feed();
     reconciler_->Round(false);
     clock_.advance(Millis(250));
   }
@@ -230,7 +240,7 @@ TEST_F(ReconcilerTest, UnderstandsKeysOfTheFirstBuilds) {
   for (int t = 0; t < 2500; t += 250) {
     ASSERT_TRUE(store_->PutDoc("instances", "dea-a", json{{"instances", insts}}.dump()).ok());
     reports_["dea-a"] = clock_.wall_ms();
-    reconciler_->SetLastReports(reports_);
+    Feed();
     reconciler_->Round(true);
     clock_.advance(Millis(250));
   }

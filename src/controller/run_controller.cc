@@ -192,13 +192,18 @@ int RunController(const ControllerConfig& config) {
   std::chrono::steady_clock::time_point renewed;
   std::thread loop([&] {
     while (!done) {
-      auto cluster = client.Call("GET", "/v1/cluster?processes=0");
+      // The DEAs only, without their processes: one call per round, O(DEAs).
+      auto cluster = client.Call("GET", "/v1/cluster?processes=0&role=dea");
       if (cluster) {
         json c = json::parse(*cluster, nullptr, false);
+        std::vector<NodeRecord> deas;
         std::map<std::string, int64_t> reports;
         if (c.is_object() && c.contains("nodes") && c["nodes"].is_array())
-          for (const auto& n : c["nodes"])
-            reports[n.value("id", "")] = n.value("last_report_ms", static_cast<int64_t>(0));
+          for (const auto& n : c["nodes"]) {
+            if (!n.is_object()) continue;
+            deas.push_back(NodeFromJson(n));
+            reports[deas.back().id] = n.value("last_report_ms", static_cast<int64_t>(0));
+          }
         // A leader renews a third of the way into its lease; a standby asks every
         // round (a refused attempt writes nothing), to take over soon after expiry.
         auto now = std::chrono::steady_clock::now();
@@ -214,7 +219,7 @@ int RunController(const ControllerConfig& config) {
           leader = now_leader;
         }
         std::lock_guard lock(hm_mu);
-        reconciler.SetLastReports(std::move(reports));
+        reconciler.SetDeas(std::move(deas), std::move(reports));
         reconciler.Round(leader);
       } else if (leader) {
         // Without the core the lease cannot be renewed: stop acting before it expires.

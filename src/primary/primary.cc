@@ -202,7 +202,7 @@ struct PrimaryService::Impl {
     return it != live.end() && clock.now() - it->second.last_seen < kDownAfter;
   }
 
-  json NodeJson(const NodeRecord& n) {
+  json NodeJson(const NodeRecord& n, bool with_processes = true) {
     json j{{"id", n.id},
            {"ip", n.ip},
            {"hostname", n.hostname},
@@ -214,6 +214,7 @@ struct PrimaryService::Impl {
     j["state"] = up ? "up" : "down";
     j["last_seen_ms"] = it == live.end() ? 0 : it->second.last_seen_ms;
     j["last_report_ms"] = it == live.end() ? 0 : it->second.last_report_ms;
+    if (!with_processes) return j;
     j["processes"] = it == live.end() ? json::array() : it->second.processes;
     if (it != live.end() && it->second.load_balancer.is_object())
       j["load_balancer"] = it->second.load_balancer;
@@ -222,7 +223,8 @@ struct PrimaryService::Impl {
 
   // The settings members read, and (unless !with_nodes) every node with its
   // liveness and (unless !with_processes) what its heartbeats last reported.
-  json ClusterJson(bool with_nodes = true, bool with_processes = true) {
+  json ClusterJson(bool with_nodes = true, bool with_processes = true,
+                   const std::string& role = "") {
     json j;
     auto core_ip = store.GetSetting("core_ip");
     auto endpoint = store.GetSetting("endpoint");
@@ -237,14 +239,9 @@ struct PrimaryService::Impl {
     j["nodes"] = json::array();
     auto nodes = store.ListNodes();
     if (nodes)
-      for (const auto& n : *nodes) {
-        json node = NodeJson(n);
-        if (!with_processes) {
-          node.erase("processes");
-          node.erase("load_balancer");
-        }
-        j["nodes"].push_back(std::move(node));
-      }
+      for (const auto& n : *nodes)
+        if (role.empty() || std::find(n.roles.begin(), n.roles.end(), role) != n.roles.end())
+          j["nodes"].push_back(NodeJson(n, with_processes));
     return j;
   }
 
@@ -911,10 +908,12 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
     d.Watch(req.target, std::move(respond));
     return;
   } else if (path == "/v1/cluster" && req.method == "GET") {
-    // ?nodes=0: the settings only; ?processes=0: the nodes without their reports.
+    // ?nodes=0: the settings only; ?processes=0: the nodes without their reports;
+    // ?role=R: only the nodes with role R.
     std::lock_guard lock(d.mu);
     r = JsonReply(200, d.ClusterJson(QueryParam(req.target, "nodes") != "0",
-                                     QueryParam(req.target, "processes") != "0"));
+                                     QueryParam(req.target, "processes") != "0",
+                                     QueryParam(req.target, "role")));
   } else if (path == "/v1/members" && req.method == "GET") {
     std::lock_guard lock(d.mu);
     r = JsonReply(200, d.MembersJson());

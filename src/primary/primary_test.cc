@@ -943,6 +943,27 @@ TEST_F(PrimaryTest, ANodeReportsOnlyItsOwnInstances) {
   EXPECT_EQ(Call("GET", "/v1/docs/instances/" + a, "", b).body["value"]["instances"], instances);
 }
 
+TEST_F(PrimaryTest, TheClusterViewCanBeLimitedToOneRoleWithoutProcesses) {
+  std::string dea = Attach("10.0.0.2", {"dea"});
+  std::string other = Attach("10.0.0.3", {"redis"});
+  ASSERT_EQ(Call("POST", "/v1/heartbeat",
+                 json{{"processes", json::array({{{"name", "dea"}, {"state", "RUNNING"}}})}}.dump(),
+                 dea).status,
+            200);
+  Reply all = Core("GET", "/v1/cluster");
+  ASSERT_EQ(all.status, 200);
+  EXPECT_EQ(all.body["nodes"].size(), 3u);
+  Reply deas = Core("GET", "/v1/cluster?processes=0&role=dea");
+  ASSERT_EQ(deas.status, 200);
+  ASSERT_EQ(deas.body["nodes"].size(), 1u);
+  EXPECT_EQ(deas.body["nodes"][0]["id"], dea);
+  EXPECT_EQ(deas.body["nodes"][0]["state"], "up");
+  EXPECT_TRUE(deas.body["nodes"][0].contains("last_report_ms"));
+  EXPECT_FALSE(deas.body["nodes"][0].contains("processes"));
+  EXPECT_EQ(Core("GET", "/v1/cluster?role=redis").body["nodes"][0]["id"], other);
+  EXPECT_EQ(Core("GET", "/v1/cluster?role=nosuchrole").body["nodes"].size(), 0u);
+}
+
 TEST_F(PrimaryTest, SeveralDocumentWritesGoInOneRequestAndOneRevision) {
   std::string a = Attach("10.0.0.2", {"controller"});
   ASSERT_EQ(Call("PUT", "/v1/docs/assignment/web/0/x", R"({"value":{"i":0}})", a).status, 200);
