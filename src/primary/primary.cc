@@ -255,6 +255,20 @@ struct PrimaryService::Impl {
     return j;
   }
 
+  // Node records are changed by the node itself (its roles, name, address, its
+  // detach) or from the core (the node holding the primary role): any other
+  // member's certificate is refused, so one node cannot remove or reshape another.
+  std::optional<HttpResponse> RefuseOtherNode(const NodeRecord& caller, const json& body) {
+    if (std::count(caller.roles.begin(), caller.roles.end(), "primary")) return std::nullopt;
+    auto target = FindNode(Str(body, "node"));
+    if (!target || target->id == caller.id) return std::nullopt;  // the handler answers
+    auto core_ip = store.GetSetting("core_ip");
+    return ErrorReply(403, "node " + caller.ip + " cannot change node " + target->ip +
+                               ": run the command on the core (" +
+                               (core_ip && *core_ip ? **core_ip : "the core node") +
+                               ") or on " + target->ip + " itself");
+  }
+
   // Finds a node by id or IP.
   Result<NodeRecord> FindNode(const std::string& ref) {
     auto byid = store.GetNode(ref);
@@ -900,6 +914,14 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
     if (!member || !*member) {
       respond(ErrorReply(403, "node " + req.peer_cn + " is not a member of this cluster"));
       return;
+    }
+    if (req.method == "POST" &&
+        (path == "/v1/nodes/roles" || path == "/v1/nodes/remove" || path == "/v1/nodes/update")) {
+      std::lock_guard lock(d.mu);
+      if (auto refused = d.RefuseOtherNode(**member, body)) {
+        respond(std::move(*refused));
+        return;
+      }
     }
   }
   int64_t before = d.Revision();

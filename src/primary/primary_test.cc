@@ -943,6 +943,35 @@ TEST_F(PrimaryTest, ANodeReportsOnlyItsOwnInstances) {
   EXPECT_EQ(Call("GET", "/v1/docs/instances/" + a, "", b).body["value"]["instances"], instances);
 }
 
+TEST_F(PrimaryTest, ANodeChangesOnlyItsOwnRecordAndTheCoreAnyNodes) {
+  std::string a = Attach("10.0.0.2");
+  std::string b = Attach("10.0.0.3");
+  int64_t rev = Rev();
+  for (const auto& [path, extra] : std::vector<std::pair<std::string, json>>{
+           {"/v1/nodes/roles", {{"add", {"redis"}}}},
+           {"/v1/nodes/update", {{"hostname", "taken-over"}}},
+           {"/v1/nodes/remove", json::object()}}) {
+    SCOPED_TRACE(path);
+    for (const std::string& ref : {b, std::string("10.0.0.3")}) {  // by id or by address
+      json body = extra;
+      body["node"] = ref;
+      Reply r = Call("POST", path, body.dump(), a);
+      EXPECT_EQ(r.status, 403);
+      EXPECT_THAT(r.error(), HasSubstr("node 10.0.0.2 cannot change node 10.0.0.3"));
+    }
+  }
+  EXPECT_EQ(Rev(), rev);
+  EXPECT_EQ(State(b), "up");
+  // Its own record, yes; and the core, any node's.
+  ASSERT_EQ(Call("POST", "/v1/nodes/roles", json{{"node", a}, {"add", {"redis"}}}.dump(), a).status,
+            200);
+  ASSERT_EQ(Core("POST", "/v1/nodes/update", {{"node", b}, {"hostname", "renamed"}}).status, 200);
+  ASSERT_EQ(Core("POST", "/v1/nodes/remove", {{"node", b}}).status, 200);
+  ASSERT_EQ(Call("POST", "/v1/nodes/remove", json{{"node", a}}.dump(), a).status, 200);  // detach
+  EXPECT_EQ(State(a), "absent");
+  EXPECT_EQ(State(b), "absent");
+}
+
 TEST_F(PrimaryTest, TheClusterViewCanBeLimitedToOneRoleWithoutProcesses) {
   std::string dea = Attach("10.0.0.2", {"dea"});
   std::string other = Attach("10.0.0.3", {"redis"});
