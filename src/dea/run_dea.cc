@@ -22,6 +22,7 @@
 #include "common/pki.h"
 #include "common/signals.h"
 #include "common/mounts.h"
+#include "dea/assignment_feed.h"
 #include "dea/cgroup.h"
 #include "dea/command.h"
 #include "dea/fs_mounts.h"
@@ -136,6 +137,33 @@ DeaSettings ReadSettings(RemoteStore& store, const DeaSettings& last = DeaSettin
   return out;
 }
 
+// The primary's side of a DEA's AssignmentFeed: its scoped watch and its own assignments.
+AssignmentFeed::Source AssignmentSource(ClusterClient& client, const std::string& node_id) {
+  return {[&client, node_id](int64_t after, Millis timeout) -> Result<int64_t> {
+            auto body = client.Call("GET",
+                                    "/v1/watch?after=" + std::to_string(after) + "&timeout_ms=" +
+                                        std::to_string(timeout.count()) +
+                                        "&assignments=1&node=" + node_id,
+                                    "", timeout + Millis(5000));
+            if (!body) return Err(body.error());
+            json j = json::parse(*body, nullptr, false);
+            if (!j.is_object() || !j.contains("revision") || !j["revision"].is_number_integer())
+              return Err("the core sent a watch reply without a revision");
+            return j["revision"].get<int64_t>();
+          },
+          [&client, node_id]() -> Result<AssignmentFeed::Docs> {
+            auto body = client.Call("GET", "/v1/docs/assignment?node=" + node_id);
+            if (!body) return Err(body.error());
+            json j = json::parse(*body, nullptr, false);
+            if (!j.is_array()) return Err("the core sent a malformed list of assignments");
+            AssignmentFeed::Docs out;
+            for (const auto& d : j)
+              if (d.is_object() && d.contains("key") && d["key"].is_string() && d.contains("value"))
+                out.emplace_back(d["key"].get<std::string>(), d["value"].dump());
+            return out;
+          }};
+}
+
 class Dea {
  public:
   Dea(const DeaConfig& c, const std::string& node_id, const DeaSettings& settings,
@@ -151,6 +179,7 @@ class Dea {
                 StagerOptionsFor(c, settings)) {}
 
   Status Init() {
+    feed_.Start();
     KATO_TRY(MakeDirs(root_ + "/instances", 0755));
     KATO_TRY(MakeDirs(root_ + "/droplets", 0700));
     KATO_TRY(MakeDirs(root_ + "/staging", 0700));
@@ -177,6 +206,9 @@ class Dea {
     return Ok();
   }
 
+  // Asks the feed to stop (its watch returns within its timeout); joined on destruction.
+  void StopFollowing() { feed_.RequestStop(); }
+
   // Removes every namespace and rule of this DEA (after StopAll).
   void Shutdown() {
     if (auto s = network_.Shutdown(); !s) LogWarn("dea: {}", s.error());
@@ -197,7 +229,8 @@ class Dea {
     if (auto policy = Policy(); policy) {
       if (auto s = network_.SetPolicy(*policy); !s) LogWarn("dea: {}", s.error());
     }
-    auto assignments = store_.ListDocs("assignment");
+    // This DEA's own assignments, followed through its scoped watch (none before the first read).
+    auto assignments = feed_.Latest();
     if (assignments) {
       std::set<std::string> wanted;
       for (const auto& [key, value] : *assignments) {
@@ -615,6 +648,7 @@ class Dea {
   std::unique_ptr<CgroupManager> cgroups_;
   std::string root_;
   std::string node_id_;
+  AssignmentFeed feed_{AssignmentSource(client_, node_id_), {}};  // after node_id_
   DeaSettings settings_;
   int64_t rounds_ = 0;
   bool changed_ = false;  // an instance changed state since the last report
@@ -671,6 +705,7 @@ int RunDea(const DeaConfig& config) {
     dea.Pause(Millis(250), done);  // the report period is 500 ms at most
   }
   signals.join();
+  dea.StopFollowing();
   dea.StopAll();
   dea.Shutdown();
   return 0;

@@ -21,6 +21,7 @@
 #include "common/net.h"
 #include "common/pki.h"
 #include "common/redact.h"
+#include "primary/assignment_index.h"
 #include "roles/router_settings.h"
 #include "lb/lb_layout.h"
 #include "roles/roles.h"
@@ -143,6 +144,10 @@ struct PrimaryService::Impl {
   std::set<std::string> touched;  // nodes changed since the last Complete; guarded by wmu
   bool scope_touched = false;     // guarded by wmu
 
+  // The assignments by DEA (guarded by mu): what GET /v1/docs/assignment?node=ID
+  // answers, and whose DEA's watch (?node=ID&assignments=1) a write wakes.
+  AssignmentIndex assignments;
+
   // The revision at which the set of member ids last changed (a join, a
   // removal, a rename): nodes fetch the members again only when it moves.
   // Not stored: after a restart of the primary it is the current revision.
@@ -172,6 +177,22 @@ struct PrimaryService::Impl {
     node_revs[id] = rev;
     touched.insert(id);
   }
+  // The watch key of a DEA's assignments (ids have no '#').
+  static std::string AssignmentsScope(const std::string& node_id) { return node_id + "#a"; }
+
+  // Applies document writes the store took to the assignment index; the DEAs
+  // whose assignments changed have their watches woken. Caller holds mu.
+  void IndexWrites(const std::vector<DocWrite>& writes) {
+    std::set<std::string> deas;
+    for (const DocWrite& w : writes) assignments.Apply(w, deas);
+    for (const auto& id : deas) TouchNode(AssignmentsScope(id));
+  }
+  // Before a write of assignments: the index must hold what is there. Caller holds mu.
+  void LoadAssignments() {
+    if (auto s = assignments.EnsureLoaded(store); !s)
+      LogWarn("primary: cannot index the assignments: {}", s.error());
+  }
+
   // After a change every node must see (endpoint, version, a removal).
   void TouchScope() {
     int64_t rev = Revision();
@@ -672,19 +693,32 @@ struct PrimaryService::Impl {
                         "instance reports are read-only here: each node reports its own "
                         "with POST /v1/report");
     std::lock_guard lock(mu);
+    if (kind == AssignmentIndex::kKind) LoadAssignments();
     if (method == "PUT") {
       if (!body.contains("value")) return ErrorReply(400, "PUT needs {\"value\": ...}");
-      if (auto st = store.PutDoc(kind, key, body["value"].dump()); !st)
-        return ErrorReply(400, st.error());
+      std::string value = body["value"].dump();
+      if (auto st = store.PutDoc(kind, key, value); !st) return ErrorReply(400, st.error());
+      IndexWrites({{kind, key, value}});
       return JsonReply(200, {{"key", key}, {"revision", Revision()}});
     }
     if (method == "DELETE") {
       auto d = store.DeleteDoc(kind, key);
       if (!d) return ErrorReply(500, d.error());
       if (!*d) return ErrorReply(404, "no " + kind + " '" + key + "'");
+      IndexWrites({{kind, key, std::nullopt}});
       return JsonReply(200, {{"deleted", true}, {"revision", Revision()}});
     }
     return ErrorReply(405, "method " + method + " not allowed on documents");
+  }
+
+  // GET /v1/docs/assignment?node=ID: the assignments of one DEA, as the list of all.
+  HttpResponse AssignmentsOf(const std::string& node) {
+    std::lock_guard lock(mu);
+    if (auto s = assignments.EnsureLoaded(store); !s) return ErrorReply(500, s.error());
+    json out = json::array();
+    for (const auto& [k, v] : assignments.Of(node))
+      out.push_back({{"key", k}, {"value", json::parse(v, nullptr, false)}});
+    return JsonReply(200, out);
   }
 
   // POST /v1/docs {"writes": [{"kind", "key", "value"} or {"kind", "key", "delete": true}]}:
@@ -707,7 +741,9 @@ struct PrimaryService::Impl {
       writes.push_back({kind, key, del ? std::nullopt : std::optional(w["value"].dump())});
     }
     std::lock_guard lock(mu);
+    LoadAssignments();
     if (auto st = store.WriteDocs(writes); !st) return ErrorReply(400, st.error());
+    IndexWrites(writes);
     return JsonReply(200, {{"written", writes.size()}, {"revision", Revision()}});
   }
 
@@ -785,6 +821,8 @@ struct PrimaryService::Impl {
     int64_t after = 0;
     int64_t timeout_ms = 25000;
     std::string node = QueryParam(target, "node");
+    // ?node=ID&assignments=1: wakes when that DEA's assignments change (or its scope does).
+    if (!node.empty() && QueryParam(target, "assignments") == "1") node = AssignmentsScope(node);
     try {
       auto a = QueryParam(target, "after");
       if (!a.empty()) after = std::stoll(a);
@@ -949,6 +987,9 @@ void PrimaryService::HandleUnsafe(const HttpRequest& req, Responder respond) {
     r = d.Config(path.substr(11), body);
   } else if (path == "/v1/docs" && req.method == "POST") {
     r = d.WriteDocs(body);
+  } else if (path == "/v1/docs/assignment" && req.method == "GET" &&
+             !QueryParam(req.target, "node").empty()) {
+    r = d.AssignmentsOf(QueryParam(req.target, "node"));
   } else if (path.rfind("/v1/docs/", 0) == 0) {
     r = d.Docs(req.method, path.substr(9), body);
   } else if (path.rfind("/v1/lease/", 0) == 0) {

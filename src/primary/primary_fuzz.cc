@@ -45,7 +45,9 @@ const std::vector<std::string> kPaths = {
     "/v1/join", "/v1/heartbeat", "/v1/watch?after=0&timeout_ms=10", "/v1/cluster",
     "/v1/nodes/roles", "/v1/nodes/remove", "/v1/nodes/update", "/v1/config/set",
     "/v1/config/get", "/v1/config/del", "/v1/config/list", "/v1/token", "/v1/history?limit=x",
-    "/v1/history", "/v1/settings", "/nope"};
+    "/v1/history", "/v1/settings", "/v1/docs", "/v1/docs/assignment?node=n1",
+    "/v1/watch?after=0&timeout_ms=10&assignments=1&node=n1", "/v1/cluster?role=dea&processes=0",
+    "/nope"};
 
 }  // namespace
 

@@ -943,6 +943,58 @@ TEST_F(PrimaryTest, ANodeReportsOnlyItsOwnInstances) {
   EXPECT_EQ(Call("GET", "/v1/docs/instances/" + a, "", b).body["value"]["instances"], instances);
 }
 
+TEST_F(PrimaryTest, ADeaReadsAndWatchesOnlyItsOwnAssignments) {
+  std::string ctl = Attach("10.0.0.2", {"controller"});
+  std::string a = Attach("10.0.0.3", {"dea"});
+  std::string b = Attach("10.0.0.4", {"dea"});
+  auto assign = [&](const std::string& key, const std::string& node) {
+    return Call("PUT", "/v1/docs/assignment/" + key,
+                json{{"value", {{"node_id", node}, {"instance_id", key}}}}.dump(), ctl);
+  };
+  ASSERT_EQ(assign("web/0/x", a).status, 200);  // before any read: the index loads it
+  auto mine = [&](const std::string& node) {
+    Reply r = Call("GET", "/v1/docs/assignment?node=" + node, "", node);
+    EXPECT_EQ(r.status, 200);
+    std::vector<std::string> keys;
+    for (const auto& d : r.body) keys.push_back(d["key"]);
+    return keys;
+  };
+  EXPECT_THAT(mine(a), ElementsAre("web/0/x"));
+  EXPECT_THAT(mine(b), ElementsAre());
+  std::optional<Reply> wa, wb;
+  auto watch = [&](const std::string& id, std::optional<Reply>* out) {
+    out->reset();
+    Start("GET", "/v1/watch?after=" + std::to_string(Rev()) + "&timeout_ms=5000&assignments=1&node=" + id,
+          "", id, out);
+  };
+  watch(a, &wa);
+  watch(b, &wb);
+  // An app write, another DEA's assignment: a sleeps on.
+  ASSERT_EQ(Call("PUT", "/v1/docs/app/web", R"({"value":{"x":1}})", ctl).status, 200);
+  EXPECT_FALSE(wb.has_value());
+  ASSERT_EQ(assign("web/1/y", b).status, 200);
+  EXPECT_FALSE(wa.has_value());
+  ASSERT_TRUE(wb.has_value());
+  EXPECT_THAT(mine(b), ElementsAre("web/1/y"));
+  // A batch that moves a's instance to b wakes both.
+  watch(b, &wb);
+  json writes = json::array({{{"kind", "assignment"}, {"key", "web/0/x"}, {"delete", true}},
+                             {{"kind", "assignment"}, {"key", "web/0/z"},
+                              {"value", {{"node_id", b}, {"instance_id", "z"}}}}});
+  ASSERT_EQ(Call("POST", "/v1/docs", json{{"writes", writes}}.dump(), ctl).status, 200);
+  EXPECT_TRUE(wa.has_value());
+  EXPECT_TRUE(wb.has_value());
+  EXPECT_THAT(mine(a), ElementsAre());
+  EXPECT_THAT(mine(b), ElementsAre("web/0/z", "web/1/y"));
+  // A single delete wakes the DEA that had it.
+  watch(b, &wb);
+  ASSERT_EQ(Call("DELETE", "/v1/docs/assignment/web/1/y", "", ctl).status, 200);
+  EXPECT_TRUE(wb.has_value());
+  EXPECT_THAT(mine(b), ElementsAre("web/0/z"));
+  // The unfiltered list still has every assignment.
+  EXPECT_EQ(Call("GET", "/v1/docs/assignment", "", ctl).body.size(), 1u);
+}
+
 TEST_F(PrimaryTest, ANodeChangesOnlyItsOwnRecordAndTheCoreAnyNodes) {
   std::string a = Attach("10.0.0.2");
   std::string b = Attach("10.0.0.3");
