@@ -303,12 +303,12 @@ void HealthManager::EvaluateApp(const AppSpec& app, AppState& state,
     missing.push_back(i);
   }
 
-  // Indices that lost their instance on a DEA that went down: why they start again.
-  std::set<int> failed_over;
+  // Indices that lost their instance on a DEA that went down, and that DEA's address.
+  std::map<int, std::string> failed_over;
   for (const auto& [id, record] : deas_) {
     if (IsUp(record, now)) continue;
     for (const InstanceReport& r : record.instances)
-      if (r.app == app.name && HoldsResources(r)) failed_over.insert(r.index);
+      if (r.app == app.name && HoldsResources(r)) failed_over[r.index] = record.info.ip;
   }
   PlacementPlan plan = PlaceWhatFits(app, missing, deas, placed);
   const std::string& unplaceable = plan.unplaceable;
@@ -324,16 +324,8 @@ void HealthManager::EvaluateApp(const AppSpec& app, AppState& state,
     state.pending[i] = std::move(pending);
 
     std::string reason = "starting missing instance";
-    if (failed_over.count(i)) {
-      for (const auto& [id, record] : deas_) {
-        if (IsUp(record, now)) continue;
-        for (const InstanceReport& r : record.instances) {
-          if (r.app == app.name && r.index == i && HoldsResources(r)) {
-            reason = "DEA " + record.info.ip + " stopped heartbeating";
-          }
-        }
-      }
-    }
+    if (auto lost = failed_over.find(i); lost != failed_over.end())
+      reason = "DEA " + lost->second + " stopped heartbeating";
     if (state.slots.count(i)) reason = "restarting after a crash";
     actions.push_back(Action{Action::kStart, app.name, i, node, "", reason, app.version});
 
